@@ -1,0 +1,192 @@
+"""The one interface every decomposition method returns.
+
+A Decomposition splits a target network, at named *sites* (module names), into components:
+
+- `directions(site, space)` → [C, d]: in parameter space each component's weight matrix,
+  flattened (d = d_out·d_in); in activation space a vector in the site's output. `None` where the
+  method has no object in that space (an SAE has no parameter components).
+- `activity(x)` → {site: [batch, C]}: how much each component is used on each input (an SAE's latent
+  activation, SPD's causal importance). A component *fires* when its activity exceeds
+  `fire_threshold` (0.1 for causal importance, 0 for dictionary latents).
+- `forward_with(x, mask)` → the target's output with only the masked-in components
+  (mask {site: [batch, C] or [C]}, 1 = keep); sites absent from `mask` run all components.
+- `save(dir)` / `load_decomposition(dir, target)`: safetensors + JSON, loadable without the
+  method's training code.
+
+`ParameterDecomposition` implements `forward_with` for any set of weight components by hooking the
+site modules; methods that split weights (oracle, random, SPD) subclass it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from mechscope.hooks import replace_output
+from mechscope.zoo.base import Space
+
+Mask = dict[str, Tensor]
+
+_CLASSES: dict[str, type[Decomposition]] = {}
+
+
+class Decomposition(ABC):
+    """Components at named sites of `target`, with directions, activity and ablation."""
+
+    fire_threshold: ClassVar[float] = 0.0
+    kind: ClassVar[str]
+    """Registry key of the class, stored in the saved JSON so `load_decomposition` can rebuild it."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            _CLASSES[cls.kind] = cls
+
+    def __init__(self, target: nn.Module, sites: list[str]) -> None:
+        self.target = target
+        self.sites = list(sites)
+
+    @abstractmethod
+    def n_components(self, site: str) -> int: ...
+
+    @abstractmethod
+    def directions(self, site: str, space: Space) -> Tensor | None:
+        """[C, d] component directions at `site` in `space`, or None if none exist there."""
+
+    @abstractmethod
+    def activity(self, x: Tensor) -> dict[str, Tensor]:
+        """{site: [batch, C]} component activity on inputs x."""
+
+    @abstractmethod
+    def forward_with(self, x: Tensor, mask: Mask) -> Tensor:
+        """Target output with only masked-in components (ablation)."""
+
+    def fires(self, x: Tensor) -> dict[str, Tensor]:
+        """{site: bool[batch, C]}: activity above this method's firing threshold."""
+        return {s: a > self.fire_threshold for s, a in self.activity(x).items()}
+
+    def reconstruct(self, x: Tensor) -> dict[str, Tensor]:
+        """{site: [batch, d]} the method's reconstruction of each activation site (for `shrinkage`);
+        empty for methods that do not reconstruct activations."""
+        return {}
+
+    def all_on(self, batch: int) -> Mask:
+        return {s: torch.ones(batch, self.n_components(s)) for s in self.sites}
+
+    # --- persistence -----------------------------------------------------------------------
+    @abstractmethod
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """(tensors, json-able config) that `from_state` turns back into this decomposition."""
+
+    @classmethod
+    @abstractmethod
+    def from_state(cls, target: nn.Module, tensors: dict[str, Tensor], config: dict[str, Any]) -> Decomposition:
+        ...
+
+    def save(self, directory: str | Path) -> None:
+        """Write `components.safetensors` + `decomposition.json` atomically into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors, config = self.state()
+        meta = {"kind": self.kind, "sites": self.sites, "config": config}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        _atomic_write(directory / "components.safetensors", lambda p: save_file(tensors, str(p)))
+        _atomic_write(directory / "decomposition.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
+
+
+def load_decomposition(directory: str | Path, target: nn.Module) -> Decomposition:
+    """Rebuild a saved decomposition of `target` (no training code needed)."""
+    directory = Path(directory)
+    meta = json.loads((directory / "decomposition.json").read_text())
+    cls = _CLASSES.get(meta["kind"])
+    if cls is None:
+        known = ", ".join(sorted(_CLASSES))
+        raise ValueError(f"unknown decomposition kind {meta['kind']!r} in {directory}; known: {known}")
+    tensors = load_file(str(directory / "components.safetensors"))
+    return cls.from_state(target, tensors, meta["config"])
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class ParameterDecomposition(Decomposition):
+    """Weight components P_c [d_out, d_in] per site with Σ_c P_c ≈ W_site.
+
+    `forward_with` hooks each site module (an `nn.Linear`) so its output becomes
+    Σ_c m_c · P_c a + bias, where a is the module's input. A target may tie a second module to a
+    site (TMS uses Wᵀ as its second layer): `target.tied = {"W_T": "W"}` makes `W_T` compute
+    Σ_c m_c · P_cᵀ a with the same mask.
+    """
+
+    fire_threshold: ClassVar[float] = 0.1
+
+    @abstractmethod
+    def components(self, site: str) -> Tensor:
+        """[C, d_out, d_in] component matrices at `site`."""
+
+    def n_components(self, site: str) -> int:
+        return int(self.components(site).shape[0])
+
+    def component_outputs(self, site: str, a: Tensor, transpose: bool = False) -> Tensor:
+        """[batch, C, d_out]: each component's contribution P_c a (or P_cᵀ a if `transpose`)."""
+        P = self.components(site)
+        return torch.einsum("coi,bi->bco", P, a) if not transpose else torch.einsum("coi,bo->bci", P, a)
+
+    def directions(self, site: str, space: Space) -> Tensor | None:
+        P = self.components(site)
+        if space == "parameter":
+            return P.flatten(1)
+        # Activation space: what the component writes into the module's output.
+        U, _, _ = torch.linalg.svd(P, full_matrices=False)
+        return U[:, :, 0]
+
+    def forward_with(self, x: Tensor, mask: Mask) -> Tensor:
+        tied: dict[str, str] = getattr(self.target, "tied", {})
+        modules = dict(self.target.named_modules())
+        with ExitStack() as stack:
+            for site in self.sites:
+                if site not in mask:
+                    continue
+                m = _batch_mask(mask[site], x.shape[0])
+                stack.enter_context(replace_output(self.target, site, self._masked(site, m, modules[site], False)))
+                for alias, source in tied.items():
+                    if source == site:
+                        fn = self._masked(site, m, modules[alias], True)
+                        stack.enter_context(replace_output(self.target, alias, fn))
+            return self.target(x)
+
+    def _masked(self, site: str, m: Tensor, module: nn.Module, transpose: bool) -> Any:
+        def fn(inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+            a = inputs[0]
+            lead = a.shape[:-1]
+            flat = a.reshape(-1, a.shape[-1])
+            mm = m if m.shape[0] == flat.shape[0] else m.repeat_interleave(flat.shape[0] // m.shape[0], 0)
+            out = torch.einsum("bco,bc->bo", self.component_outputs(site, flat, transpose), mm.to(flat.dtype))
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, Tensor):
+                out = out + bias
+            return out.reshape(*lead, out.shape[-1])
+
+        return fn
+
+
+def _batch_mask(mask: Tensor, batch: int) -> Tensor:
+    return mask.expand(batch, -1) if mask.dim() == 1 else mask

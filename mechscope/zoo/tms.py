@@ -1,0 +1,167 @@
+"""Toy Models of Superposition (Elhage et al. 2022): n sparse features through m < n hidden dims.
+
+    h = W x            (W: m × n, no bias; site "W")
+    h = I h            (+ID variants only: a frozen m × m identity; site "identity")
+    y = ReLU(Wᵀ h + b) (tied second layer; module "W_T" shares W's weight)
+
+Data: each x_i is 0 with probability 1 − p, else uniform in [0, 1]. Trained with MSE on x.
+True mechanisms: per represented feature i, the rank-1 weight W[:, i] e_iᵀ (parameter space) and
+the hidden direction W[:, i] (activation space), both active when x_i > 0; for +ID the identity is
+one dense rank-m mechanism, active on every input with a non-zero feature.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mechscope.config import Config
+from mechscope.zoo import register_task
+from mechscope.zoo.base import GroundTruth, Mechanism, Progress, Task, no_progress
+from mechscope.zoo.cache import load_target, save_target, seeded_generator, target_path
+
+REPRESENTED_NORM = 0.5
+"""A feature is represented when ‖W[:, i]‖ exceeds this (a clean 5-2 pentagon has ≈ 1.1)."""
+
+
+class TMSConfig(Config):
+    n_features: int = 5
+    n_hidden: int = 2
+    identity: bool = False
+    feature_prob: float = 0.05
+    steps: int = 10_000
+    batch_size: int = 1024
+    lr: float = 5e-3
+    weight_decay: float = 0.01
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+
+
+class TiedTranspose(nn.Module):
+    """Applies the transpose of another Linear's weight: the tied second layer of TMS."""
+
+    def __init__(self, source: nn.Linear) -> None:
+        super().__init__()
+        object.__setattr__(self, "_source", source)  # not a submodule: no duplicate parameters
+
+    def forward(self, h: Tensor) -> Tensor:
+        return F.linear(h, self._source.weight.T)
+
+
+class TMSModel(nn.Module):
+    tied: ClassVar[dict[str, str]] = {"W_T": "W"}
+
+    def __init__(self, n_features: int, n_hidden: int, identity: bool) -> None:
+        super().__init__()
+        self.W = nn.Linear(n_features, n_hidden, bias=False)
+        self.identity: nn.Linear | None = None
+        if identity:
+            self.identity = nn.Linear(n_hidden, n_hidden, bias=False)
+            self.identity.weight.data.copy_(torch.eye(n_hidden))
+            self.identity.weight.requires_grad_(False)
+        self.W_T = TiedTranspose(self.W)
+        self.b_final = nn.Parameter(torch.zeros(n_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.W(x)  # (B, m)
+        if self.identity is not None:
+            h = self.identity(h)
+        return F.relu(self.W_T(h) + self.b_final)  # (B, n)
+
+
+class TMSTask(Task):
+    family = "tms"
+    Cfg = TMSConfig
+    config: TMSConfig
+
+    def __init__(self, config: Config | None = None, name: str = "tms", summary: str = "") -> None:
+        super().__init__(config)
+        self.name = name  # type: ignore[misc]
+        self.summary = summary  # type: ignore[misc]
+
+    @property
+    def n_features(self) -> int:
+        return self.config.n_features
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        c = self.config
+        on = torch.rand(n, c.n_features, generator=generator) < c.feature_prob
+        return torch.where(on, torch.rand(n, c.n_features, generator=generator), torch.zeros(()))
+
+    def build(self) -> TMSModel:
+        c = self.config
+        return TMSModel(c.n_features, c.n_hidden, c.identity)
+
+    def make_target(self, target_seed: int, progress: Progress = no_progress) -> nn.Module:
+        path = target_path(self.name, self.config, target_seed)
+        model = self.build()
+        if load_target(path, model) is None:
+            info = train_tms(model, self, target_seed, progress)
+            save_target(path, model, info)
+        model.eval()
+        return model
+
+    def ground_truth(self, target: nn.Module) -> GroundTruth:
+        assert isinstance(target, TMSModel)
+        W = target.W.weight.detach()  # (m, n)
+        n, m = self.config.n_features, self.config.n_hidden
+        represented = [i for i in range(n) if float(W[:, i].norm()) > REPRESENTED_NORM]
+        mechs: list[Mechanism] = []
+        for i in represented:
+            e_i = torch.zeros(n)
+            e_i[i] = 1.0
+            mechs.append(Mechanism(f"feature{i}", "parameter", "W", torch.outer(W[:, i], e_i), 1, "pos", i))
+            mechs.append(Mechanism(f"feature{i}", "activation", "W", W[:, i].clone(), 1, "pos", i))
+        if target.identity is not None:
+            mechs.append(Mechanism("identity", "parameter", "identity", torch.eye(m), m, "dense"))
+        notes = [] if len(represented) == n else [f"target represents {len(represented)}/{n} features"]
+        return GroundTruth(mechs, n_features=n, represented=represented, notes=notes)
+
+    def activation_sites(self) -> list[str]:
+        return ["W"]
+
+
+def train_tms(model: TMSModel, task: TMSTask, seed: int, progress: Progress) -> dict[str, object]:
+    """Train a TMS target with the published recipe (AdamW, MSE on x); returns its info."""
+    c = task.config
+    torch.manual_seed(seed)
+    for p in model.parameters():
+        if p.requires_grad and p.dim() == 2:
+            nn.init.xavier_normal_(p)
+    gen = seeded_generator(seed + 10_000)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.steps)
+        if c.lr_schedule == "cosine"
+        else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    )
+    loss = torch.tensor(0.0)
+    for step in range(c.steps):
+        x = task.sample(c.batch_size, gen)
+        loss = F.mse_loss(model(x), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == c.steps - 1:
+            progress(step + 1, c.steps)
+    norms = model.W.weight.detach().norm(dim=0)
+    return {
+        "final_loss": float(loss.detach()),
+        "feature_norms": [float(v) for v in norms],
+        "n_represented": int((norms > REPRESENTED_NORM).sum()),
+    }
+
+
+def _tms(name: str, n: int, m: int, identity: bool, batch: int, summary: str) -> None:
+    cfg = TMSConfig(n_features=n, n_hidden=m, identity=identity, batch_size=batch)
+    register_task(name, lambda: TMSTask(cfg, name, summary))
+
+
+_tms("tms-5-2", 5, 2, False, 1024, "toy model of superposition: 5 features in 2 dims")
+_tms("tms-40-10", 40, 10, False, 8192, "toy model of superposition: 40 features in 10 dims")
+_tms("tms-5-2-id", 5, 2, True, 1024, "TMS 5-2 with a fixed 2×2 identity layer (a dense rank-2 mechanism)")
+_tms("tms-40-10-id", 40, 10, True, 8192, "TMS 40-10 with a fixed 10×10 identity layer (a dense rank-10 mechanism)")

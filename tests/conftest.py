@@ -1,0 +1,24 @@
+"""Test tiers: fast by default; `--runslow` adds the ground-truth recovery runs."""
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow recovery tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads() -> None:
+    torch.set_num_threads(int(os.environ.get("MECHSCOPE_TEST_THREADS", "2")))
