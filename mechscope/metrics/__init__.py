@@ -1,37 +1,45 @@
 """The yardstick: pure scoring functions of (Decomposition, GroundTruth, evaluation inputs).
 
-`score(...)` is the one entry point the CLI and the bench call; every key it returns is defined in
-DESIGN.md's metrics table and must not drift.
+`score(decomposition, task, truth=None, *, sets=None, ablation=True) -> Score` is the one entry
+point the CLI and the bench call; every key it returns is defined in DESIGN.md's metrics table and
+must not drift. The target scored is `decomposition.target`; `truth` defaults to
+`task.ground_truth(decomposition.target)`. `Score.metrics` is the metrics.json body (the runner
+adds `task`, `method`, `seed`, `target_seed`, `wall_s`, `peak_mem_mb`):
+
+    recovery_space              "parameter" | "activation" (absent: no space in common)
+    n_true, true_rank           scored mechanisms of the recovery space; sum of their ranks
+    mmcs, mcc, uniqueness, coverage, activity_f1, activity_f1_data     (rank-1 mechanisms)
+    ml2r, mmcs_colwise, ml2r_colwise                                   (parameter space only)
+    dense_cos, dense_l2r, dense_rank        (rank-k "dense" mechanisms: mean, mean, sum over them)
+    l0_true                     mean Σ rank of active scored mechanisms per `data` input
+    l0, n_alive, n_alive_by_site{site: int}, n_components, dead_frac
+    faithfulness                MSE (KL for logits) of forward_with(all on) vs the target on `data`
+    shrinkage                   only for methods whose `reconstruct` is non-empty
+    ablation_specificity        over the recovery space's matched pairs
+    n_features, represented[list], n_represented, truth_notes[list]
+    spaces.<parameter|activation>.<recovery key>    every present space
+    sites.<site>.<key>          recovery keys of that site (recovery space first) + l0, n_alive,
+                                n_components, dead_frac, shrinkage, ablation_specificity
+
+Keys whose value is undefined are absent, never 0. `Score.matches` lists every Hungarian pair;
+`Score.tensors` holds `similarity.<space>.<site>` [n_true, C] and `onehot_activity.<site>`
+[n_onehot, C]. `seed_stability(dec_a, dec_b, x=None)` is the bench-level stability metric.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from mechscope.metrics.eval_sets import EVAL_DATA_SEED, EVAL_DATA_SIZE, EvalSets, eval_sets
+from mechscope.metrics.result import Match, Score
+from mechscope.metrics.score import score
+from mechscope.metrics.stability import seed_stability
 
-from torch import Tensor
-
-EVAL_DATA_SEED = 987_654_321
-"""Seed of the `data` evaluation set: fixed, and independent of every training seed."""
-EVAL_DATA_SIZE = 4096
-
-
-@dataclass
-class Match:
-    """One matched pair (Hungarian) of a true mechanism and a component."""
-
-    space: str
-    site: str
-    mechanism: str
-    component: int
-    similarity: float
-
-
-@dataclass
-class Score:
-    metrics: dict[str, Any]
-    """The metrics.json body: top-level keys, `sites.<site>.<key>`, `spaces.<space>.<key>`."""
-    matches: list[Match] = field(default_factory=list)
-    tensors: dict[str, Tensor] = field(default_factory=dict)
-    """Matrices saved beside metrics.json, never inside it: e.g. `onehot_activity.<site>`
-    ([n_onehot, C]), `similarity.<space>.<site>` ([n_true, C])."""
+__all__ = [
+    "EVAL_DATA_SEED",
+    "EVAL_DATA_SIZE",
+    "EvalSets",
+    "Match",
+    "Score",
+    "eval_sets",
+    "score",
+    "seed_stability",
+]

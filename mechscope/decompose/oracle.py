@@ -1,0 +1,231 @@
+"""`oracle`: the ground truth itself, as a decomposition — the top of the yardstick.
+
+A calibration method, not a learning one: it reads the task's true mechanisms and returns them as
+components, so every metric must show its best value on it (mmcs = ml2r = activity_f1 = 1,
+faithfulness = 0). If the oracle does not score perfectly, the yardstick or the truth is wrong.
+
+Parameter sites (one per weight with parameter truth), rank-1 components U[:, c] V[c, :]:
+- each rank-1 mechanism T = u vᵀ is one component, active by its true rule;
+- a dense rank-k mechanism is split by SVD into its k rank-1 parts, each active whenever any
+  feature is non-zero;
+- a "never" mechanism (the residual MLP's W_in (I − Π)) is split the same way, never active;
+- whatever is left of the weight (e.g. the small columns of features TMS does not represent)
+  is split by SVD into "remainder" components active on every non-empty input,
+so Σ_c P_c = W to float precision and `forward_with(all on)` is the target.
+
+Activation-only sites (truth only in activation space, e.g. the residual stream): one component
+per true vector t_c, firing by its rule; ablating it subtracts its share (d̃_c·h) t̃_c of the
+site's output h, with d̃ the dual basis of the distinct directions (pinv), gated by the rule.
+Activity is the indicator of the true rule (1.0 / 0.0), read off the input features x.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mechscope.config import Config
+from mechscope.decompose.base import Decomposition, Mask, ParameterDecomposition, _batch_mask
+from mechscope.decompose.registry import FitContext, MethodSpec, register
+from mechscope.hooks import replace_output
+from mechscope.zoo.base import ActiveRule, GroundTruth, Mechanism, Space, Task, active_matrix
+
+
+class OracleConfig(Config):
+    remainder_tol: float = 1e-6
+    """Singular values of the leftover weight below remainder_tol·‖W‖ are float noise, dropped."""
+
+
+Rules = list[tuple[str, str, int | None]]
+"""Per component: (name, rule, feature)."""
+
+
+def _rule_mechs(rules: Rules) -> list[Mechanism]:
+    """Stand-in mechanisms carrying only (rule, feature), to reuse `active_matrix`."""
+    empty = torch.zeros(0)
+    return [Mechanism(n, "parameter", "", empty, 1, r, f) for n, r, f in rules]  # type: ignore[arg-type]
+
+
+def rank_one_parts(M: Tensor, k: int | None = None, tol: float = 0.0) -> tuple[Tensor, Tensor]:
+    """(U [k, o], V [k, i]) with Σ_k U[k] V[k]ᵀ = M: SVD, singular value folded into U."""
+    U, S, Vh = torch.linalg.svd(M.double(), full_matrices=False)
+    keep = int((tol < S).sum()) if k is None else k
+    return (U[:, :keep] * S[:keep]).T.float(), Vh[:keep].float()
+
+
+class OracleDecomposition(ParameterDecomposition):
+    kind = "oracle"
+
+    def __init__(
+        self,
+        target: nn.Module,
+        param: dict[str, tuple[Tensor, Tensor, Rules]],
+        act: dict[str, tuple[Tensor, Tensor, Rules]] | None = None,
+    ) -> None:
+        """param: {site: (U [C, o], V [C, i], rules)}; act: {site: (t [C, d], dual [C, d], rules)}."""
+        act = act or {}
+        super().__init__(target, [*param, *act])
+        self.param = param
+        self.act = act
+
+    # --- components --------------------------------------------------------------------------
+    def components(self, site: str) -> Tensor:
+        U, V, _ = self.param[site]
+        return torch.einsum("co,ci->coi", U, V)  # (C, o, i)
+
+    def n_components(self, site: str) -> int:
+        return len(self.param[site][2] if site in self.param else self.act[site][2])
+
+    def component_outputs(self, site: str, a: Tensor, transpose: bool = False) -> Tensor:
+        U, V, _ = self.param[site]
+        if transpose:
+            return (a @ U.T)[:, :, None] * V[None]  # (B, C, i)
+        return (a @ V.T)[:, :, None] * U[None]  # (B, C, o)
+
+    def directions(self, site: str, space: Space) -> Tensor | None:
+        if site in self.act:
+            return self.act[site][0] if space == "activation" else None
+        if space == "activation":
+            U = self.param[site][0]
+            return U / U.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return super().directions(site, space)
+
+    def activity(self, x: Tensor) -> dict[str, Tensor]:
+        sites = {**self.param, **self.act}
+        return {s: active_matrix(_rule_mechs(v[2]), x).float() for s, v in sites.items()}
+
+    def _masked(self, site: str, m: Tensor, module: nn.Module, transpose: bool) -> Any:
+        """Σ_c m_c P_c a as ((a Vᵀ) ⊙ m) U: never materialises the [batch, C, d_out] tensor."""
+        U, V = self.param[site][0], self.param[site][1]
+        read, write = (U, V) if transpose else (V, U)
+
+        def fn(inputs: tuple[Any, ...], output: Tensor) -> Tensor:
+            a = inputs[0]
+            flat = a.reshape(-1, a.shape[-1])
+            mm = m if m.shape[0] == flat.shape[0] else m.repeat_interleave(flat.shape[0] // m.shape[0], 0)
+            out = ((flat @ read.T) * mm.to(flat.dtype)) @ write  # (B, C) -> (B, d_out)
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, Tensor):
+                out = out + bias
+            return out.reshape(*a.shape[:-1], out.shape[-1])
+
+        return fn
+
+    # --- ablation ----------------------------------------------------------------------------
+    def forward_with(self, x: Tensor, mask: Mask) -> Tensor:
+        act_mask = {s: m for s, m in mask.items() if s in self.act}
+        if not act_mask:
+            return super().forward_with(x, mask)
+        gates = self.activity(x)
+        with ExitStack() as stack:
+            for site, m in act_mask.items():
+                off = (1.0 - _batch_mask(m, x.shape[0])) * gates[site]  # (B, C)
+                stack.enter_context(replace_output(self.target, site, self._drop(site, off)))
+            return super().forward_with(x, {s: m for s, m in mask.items() if s in self.param})
+
+    def _drop(self, site: str, off: Tensor) -> Any:
+        t, dual, _ = self.act[site]
+
+        def fn(_inputs: tuple[Any, ...], h: Tensor) -> Tensor:
+            coef = h @ dual.T  # (B, C): each distinct direction's share of h
+            return h - (off * coef) @ t  # (B, d)
+
+        return fn
+
+    # --- persistence -------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors: dict[str, Tensor] = {}
+        cfg: dict[str, Any] = {"param": {}, "act": {}}
+        for group, name_a, name_b in ((self.param, "U", "V"), (self.act, "t", "dual")):
+            key = "param" if group is self.param else "act"
+            for site, (A, B, rules) in group.items():
+                tensors[f"{site}/{name_a}"], tensors[f"{site}/{name_b}"] = A, B
+                cfg[key][site] = [list(r) for r in rules]
+        return tensors, cfg
+
+    @classmethod
+    def from_state(
+        cls, target: nn.Module, tensors: dict[str, Tensor], config: dict[str, Any]
+    ) -> Decomposition:
+        def rules(rs: list[list[Any]]) -> Rules:
+            return [(str(n), str(r), None if f is None else int(f)) for n, r, f in rs]
+
+        param = {s: (tensors[f"{s}/U"], tensors[f"{s}/V"], rules(r)) for s, r in config["param"].items()}
+        act = {s: (tensors[f"{s}/t"], tensors[f"{s}/dual"], rules(r)) for s, r in config["act"].items()}
+        return cls(target, param, act)
+
+
+# --- building the oracle from the truth --------------------------------------------------------
+def parameter_site(weight: Tensor, mechs: list[Mechanism], tol: float) -> tuple[Tensor, Tensor, Rules]:
+    """Rank-1 parts of every true mechanism at one weight, plus the SVD of what is left."""
+    Us: list[Tensor] = []
+    Vs: list[Tensor] = []
+    rules: Rules = []
+    rest = weight.detach().double().clone()  # (o, i)
+    for m in mechs:
+        T = m.direction.double()
+        U, V = rank_one_parts(T, k=m.rank)
+        rest -= torch.einsum("ko,ki->oi", U.double(), V.double())
+        Us.append(U)
+        Vs.append(V)
+        rule: ActiveRule = m.rule if m.rank == 1 or m.rule == "never" else "dense"
+        rules += [(m.name if m.rank == 1 else f"{m.name}.{k}", rule, m.feature) for k in range(m.rank)]
+    U, V = rank_one_parts(rest, tol=tol * float(weight.detach().norm()))
+    Us.append(U)
+    Vs.append(V)
+    rules += [(f"remainder.{k}", "dense", None) for k in range(U.shape[0])]
+    return torch.cat(Us), torch.cat(Vs), rules
+
+
+def activation_site(mechs: list[Mechanism]) -> tuple[Tensor, Tensor, Rules]:
+    """True vectors t [C, d] and the duals of their distinct directions (one per feature)."""
+    t = torch.stack([m.direction.float() for m in mechs])  # (C, d)
+    keys = [m.feature if m.feature is not None else -1 - k for k, m in enumerate(mechs)]
+    distinct = list(dict.fromkeys(keys))
+    first = [keys.index(k) for k in distinct]
+    basis = t[first].double()  # (K, d)
+    duals = torch.linalg.pinv(basis).T  # (K, d): duals[k] · basis[j] = δ_kj
+    # A component's share of h is (dual of its direction)·h along its own vector t_c; the sign
+    # of t_c relative to the basis vector is folded into the dual.
+    sign = torch.stack(
+        [torch.sign((t[c].double() * basis[distinct.index(k)]).sum()) for c, k in enumerate(keys)]
+    )
+    dual = (duals[[distinct.index(k) for k in keys]] * sign[:, None]).float()
+    rules: Rules = [(m.name, m.rule, m.feature) for m in mechs]
+    return t, dual, rules
+
+
+def build_oracle(target: nn.Module, truth: GroundTruth, tol: float = 1e-6) -> OracleDecomposition:
+    modules = dict(target.named_modules())
+    param = {}
+    for site in truth.sites("parameter"):
+        weight = modules[site].weight
+        assert isinstance(weight, Tensor)
+        param[site] = parameter_site(weight, truth.in_space("parameter", site), tol)
+    act = {}
+    for site in truth.sites("activation"):
+        if site in param:
+            continue  # the parameter components' write directions already cover it
+        mechs = [m for m in truth.in_space("activation", site) if m.rule != "never"]
+        if mechs:
+            act[site] = activation_site(mechs)
+    return OracleDecomposition(target, param, act)
+
+
+def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> Decomposition:
+    assert isinstance(config, OracleConfig)
+    return build_oracle(target, task.ground_truth(target), config.remainder_tol)
+
+
+register(
+    MethodSpec(
+        name="oracle",
+        summary="the true mechanisms as components (calibration: every metric at its best)",
+        Cfg=OracleConfig,
+        fit=fit,
+        family="calibration",
+    )
+)

@@ -1,0 +1,88 @@
+"""Similarity between components and true mechanisms, and one-to-one (Hungarian) matching.
+
+Parameter space: a true mechanism is a matrix T [d_out, d_in], a component a matrix P_c. The
+component's read side is first projected with the site's `read_projection` Π (P_c Π: the part of
+W_in that never sees data must not count against a method), then
+
+    sim(c, T) = ⟨P_c Π, T⟩_F / (‖P_c Π‖_F ‖T‖_F)            (signed: −T writes the opposite)
+
+Activation space: a true mechanism is a vector t, a component a vector p; sim = |cos(p, t)|
+(a dictionary latent's sign is arbitrary).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+EPS = 1e-12
+
+
+def project_read(P: Tensor, projection: Tensor | None) -> Tensor:
+    """P Π for every component: [C, d_out, d_in] @ [d_in, d_in]; identity when Π is None."""
+    return P if projection is None else P @ projection.to(P.dtype)
+
+
+def parameter_similarity(P: Tensor, T: Tensor) -> Tensor:
+    """[n_true, C] Frobenius cosines between true matrices T [n, o, i] and components P [C, o, i]
+    (P already read-projected). A zero matrix has similarity 0 to everything."""
+    Pf = P.flatten(1).double()  # (C, o·i)
+    Tf = T.flatten(1).double()  # (n, o·i)
+    dots = Tf @ Pf.T  # (n, C)
+    norms = Tf.norm(dim=1, keepdim=True) * Pf.norm(dim=1)[None, :]
+    return torch.where(norms > EPS, dots / norms.clamp_min(EPS), torch.zeros_like(dots)).float()
+
+
+def activation_similarity(p: Tensor, t: Tensor) -> Tensor:
+    """[n_true, C] |cos| between true vectors t [n, d] and component vectors p [C, d]."""
+    pd, td = p.double(), t.double()
+    dots = td @ pd.T  # (n, C)
+    norms = td.norm(dim=1, keepdim=True) * pd.norm(dim=1)[None, :]
+    return torch.where(norms > EPS, dots.abs() / norms.clamp_min(EPS), torch.zeros_like(dots)).float()
+
+
+@dataclass(frozen=True)
+class Matching:
+    """Hungarian matching on one similarity matrix: pairs (truth[k], component[k])."""
+
+    truth: list[int]
+    component: list[int]
+    similarity: list[float]
+
+
+def hungarian(sim: Tensor) -> Matching:
+    """One-to-one matching maximising total similarity; min(n_true, C) pairs, sorted by truth."""
+    if sim.numel() == 0:
+        return Matching([], [], [])
+    rows, cols = linear_sum_assignment(sim.detach().double().cpu().numpy(), maximize=True)
+    order = np.argsort(rows)
+    r, c = rows[order].tolist(), cols[order].tolist()
+    return Matching(r, c, [float(sim[i, j]) for i, j in zip(r, c, strict=True)])
+
+
+def frobenius_cos(A: Tensor, B: Tensor) -> float:
+    """Frobenius cosine of two matrices of the same shape (0 if either is zero)."""
+    a, b = A.double().flatten(), B.double().flatten()
+    den = float(a.norm() * b.norm())
+    return float(a @ b) / den if den > EPS else 0.0
+
+
+def norm_ratio(A: Tensor, B: Tensor) -> float:
+    """‖A‖/‖B‖ (inf-safe: 0 when B is zero)."""
+    nb = float(B.double().norm())
+    return float(A.double().norm()) / nb if nb > EPS else 0.0
+
+
+__all__ = [
+    "Matching",
+    "activation_similarity",
+    "frobenius_cos",
+    "hungarian",
+    "norm_ratio",
+    "parameter_similarity",
+    "project_read",
+]

@@ -1,0 +1,296 @@
+"""`score`: every metric of DESIGN.md's table for one decomposition of one target.
+
+    dec = method.fit(target, task, cfg, ctx)
+    result = score(dec, task)            # truth defaults to task.ground_truth(dec.target)
+    result.metrics["mmcs"], result.metrics["spaces"]["activation"]["mmcs"], result.matches
+
+Recovery is computed per (space, site) on the rank-1 scored mechanisms of that site (rule
+"never" is never scored; rank > 1 with rule "dense" goes to the dense group rule), then pooled
+over sites: means over true mechanisms (mmcs, coverage, activity_f1), over matched pairs (mcc,
+ml2r, ablation_specificity), ratios of totals (uniqueness). A space is *present* when the truth
+has scored mechanisms in it and the method has directions in it at one of their sites; truth at
+a site the method does not decompose then counts as missed (similarity 0, unmatched). The
+top-level recovery keys come from parameter space when present, else activation space.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mechscope.decompose.base import Decomposition
+from mechscope.hooks import capture
+from mechscope.metrics import activity as act
+from mechscope.metrics import recovery as rec
+from mechscope.metrics.eval_sets import EvalSets, eval_sets
+from mechscope.metrics.faithfulness import AblationPair, ablation_specificity, faithfulness, norm_ratio_mean
+from mechscope.metrics.matching import (
+    Matching,
+    activation_similarity,
+    hungarian,
+    parameter_similarity,
+    project_read,
+)
+from mechscope.metrics.result import Match, Score
+from mechscope.zoo.base import SPACES, GroundTruth, Mechanism, Space, Task, active_matrix
+
+
+def scored(mechs: list[Mechanism]) -> tuple[list[Mechanism], list[Mechanism]]:
+    """(rank-1 mechanisms scored one to one, dense rank-k mechanisms scored as a group)."""
+    rank1 = [m for m in mechs if m.rank == 1 and m.rule != "never"]
+    dense = [m for m in mechs if m.rank > 1 and m.rule == "dense" and m.space == "parameter"]
+    return rank1, dense
+
+
+@dataclass
+class SiteResult:
+    """Recovery of the scored mechanisms at one site in one space."""
+
+    space: Space
+    site: str
+    rank1: list[Mechanism]
+    sim: Tensor  # (n_rank1, C)
+    matching: Matching
+    n_components: int
+    l2r: list[float] = field(default_factory=list)
+    f1: list[float] = field(default_factory=list)
+    f1_data: list[float] = field(default_factory=list)
+    colwise: rec.Colwise | None = None
+    dense: list[tuple[Mechanism, rec.Dense]] = field(default_factory=list)
+
+
+def _directions(dec: Decomposition, site: str, space: Space) -> Tensor | None:
+    return dec.directions(site, space) if site in dec.sites else None
+
+
+def space_present(dec: Decomposition, truth: GroundTruth, space: Space) -> bool:
+    for site in truth.sites(space):
+        r1, dense = scored(truth.in_space(space, site))
+        if (r1 or dense) and _directions(dec, site, space) is not None:
+            return True
+    return False
+
+
+def site_recovery(
+    dec: Decomposition,
+    truth: GroundTruth,
+    space: Space,
+    site: str,
+    sets: EvalSets,
+    fires_onehot: dict[str, Tensor],
+    fires_data: dict[str, Tensor],
+) -> SiteResult | None:
+    """Similarities, matching, F1 and dense groups of one site; None if nothing is scored there."""
+    rank1, dense = scored(truth.in_space(space, site))
+    if not rank1 and not dense:
+        return None
+    D = _directions(dec, site, space)
+    if space == "parameter":
+        shape = (rank1 or dense)[0].direction.shape  # (o, i)
+        P = D.reshape(-1, *shape) if D is not None else torch.zeros(0, *shape)
+        P = project_read(P.detach().float(), truth.read_projection.get(site))  # (C, o, i)
+        T = torch.stack([m.direction for m in rank1]).float() if rank1 else torch.zeros(0, *shape)
+        sim = parameter_similarity(P, T)
+    else:
+        d = rank1[0].direction.shape[0]
+        P = D.detach().float() if D is not None else torch.zeros(0, d)
+        T = torch.stack([m.direction for m in rank1]).float()
+        sim = activation_similarity(P, T)
+    C = int(P.shape[0])
+    matching = hungarian(sim)
+    res = SiteResult(space, site, rank1, sim, matching, C)
+    n_in = sets.onehot.shape[0], sets.data.shape[0]
+    fo = fires_onehot.get(site, torch.zeros(n_in[0], C, dtype=torch.bool))
+    fd = fires_data.get(site, torch.zeros(n_in[1], C, dtype=torch.bool))
+    if rank1:
+        res.f1 = act.f1_per_truth(active_matrix(rank1, sets.onehot), fo, matching.truth, matching.component)
+        res.f1_data = act.f1_per_truth(
+            active_matrix(rank1, sets.data), fd, matching.truth, matching.component
+        )
+    if space == "parameter":
+        res.l2r = rec.l2r_pairs(P, T, matching)
+        res.colwise = rec.colwise(P, T) if rank1 else None
+        any_feature = (sets.data != 0).any(dim=-1)
+        for m in dense:
+            group = rec.dense_group(fd, any_feature)
+            res.dense.append((m, rec.dense_score(P, m.direction.float(), group)))
+    return res
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def pool(results: list[SiteResult], space: Space) -> dict[str, Any]:
+    """Recovery keys over a set of site results (one site, or all sites of a space)."""
+    out: dict[str, Any] = {}
+    r1 = [r for r in results if r.rank1]
+    n1 = sum(len(r.rank1) for r in r1)
+    dense = [d for r in results for d in r.dense]
+    out["n_true"] = n1 + len(dense)
+    out["true_rank"] = n1 + sum(m.rank for m, _ in dense)
+    if n1:
+        best = torch.cat([rec.best_similarity(r.sim) for r in r1])
+        pair_sims = [s for r in r1 for s in r.matching.similarity]
+        n_comp = sum(r.n_components for r in r1)
+        out["mmcs"] = float(best.mean())
+        out["mcc"] = _mean(pair_sims)
+        out["uniqueness"] = sum(rec.distinct_best(r.sim) for r in r1) / n_comp if n_comp else math.nan
+        out["coverage"] = sum(rec.n_covered(r.matching) for r in r1) / n1
+        out["activity_f1"] = _mean([f for r in r1 for f in r.f1])
+        out["activity_f1_data"] = _mean([f for r in r1 for f in r.f1_data])
+        if space == "parameter":
+            out["ml2r"] = _mean([v for r in r1 for v in r.l2r])
+            cws = [r.colwise for r in r1]
+            if all(cw is not None for cw in cws):
+                out["mmcs_colwise"] = _mean([v for cw in cws if cw for v in cw.cos])
+                out["ml2r_colwise"] = _mean([v for cw in cws if cw for v in cw.l2r])
+    if dense:
+        out["dense_cos"] = _mean([d.cos for _, d in dense])
+        out["dense_l2r"] = _mean([d.l2r for _, d in dense])
+        out["dense_rank"] = sum(d.rank for _, d in dense)
+    return out
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    """Drop keys whose value is undefined (NaN/None): absent, never zero."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out[k] = _clean(v)
+        elif v is not None and not (isinstance(v, float) and math.isnan(v)):
+            out[k] = v
+    return out
+
+
+def shrinkage_by_site(dec: Decomposition, onehot: Tensor) -> dict[str, float]:
+    """‖reconstruction‖/‖true activation‖ per activation site on `onehot` (empty if no reconstruction)."""
+    recon = dec.reconstruct(onehot)
+    if not recon:
+        return {}
+    with capture(dec.target, list(recon)) as true:
+        dec.target(onehot)
+    return {s: norm_ratio_mean(recon[s], true[s]) for s in recon}
+
+
+def score(
+    decomposition: Decomposition,
+    task: Task,
+    truth: GroundTruth | None = None,
+    *,
+    sets: EvalSets | None = None,
+    ablation: bool = True,
+) -> Score:
+    """Score `decomposition` (of `decomposition.target`) against the task's ground truth.
+
+    Arguments:
+        decomposition: what a method's `fit` returned; its `.target` is the scored network.
+        task: supplies the evaluation sets (`onehot`, `data`) and, by default, the truth.
+        truth: the ground truth; default `task.ground_truth(decomposition.target)`.
+        sets: override the evaluation sets (tests); default `eval_sets(task)`.
+        ablation: compute `ablation_specificity` (the only metric needing extra forwards).
+    Returns:
+        `Score` with `metrics` (the metrics.json body, without task/method/seed/wall_s),
+        `matches` (Hungarian pairs, every space) and `tensors` (similarity and onehot activity).
+    """
+    dec = decomposition
+    truth = truth if truth is not None else task.ground_truth(dec.target)
+    sets = sets if sets is not None else eval_sets(task)
+    with torch.no_grad():
+        return _score(dec, truth, sets, ablation)
+
+
+def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: bool) -> Score:
+    kind = truth.output_kind
+    act_onehot = dec.activity(sets.onehot)
+    fires_onehot = {s: a > dec.fire_threshold for s, a in act_onehot.items()}
+    fires_data = dec.fires(sets.data)
+    tensors: dict[str, Tensor] = {f"onehot_activity.{s}": a.detach().float() for s, a in act_onehot.items()}
+    matches: list[Match] = []
+
+    # --- recovery per space and site ------------------------------------------------------------
+    present = [sp for sp in SPACES if space_present(dec, truth, sp)]
+    top: Space | None = present[0] if present else None  # SPACES lists "parameter" first
+    by_space: dict[Space, list[SiteResult]] = {}
+    for space in present:
+        results = []
+        for site in truth.sites(space):
+            r = site_recovery(dec, truth, space, site, sets, fires_onehot, fires_data)
+            if r is None:
+                continue
+            results.append(r)
+            if r.rank1:
+                tensors[f"similarity.{space}.{site}"] = r.sim
+            for t, c, v in zip(r.matching.truth, r.matching.component, r.matching.similarity, strict=True):
+                matches.append(Match(space, site, r.rank1[t].name, c, v))
+        by_space[space] = results
+
+    metrics: dict[str, Any] = {"recovery_space": top}
+    sites: dict[str, dict[str, Any]] = {s: {} for s in dec.sites}
+    if top is not None:
+        metrics.update(pool(by_space[top], top))
+        metrics["spaces"] = {sp: pool(by_space[sp], sp) for sp in present}
+        for space in reversed(present):  # the top space's keys win where a site has both
+            for r in by_space[space]:
+                sites.setdefault(r.site, {}).update(pool([r], space))
+        scored_top = [
+            m for site in truth.sites(top) for part in scored(truth.in_space(top, site)) for m in part
+        ]
+        metrics["l0_true"] = act.l0_true(active_matrix(scored_top, sets.data), [m.rank for m in scored_top])
+
+    # --- activity ------------------------------------------------------------------------------
+    n_total, n_alive_total = 0, 0
+    alive_by_site: dict[str, int] = {}
+    l0_total = torch.zeros(sets.data.shape[0])
+    for s in dec.sites:
+        C = dec.n_components(s)
+        fo = fires_onehot.get(s, torch.zeros(sets.onehot.shape[0], C, dtype=torch.bool))
+        fd = fires_data.get(s, torch.zeros(sets.data.shape[0], C, dtype=torch.bool))
+        alive = int(act.alive(fo, fd).sum())
+        alive_by_site[s] = alive
+        n_total += C
+        n_alive_total += alive
+        l0_total += fd.float().sum(dim=1)
+        sites[s].update(l0=act.l0(fd), n_alive=alive, n_components=C, dead_frac=act.dead_frac(alive, C))
+    metrics.update(
+        l0=float(l0_total.mean()),
+        n_alive=n_alive_total,
+        n_alive_by_site=alive_by_site,
+        n_components=n_total,
+        dead_frac=act.dead_frac(n_alive_total, n_total),
+    )
+
+    # --- behaviour -----------------------------------------------------------------------------
+    metrics["faithfulness"] = faithfulness(dec, sets.data, kind)
+    shrink = shrinkage_by_site(dec, sets.onehot)
+    if shrink:
+        metrics["shrinkage"] = _mean(list(shrink.values()))
+        for site, v in shrink.items():
+            sites.setdefault(site, {})["shrinkage"] = v
+    if ablation and top is not None:
+        pairs, where = [], []
+        for r in by_space[top]:
+            if r.site not in dec.sites:
+                continue
+            active = active_matrix(r.rank1, sets.data)
+            for t, c in zip(r.matching.truth, r.matching.component, strict=True):
+                pairs.append(AblationPair(r.site, c, active[:, t]))
+                where.append(r.site)
+        spec = ablation_specificity(dec, sets.data, pairs, kind)
+        metrics["ablation_specificity"] = _mean([v for v in spec if v is not None])
+        for s in set(where):
+            sites[s]["ablation_specificity"] = _mean(
+                [v for v, w in zip(spec, where, strict=True) if w == s and v is not None]
+            )
+
+    metrics["n_features"] = truth.n_features
+    metrics["represented"] = list(truth.represented)
+    metrics["n_represented"] = len(truth.represented)
+    if truth.notes:
+        metrics["truth_notes"] = list(truth.notes)
+    metrics["sites"] = sites
+    return Score(metrics=_clean(metrics), matches=matches, tensors=tensors)

@@ -1,0 +1,34 @@
+import math
+
+import torch
+
+from mechscope.metrics.matching import activation_similarity, hungarian, parameter_similarity, project_read
+
+
+def test_parameter_similarity_is_signed_frobenius_cosine() -> None:
+    T = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])  # (1, 2, 2)
+    P = torch.stack([T[0], -T[0], 2 * T[0], torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.zeros(2, 2)])
+    sim = parameter_similarity(P, T)
+    assert torch.allclose(sim, torch.tensor([[1.0, -1.0, 1.0, 1 / math.sqrt(2), 0.0]]))
+
+
+def test_activation_similarity_ignores_sign() -> None:
+    t = torch.tensor([[3.0, 4.0]])
+    p = torch.tensor([[-3.0, -4.0], [4.0, -3.0], [1.0, 0.0]])
+    assert torch.allclose(activation_similarity(p, t), torch.tensor([[1.0, 0.0, 0.6]]))
+
+
+def test_read_projection_drops_the_unused_read_side() -> None:
+    P = torch.tensor([[[1.0, 1.0]]])  # (1, 1, 2): reads e_0 + e_1
+    proj = torch.diag(torch.tensor([1.0, 0.0]))  # data only ever lives on e_0
+    T = torch.tensor([[[1.0, 0.0]]])
+    assert math.isclose(float(parameter_similarity(P, T)), 1 / math.sqrt(2), rel_tol=1e-6)
+    assert math.isclose(float(parameter_similarity(project_read(P, proj), T)), 1.0, rel_tol=1e-6)
+
+
+def test_hungarian_recovers_a_permutation_one_to_one() -> None:
+    sim = torch.tensor([[0.1, 0.9, 0.8], [0.2, 0.95, 0.1]])  # greedy would give row 1 col 1 twice
+    m = hungarian(sim)
+    assert m.truth == [0, 1]
+    assert m.component == [2, 1]
+    assert m.similarity == [float(sim[0, 2]), float(sim[1, 1])]

@@ -1,0 +1,125 @@
+"""`score` on hand-built decompositions of hand-built targets: every answer is known by hand."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mechscope.decompose.oracle import OracleDecomposition, build_oracle
+from mechscope.decompose.random_components import RandomDecomposition
+from mechscope.metrics import eval_sets, score
+from mechscope.zoo.tms import TMSModel, TMSTask
+
+Case = tuple[TMSTask, TMSModel]
+
+
+def truth_parts(model: TMSModel) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str, int | None]]]:
+    """U [3, 2], V [3, 3], rules of the three true rank-1 mechanisms W[:, i] e_iᵀ."""
+    return model.W.weight.detach().T.clone(), torch.eye(3), [(f"feature{i}", "pos", i) for i in range(3)]
+
+
+def test_oracle_is_perfect(tms3: Case) -> None:
+    task, model = tms3
+    m = score(build_oracle(model, task.ground_truth(model)), task).metrics
+    for key in ("mmcs", "mcc", "uniqueness", "coverage", "ml2r", "activity_f1", "activity_f1_data"):
+        assert math.isclose(m[key], 1.0, abs_tol=1e-6), key
+    assert m["faithfulness"] < 1e-12
+    assert m["recovery_space"] == "parameter"
+    assert m["spaces"]["activation"]["mmcs"] > 1 - 1e-6
+    assert m["n_true"] == m["true_rank"] == 3
+    assert m["n_alive"] == 3 and m["dead_frac"] == 0.0
+    assert math.isclose(m["l0"], m["l0_true"])
+
+
+def test_permuted_sign_flipped_copy_scores_one(tms3: Case) -> None:
+    task, model = tms3
+    U, V, rules = truth_parts(model)
+    perm = [2, 0, 1]
+    dec = OracleDecomposition(model, {"W": (-U[perm], -V[perm], [rules[i] for i in perm])})
+    res = score(dec, task)
+    assert math.isclose(res.metrics["mmcs"], 1.0, abs_tol=1e-6)
+    assert math.isclose(res.metrics["spaces"]["activation"]["mmcs"], 1.0, abs_tol=1e-6)
+    assert math.isclose(res.metrics["activity_f1"], 1.0)
+    got = {(mt.space, mt.mechanism): mt.component for mt in res.matches}
+    assert got[("parameter", "feature2")] == 0 and got[("parameter", "feature0")] == 1
+    assert res.tensors["similarity.parameter.W"].shape == (3, 3)
+    assert res.tensors["onehot_activity.W"].shape == (3, 3)
+
+
+def test_duplicate_component_lowers_uniqueness_only(tms3: Case) -> None:
+    task, model = tms3
+    U, V, rules = truth_parts(model)
+    dec = OracleDecomposition(
+        model, {"W": (torch.cat([U, U[:1]]), torch.cat([V, V[:1]]), [*rules, rules[0]])}
+    )
+    m = score(dec, task).metrics
+    assert math.isclose(m["uniqueness"], 3 / 4)  # four components, three distinct best matches
+    assert math.isclose(m["mmcs"], 1.0, abs_tol=1e-6) and math.isclose(m["coverage"], 1.0)
+    assert m["n_alive"] == 4 and m["n_components"] == 4
+
+
+def test_missing_mechanism_by_hand(tms3: Case) -> None:
+    task, model = tms3
+    U, V, rules = truth_parts(model)
+    m = score(OracleDecomposition(model, {"W": (U[:2], V[:2], rules[:2])}), task).metrics
+    # T_2 lives in column 2 only: Frobenius-orthogonal to both remaining components.
+    assert math.isclose(m["mmcs"], 2 / 3, abs_tol=1e-6)
+    assert math.isclose(m["coverage"], 2 / 3)
+    assert math.isclose(m["mcc"], 1.0, abs_tol=1e-6)  # both matched pairs are exact
+    assert math.isclose(m["activity_f1"], 2 / 3)  # unmatched truth scores F1 = 0
+    assert m["faithfulness"] > 1e-4  # feature 2 can no longer be reconstructed
+
+
+def test_activity_f1_by_hand(tms3: Case) -> None:
+    task, model = tms3
+    U, V, rules = truth_parts(model)
+    rules[0] = ("feature0", "dense", None)  # fires on every non-empty input
+    res = score(OracleDecomposition(model, {"W": (U, V, rules)}), task)
+    # onehot: truth 0 is active on input 0 only; component 0 fires on all 3 → tp 1, fp 2: F1 = 1/2.
+    assert math.isclose(res.metrics["activity_f1"], (0.5 + 1 + 1) / 3)
+
+
+def test_faithfulness_exact_and_shrunk(tms3: Case) -> None:
+    task, model = tms3
+    U, V, rules = truth_parts(model)
+    exact = score(OracleDecomposition(model, {"W": (U, V, rules)}), task).metrics
+    half = score(OracleDecomposition(model, {"W": (0.5 * U, V, rules)}), task).metrics
+    assert exact["faithfulness"] == 0.0
+    assert half["faithfulness"] > 1e-3
+    assert math.isclose(half["ml2r"], 0.5, rel_tol=1e-6)
+    assert math.isclose(half["mmcs"], 1.0, abs_tol=1e-6)  # direction is right, only the norm is off
+
+
+def test_dense_group_scoring(tms3_id: Case) -> None:
+    task, model = tms3_id
+    U, V, rules = truth_parts(model)
+    eye = torch.eye(2)
+    full = {"W": (U, V, rules), "identity": (eye, eye, [("id.0", "dense", None), ("id.1", "dense", None)])}
+    m = score(OracleDecomposition(model, full), task).metrics
+    assert m["n_true"] == 4 and m["true_rank"] == 5
+    assert math.isclose(m["dense_cos"], 1.0, abs_tol=1e-6) and m["dense_rank"] == 2
+    assert math.isclose(m["mmcs"], 1.0, abs_tol=1e-6)  # the dense mechanism stays out of rank-1 averages
+    # One identity part never fires: the group is half the identity.
+    half = dict(full, identity=(eye, eye, [("id.0", "dense", None), ("id.1", "never", None)]))
+    mh = score(OracleDecomposition(model, half), task).metrics
+    assert mh["dense_rank"] == 1
+    assert math.isclose(mh["dense_cos"], 1 / math.sqrt(2), rel_tol=1e-5)
+    assert math.isclose(mh["sites"]["identity"]["dense_l2r"], 1 / math.sqrt(2), rel_tol=1e-5)
+
+
+def test_absent_space_keys_are_absent(tms3: Case) -> None:
+    task, model = tms3
+    W = model.W.weight.detach().T
+    dec = RandomDecomposition(model, {}, {"W": W / W.norm(dim=1, keepdim=True)})
+    m = score(dec, task).metrics
+    assert m["recovery_space"] == "activation"
+    assert "parameter" not in m["spaces"] and "ml2r" not in m and "mmcs_colwise" not in m
+    assert math.isclose(m["mmcs"], 1.0, abs_tol=1e-6)
+
+
+def test_eval_sets_are_fixed(tms3: Case) -> None:
+    task, _ = tms3
+    a, b = eval_sets(task), eval_sets(task)
+    assert torch.equal(a.data, b.data) and a.data.shape == (4096, 3)
+    assert torch.equal(a.onehot, 0.75 * torch.eye(3))
