@@ -4,6 +4,8 @@ from mechscope.decompose.base import Decomposition, ParameterDecomposition, load
 from mechscope.decompose.registry import METHODS, FitContext, MethodSpec, get_method, register
 
 # --- method registrations: one line per method file ---
+from mechscope.decompose import oracle  # noqa: E402,F401
+from mechscope.decompose import random_components  # noqa: E402,F401
 
 __all__ = [
     "METHODS",
