@@ -1,0 +1,1 @@
+"""The grid runner (tasks × methods × seeds), its results table and resume logic."""

@@ -1,0 +1,346 @@
+"""The grid runner: tasks × methods × seeds into one bench directory, resumable.
+
+    bench = plan_bench("runs/bench", preset="quick", tasks=["tms-5-2"], methods=None, seeds=None)
+    run_bench(bench, workers=2)           # trains each target once, then runs the missing cells
+
+Layout of a bench directory: `runs/<task>/<method>/seed-<n>/` (one run dir per cell, as
+`mechscope decompose` writes), `results.parquet` (one row per cell) and `report.html`.
+
+Resume: a cell is finished when its row in `results.parquet` — or, after a kill between a cell
+finishing and the table being rewritten, its run dir's `metrics.json` — carries the same
+`config_hash` and status `ok` or `n/a`. Finished cells are never redone; `failed` ones are retried.
+Workers pin torch to `threads` threads and every fit is seeded, so a resumed bench computes the
+same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import multiprocessing as mp
+import os
+import queue as queue_mod
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from mechscope.bench.presets import Preset, get_preset
+from mechscope.bench.progress import BenchProgress
+from mechscope.bench.results import RESULTS, make_row, read_results, write_results
+from mechscope.bench.run import (
+    Cell,
+    CellRequest,
+    check_method,
+    check_task,
+    make_target,
+    method_names,
+    resolve,
+    run_cell_safely,
+)
+from mechscope.config import ConfigError
+from mechscope.zoo import TASKS
+
+Key = tuple[str, str, int]
+
+
+@dataclass
+class PlannedCell:
+    request: CellRequest
+    cell: Cell
+    run_dir: Path
+
+    @property
+    def key(self) -> Key:
+        return (self.request.task, self.request.method, self.request.seed)
+
+    @property
+    def label(self) -> str:
+        return f"{self.request.task} · {self.request.method} · seed {self.request.seed}"
+
+
+@dataclass
+class Bench:
+    """A validated plan: every cell resolved (so bad arguments fail before any work)."""
+
+    out: Path
+    cells: list[PlannedCell]
+    threads: int = 1
+    rows: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    """Finished rows, by cell key (filled from disk by `plan_bench` when resuming)."""
+    other_rows: list[dict[str, Any]] = field(default_factory=list)
+    """Rows already in the table for cells outside this grid: kept, after the grid's rows."""
+
+    @property
+    def pending(self) -> list[PlannedCell]:
+        return [c for c in self.cells if c.key not in self.rows]
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        return [self.rows[c.key] for c in self.cells if c.key in self.rows] + self.other_rows
+
+
+def parse_list(value: str | None, what: str) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ConfigError(f"--{what} needs a comma-separated list, got {value!r}")
+    return items
+
+
+def plan_bench(
+    out: str | Path,
+    preset: str = "quick",
+    tasks: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    seeds: int | None = None,
+    resume: bool = True,
+    device: str = "cpu",
+    threads: int = 1,
+) -> Bench:
+    """Resolve the whole grid; raise `ConfigError` (one line) on any bad argument, before any work."""
+    spec = get_preset(preset)
+    if seeds is not None and seeds <= 0:
+        raise ConfigError(f"--seeds must be a positive number of seeds (0 … N−1), got {seeds}")
+    for name in tasks or ():
+        check_task(name)
+    for name in methods or ():
+        check_method(name)
+    task_list = list(tasks) if tasks else [t for t in spec.tasks if t in TASKS]
+    method_list = list(methods) if methods else method_names()
+    n_seeds = seeds if seeds is not None else spec.seeds
+    out = Path(out)
+    _check_writable(out)
+    cells = []
+    for task in task_list:
+        for method in method_list:
+            for seed in range(n_seeds):
+                request = CellRequest(task, method, seed, device=device, preset_sets=preset_sets(spec, task, method))
+                run_dir = out / "runs" / task / method / f"seed-{seed}"
+                cells.append(PlannedCell(request, resolve(request), run_dir))
+    bench = Bench(out, cells, threads=threads)
+    if resume:
+        _load_finished(bench)
+    return bench
+
+
+def preset_sets(preset: Preset, task: str, method: str) -> tuple[str, ...]:
+    return tuple(s for t, m, sets in preset.sets if fnmatch.fnmatch(task, t) and fnmatch.fnmatch(method, m)
+                 for s in sets)
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".mechscope-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"--out {str(out)!r} is not a writable directory ({err.strerror})") from None
+
+
+def _load_finished(bench: Bench) -> None:
+    stored = read_results(bench.out / RESULTS)
+    wanted = {c.key: c for c in bench.cells}
+    for row in stored:
+        key = (row["task"], row["method"], int(row["seed"]))
+        cell = wanted.get(key)
+        if cell is None:
+            bench.other_rows.append(row)
+        elif row["config_hash"] == cell.cell.config_hash and row["status"] in ("ok", "n/a"):
+            bench.rows[key] = row
+    for cell in bench.cells:
+        if cell.key not in bench.rows:
+            found = row_from_run_dir(cell.run_dir, cell.cell.config_hash)
+            if found is not None and found["status"] in ("ok", "n/a"):
+                bench.rows[cell.key] = found
+
+
+def row_from_run_dir(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
+    """The row of a finished run dir whose config matches, else None."""
+    try:
+        stored_hash = yaml.safe_load((run_dir / "config.yaml").read_text()).get("config_hash")
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return make_row(metrics, config_hash) if stored_hash == config_hash else None
+
+
+# --- execution --------------------------------------------------------------------------------
+
+Backend = Callable[[Bench, int, BenchProgress], None]
+
+
+def run_bench(bench: Bench, workers: int = 1, backend: str = "local", show: bool = True) -> Path:
+    """Run every pending cell; rewrite results.parquet after each. Returns the table's path."""
+    progress = BenchProgress(total=len(bench.cells), done=len(bench.cells) - len(bench.pending), show=show)
+    with progress:
+        _finish_na_cells(bench, progress)
+        if backend == "ray":
+            from mechscope.bench.ray_backend import run_with_ray
+
+            run_with_ray(bench, progress)
+        elif workers <= 1 or len(_work_cells(bench)) <= 1:
+            _run_inline(bench, progress)
+        else:
+            _run_pool(bench, workers, progress)
+    write_results(bench.out / RESULTS, bench.table_rows())
+    return bench.out / RESULTS
+
+
+def record(bench: Bench, cell: PlannedCell, metrics: dict[str, Any]) -> None:
+    """Store a finished cell's row and rewrite the table (atomically)."""
+    bench.rows[cell.key] = make_row(metrics, cell.cell.config_hash)
+    write_results(bench.out / RESULTS, bench.table_rows())
+
+
+def _finish_na_cells(bench: Bench, progress: BenchProgress) -> None:
+    for cell in bench.pending:
+        if cell.cell.na_reason is not None:
+            metrics = run_cell_safely(cell.cell, cell.run_dir)
+            bench.rows[cell.key] = make_row(metrics, cell.cell.config_hash)
+            progress.cell_done()
+    write_results(bench.out / RESULTS, bench.table_rows())
+
+
+def _work_cells(bench: Bench) -> list[PlannedCell]:
+    return [c for c in bench.pending if c.cell.na_reason is None]
+
+
+def targets_to_train(cells: Sequence[PlannedCell]) -> list[CellRequest]:
+    """One request per distinct (task, task config, target seed): targets are trained once, shared."""
+    seen: dict[tuple[str, str, int], CellRequest] = {}
+    for c in cells:
+        key = (c.cell.task.name, c.cell.task.config.model_dump_json(), c.cell.target_seed)
+        seen.setdefault(key, c.request)
+    return list(seen.values())
+
+
+@contextmanager
+def pinned_threads(threads: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_inline(bench: Bench, progress: BenchProgress) -> None:
+    cells = _work_cells(bench)
+    with pinned_threads(bench.threads):
+        for request in targets_to_train(cells):
+            progress.start(0, f"target {request.task} (seed {resolve(request).target_seed})")
+            # A failure is left for its cells to report, one `failed` row each.
+            with contextlib.suppress(Exception):
+                make_target(resolve(request), lambda s, d, t: progress.update(0, s, d, t))
+        for cell in cells:
+            progress.start(0, cell.label)
+            metrics = run_cell_safely(cell.cell, cell.run_dir, lambda s, d, t: progress.update(0, s, d, t))
+            record(bench, cell, metrics)
+            progress.cell_done()
+    progress.stop(0)
+
+
+# Worker processes: spawned (never forked: torch's thread pools do not survive a fork), each pinned
+# to `threads` torch threads; progress events go back through one queue.
+_QUEUE: Any = None
+
+
+def _init_worker(events: Any, threads: int) -> None:
+    global _QUEUE
+    _QUEUE = events
+    torch.set_num_threads(threads)
+
+
+def _worker_progress(slot: int) -> Callable[[str, int, int], None]:
+    def report(stage: str, done: int, total: int) -> None:
+        _QUEUE.put((slot, stage, done, total))
+
+    return report
+
+
+def _target_job(request: CellRequest, slot: int) -> str | None:
+    """Train one target; a failure is left for its cells to report (each as a `failed` row)."""
+    try:
+        make_target(resolve(request), _worker_progress(slot))
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _cell_job(request: CellRequest, run_dir: str, slot: int) -> dict[str, Any]:
+    return run_cell_safely(resolve(request), run_dir, _worker_progress(slot))
+
+
+Job = tuple[str, Callable[[int], "Future[Any]"], PlannedCell | None]
+"""(progress label, submit(slot) -> future, the cell it finishes or None for a target)."""
+
+
+def _run_pool(bench: Bench, workers: int, progress: BenchProgress) -> None:
+    cells = _work_cells(bench)
+    workers = max(1, min(workers, os.cpu_count() or 1, len(cells)))
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(events, bench.threads)) as pool:
+        # Phase 1: each distinct target once (cells would otherwise race to train it).
+        targets: list[Job] = [
+            (f"target {r.task} (seed {resolve(r).target_seed})",
+             partial(_submit, pool, _target_job, r), None)
+            for r in targets_to_train(cells)
+        ]
+        _drive(targets, workers, events, progress, bench)
+        # Phase 2: the cells.
+        jobs: list[Job] = [
+            (c.label, partial(_submit, pool, _cell_job, c.request, str(c.run_dir)), c)
+            for c in cells
+        ]
+        _drive(jobs, workers, events, progress, bench)
+
+
+def _submit(pool: ProcessPoolExecutor, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Submit fn(*args, slot): the slot (last argument) tells the worker which progress bar is its own."""
+    return pool.submit(fn, *args)
+
+
+def _drive(todo: list[Job], workers: int, events: Any, progress: BenchProgress, bench: Bench) -> None:
+    """Keep each worker slot busy with the next job; draw progress; record finished cells."""
+    running: dict[Future[Any], tuple[int, PlannedCell | None]] = {}
+    free = list(range(workers))
+    todo = list(todo)
+    while todo or running:
+        while todo and free:
+            label, submit, cell = todo.pop(0)
+            slot = free.pop(0)
+            running[submit(slot)] = (slot, cell)
+            progress.start(slot, label)
+        done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+        _drain(events, progress)
+        for fut in done:
+            slot, cell = running.pop(fut)
+            free.append(slot)
+            progress.stop(slot)
+            result = fut.result()
+            if cell is not None:
+                record(bench, cell, result)
+                progress.cell_done()
+
+
+def _drain(events: Any, progress: BenchProgress) -> None:
+    while True:
+        try:
+            slot, stage, done, total = events.get_nowait()
+        except queue_mod.Empty:
+            return
+        progress.update(slot, stage, done, total)
+
+
+__all__ = ["Bench", "PlannedCell", "parse_list", "plan_bench", "run_bench"]

@@ -1,0 +1,120 @@
+"""The bench's results table: `results.parquet`, one row per cell, written atomically.
+
+Columns (DESIGN.md): `task`, `method`, `seed`, `target_seed`, `config_hash`, `status`
+(`ok` / `n/a` / `failed`), then every metric key flattened with dots (`spaces.parameter.mmcs`,
+`sites.W.l0`; null where a cell has no such key), then `wall_s`, `peak_mem_mb`. `reason` holds why a
+cell is `n/a` or how it failed. Lists are stored as JSON strings. Rows are ordered by the grid, and
+column types are inferred from the values alone, so the same cells give the same file whichever
+order they finished in — what lets a resumed bench equal an uninterrupted one.
+
+The file is replaced with `os.replace` from a temp file in the same folder: a reader sees the old
+table or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RESULTS = "results.parquet"
+KEY_COLUMNS = ["task", "method", "seed", "target_seed", "config_hash", "status"]
+TAIL_COLUMNS = ["wall_s", "peak_mem_mb"]
+_SKIP = {"task", "method", "seed", "target_seed", "status", "error", "reason", "config_hash", *TAIL_COLUMNS}
+
+
+def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metrics → dotted keys; lists become JSON strings."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+def make_row(metrics: Mapping[str, Any], config_hash: str) -> dict[str, Any]:
+    """The table row of one cell from its metrics.json body."""
+    flat = flatten({k: v for k, v in metrics.items() if k not in _SKIP})
+    return {
+        "task": metrics["task"],
+        "method": metrics["method"],
+        "seed": int(metrics["seed"]),
+        "target_seed": int(metrics["target_seed"]),
+        "config_hash": config_hash,
+        "status": metrics.get("status", "ok"),
+        "reason": metrics.get("reason") or metrics.get("error"),
+        **flat,
+        "wall_s": metrics.get("wall_s"),
+        "peak_mem_mb": metrics.get("peak_mem_mb"),
+    }
+
+
+def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Rows (dicts) → an arrow table with a deterministic column order and types."""
+    rows = list(rows)
+    metric_keys = sorted({k for r in rows for k in r} - set(KEY_COLUMNS) - set(TAIL_COLUMNS) - {"reason"})
+    columns = [*KEY_COLUMNS, "reason", *metric_keys, *TAIL_COLUMNS]
+    arrays = {}
+    for col in columns:
+        values = [r.get(col) for r in rows]
+        kind = _column_type(col, values)
+        if kind == pa.string():  # mixed types: keep every value, as text
+            values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+        arrays[col] = pa.array(values, type=kind)
+    return pa.table(arrays)
+
+
+def _column_type(col: str, values: list[Any]) -> pa.DataType:
+    present = [v for v in values if v is not None]
+    if col in ("seed", "target_seed"):
+        return pa.int64()
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.bool_()
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.int64()
+    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return pa.float64()
+    if not present and col in TAIL_COLUMNS:
+        return pa.float64()
+    return pa.string()
+
+
+def write_results(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Atomically (re)write the parquet table."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = to_table([{k: (v if not _needs_str(v) else str(v)) for k, v in r.items()} for r in rows])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _needs_str(value: Any) -> bool:
+    return value is not None and not isinstance(value, bool | int | float | str)
+
+
+def read_results(path: str | Path) -> list[dict[str, Any]]:
+    """The stored rows (empty if there is no table yet)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+    return rows

@@ -1,0 +1,225 @@
+"""The `mechscope` command: the only place that reads argv.
+
+    mechscope tasks | methods
+    mechscope decompose TASK METHOD [--seed N] [--steps N] [--device D] [--out DIR] [--set K=V]... [--json]
+    mechscope bench [--preset quick|full|stress] [--tasks A,B] [--methods X,Y] [--seeds N]
+                    [--out DIR] [--backend local|ray] [--workers N] [--no-resume]
+    mechscope fixed-points TASK|CHECKPOINT [--seed N] [--input U] [--set K=V]... [--out DIR] [--json]
+    mechscope report DIR
+    mechscope demo
+
+Every error a user can cause is one line on stderr naming the bad value and the allowed ones,
+with exit code 2 — never a traceback. Progress bars go to stderr; `--json` keeps stdout for the
+metrics JSON alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+
+from mechscope.config import ConfigError
+
+
+class UserError(Exception):
+    """A mistake in the command line: printed as one line, exit code 2."""
+
+
+class _App(typer.Typer):
+    """Typer with one-line errors: usage and config mistakes exit 2 without a traceback."""
+
+    def __call__(self, args: list[str] | None = None, **kwargs: Any) -> Any:
+        command = typer.main.get_command(self)
+        try:
+            code = command.main(args=args, prog_name="mechscope", standalone_mode=False, **kwargs)
+        except click.exceptions.Abort:
+            _die("aborted", 130)
+        except click.ClickException as err:
+            _die(err.format_message(), 2)
+        except (UserError, ConfigError) as err:
+            _die(str(err), 2)
+        except KeyError as err:  # registry look-ups raise KeyError("unknown … ; available: …")
+            _die(str(err.args[0]) if err.args else repr(err), 2)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _die(message: str, code: int) -> NoReturn:
+    print(f"mechscope: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+app = _App(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+           help="Decompose networks into mechanisms and score them against known ground truth.")
+
+
+@app.command()
+def tasks() -> None:
+    """List the ground-truth tasks, one line each."""
+    from mechscope.zoo import TASKS, get_task
+
+    found = [get_task(name) for name in TASKS]
+    width = max((len(t.name) for t in found), default=0)
+    fam = max((len(t.family) for t in found), default=0)
+    for task in found:
+        print(f"{task.name:<{width}}  {task.family:<{fam}}  {task.kind:<13}  {task.summary}")
+
+
+@app.command()
+def methods() -> None:
+    """List the decomposition methods, one line each."""
+    from mechscope.bench.run import FIXED_POINTS
+    from mechscope.decompose import METHODS
+
+    names = sorted(METHODS)
+    width = max(map(len, [*names, FIXED_POINTS]))
+    for name in names:
+        spec = METHODS[name]
+        print(f"{name:<{width}}  {spec.family:<11} {spec.summary}")
+    print(f"{FIXED_POINTS:<{width}}  {'dynamics':<11} fixed/slow points of a recurrent task and their stability")
+
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE override (task.KEY / method.KEY).")]
+
+
+@app.command()
+def decompose(
+    task: Annotated[str, typer.Argument(help="task name (see `mechscope tasks`)")],
+    method: Annotated[str, typer.Argument(help="method name (see `mechscope methods`)")],
+    seed: Annotated[int, typer.Option(help="method seed; the target seed defaults to it")] = 0,
+    steps: Annotated[int | None, typer.Option(help="training steps of the method")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps")] = "cpu",
+    out: Annotated[Path | None, typer.Option(help="run directory")] = None,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print only the metrics JSON on stdout")] = False,
+) -> None:
+    """Decompose one task's target with one method and score it against the ground truth."""
+    from mechscope.bench.grid import _check_writable
+    from mechscope.bench.progress import SingleProgress
+    from mechscope.bench.run import CellRequest, resolve, run_cell
+
+    _check_device(device)
+    cell = resolve(CellRequest(task, method, seed, tuple(set_ or ()), steps, device))
+    if cell.na_reason is not None:
+        raise UserError(f"method {method!r} does not apply to task {task!r}: {cell.na_reason}")
+    run_dir = out if out is not None else Path("mechscope-runs") / f"{task}--{method}--seed-{seed}"
+    _check_writable(run_dir)
+    with SingleProgress(f"{task} · {method} · seed {seed}") as bar:
+        metrics = _guarded(lambda: run_cell(cell, run_dir, bar.update))
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    else:
+        _print_summary(metrics)
+        print(f"run directory: {run_dir}")
+
+
+@app.command()
+def bench(
+    preset: Annotated[str, typer.Option(help="quick, full or stress")] = "quick",
+    tasks: Annotated[str | None, typer.Option(help="comma-separated task names (default: the preset's)")] = None,
+    methods: Annotated[str | None, typer.Option(help="comma-separated method names (default: all)")] = None,
+    seeds: Annotated[int | None, typer.Option(help="seeds 0 … N−1 (default: the preset's)")] = None,
+    out: Annotated[Path, typer.Option(help="bench directory")] = Path("mechscope-bench"),
+    backend: Annotated[str, typer.Option(help="local or ray")] = "local",
+    workers: Annotated[int | None, typer.Option(help="parallel worker processes (default: CPU cores)")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="skip finished cells")] = True,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps")] = "cpu",
+) -> None:
+    """Run tasks × methods × seeds into OUT (results.parquet + report.html)."""
+    report_path = _run_bench(out, preset, tasks, methods, seeds, backend, workers, resume, device)
+    print(report_path)
+
+
+def _run_bench(out: Path, preset: str, tasks: str | None, methods: str | None, seeds: int | None,
+               backend: str, workers: int | None, resume: bool, device: str) -> Path:
+    from mechscope.bench.grid import parse_list, plan_bench, run_bench
+    from mechscope.report import build_report
+
+    if backend not in ("local", "ray"):
+        raise UserError(f"unknown backend {backend!r}; available: local, ray")
+    if workers is not None and workers <= 0:
+        raise UserError(f"--workers must be ≥ 1, got {workers}")
+    _check_device(device)
+    if backend == "ray":
+        from mechscope.bench.ray_backend import check_ray
+
+        check_ray()
+    plan = plan_bench(out, preset, parse_list(tasks, "tasks"), parse_list(methods, "methods"), seeds,
+                      resume=resume, device=device)
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    _guarded(lambda: run_bench(plan, workers=n_workers, backend=backend))
+    return build_report(out)
+
+
+@app.command()
+def report(directory: Annotated[Path, typer.Argument(help="a bench directory")]) -> None:
+    """(Re)build DIR/report.html from the stored results."""
+    from mechscope.bench.results import RESULTS
+    from mechscope.report import build_report
+
+    if not (directory / RESULTS).exists():
+        raise UserError(f"no {RESULTS} in {str(directory)!r}; run `mechscope bench --out {directory}` first")
+    print(build_report(directory))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="bench directory")] = Path("mechscope-demo"),
+    workers: Annotated[int | None, typer.Option(help="parallel worker processes (default: CPU cores)")] = None,
+) -> None:
+    """The quick bench into ./mechscope-demo, ending with the report's path."""
+    path = _run_bench(out, "quick", None, None, None, "local", workers, True, "cpu")
+    print(f"report: {path.resolve()}")
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N, mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {device!r} requested but MPS is not available; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N, mps")
+
+
+def _guarded(work: Any) -> Any:
+    """Run the work; a crash inside it is one line (set MECHSCOPE_DEBUG=1 for the traceback)."""
+    if os.environ.get("MECHSCOPE_DEBUG"):
+        return work()
+    try:
+        return work()
+    except (UserError, ConfigError):
+        raise
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(f"mechscope: failed: {type(err).__name__}: {first} (MECHSCOPE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+HEADLINE = ("mmcs", "mcc", "coverage", "ml2r", "activity_f1", "faithfulness", "l0", "l0_true", "n_alive",
+            "true_rank", "n_stable", "n_saddle", "stable_precision", "stable_recall", "wall_s")
+
+
+def _print_summary(metrics: dict[str, Any]) -> None:
+    print(f"{metrics['task']} · {metrics['method']} · seed {metrics['seed']} (target seed {metrics['target_seed']})")
+    for key in HEADLINE:
+        value = metrics.get(key)
+        if isinstance(value, float):
+            print(f"  {key:<14} {value:.4g}")
+        elif value is not None:
+            print(f"  {key:<14} {value}")
