@@ -23,5 +23,7 @@ def get_task(name: str) -> Task:
 
 # --- task registrations: one import per task family file ---
 from mechscope.zoo import tms  # noqa: E402,F401
+from mechscope.zoo import resid_mlp  # noqa: E402,F401
+from mechscope.zoo import rnn_tasks, linear_dynamics  # noqa: E402,F401
 
 __all__ = ["TASKS", "GroundTruth", "Mechanism", "Task", "get_task", "register_task"]

@@ -5,6 +5,10 @@
     y = ReLU(Wᵀ h + b) (tied second layer; module "W_T" shares W's weight)
 
 Data: each x_i is 0 with probability 1 − p, else uniform in [0, 1]. Trained with MSE on x.
+The published recipe (AdamW, wd 0.01, lr 5e-3, 10k steps) leaves some seeds with a feature that
+never gets a direction (‖W[:, i]‖ ≈ 0). We train from Xavier-normal weights and, when a feature is
+still unrepresented, retrain from a seed derived from `target_seed` (`restarts`); every attempt is
+recorded in the cached target's info.json, so the target stays a deterministic function of its seed.
 True mechanisms: per represented feature i, the rank-1 weight W[:, i] e_iᵀ (parameter space) and
 the hidden direction W[:, i] (activation space), both active when x_i > 0; for +ID the identity is
 one dense rank-m mechanism, active on every input with a non-zero feature.
@@ -25,6 +29,10 @@ from mechscope.zoo.cache import load_target, save_target, seeded_generator, targ
 
 REPRESENTED_NORM = 0.5
 """A feature is represented when ‖W[:, i]‖ exceeds this (a clean 5-2 pentagon has ≈ 1.1)."""
+RESTARTS = 4
+"""Default `restarts` of the registered tasks (see benchmarks/tms_seeds.py for how many are used)."""
+RESTART_SEED_STRIDE = 100_003
+"""Attempt k of target seed s trains from seed s + k·stride (k = 0 is the seed itself)."""
 
 
 class TMSConfig(Config):
@@ -37,10 +45,18 @@ class TMSConfig(Config):
     lr: float = 5e-3
     weight_decay: float = 0.01
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    init: Literal["xavier", "reference"] = "xavier"
+    """"xavier": Xavier-normal W, zero bias (Elhage et al.'s notebook). "reference": torch's default
+    nn.Linear init for W and b, as the SPD reference trainer uses for 5-2."""
+    restarts: int = 0
+    """Extra attempts, from derived seeds, while some feature is unrepresented; the best attempt
+    (most features represented, then lowest loss) is kept."""
 
 
 class TiedTranspose(nn.Module):
     """Applies the transpose of another Linear's weight: the tied second layer of TMS."""
+
+    _source: nn.Linear
 
     def __init__(self, source: nn.Linear) -> None:
         super().__init__()
@@ -123,13 +139,27 @@ class TMSTask(Task):
         return ["W"]
 
 
-def train_tms(model: TMSModel, task: TMSTask, seed: int, progress: Progress) -> dict[str, object]:
-    """Train a TMS target with the published recipe (AdamW, MSE on x); returns its info."""
+def init_tms(model: TMSModel, init: str, seed: int) -> None:
+    """Initialise the trainable weights from `seed` alone (no global RNG state)."""
+    gen = seeded_generator(seed)
+    W, b = model.W.weight, model.b_final
+    with torch.no_grad():
+        if init == "xavier":
+            nn.init.xavier_normal_(W, generator=gen)
+            b.zero_()
+        elif init == "reference":  # nn.Linear's default: U(±1/√fan_in) for weight and bias
+            bound_w = 1.0 / W.shape[1] ** 0.5
+            bound_b = 1.0 / W.shape[0] ** 0.5  # b belongs to the second layer, fan_in = m
+            W.uniform_(-bound_w, bound_w, generator=gen)
+            b.uniform_(-bound_b, bound_b, generator=gen)
+        else:
+            raise ValueError(f"unknown TMS init {init!r}; allowed: xavier, reference")
+
+
+def fit_tms(model: TMSModel, task: TMSTask, seed: int, progress: Progress) -> float:
+    """One training run of the published recipe (AdamW, MSE on x) from `seed`; returns final loss."""
     c = task.config
-    torch.manual_seed(seed)
-    for p in model.parameters():
-        if p.requires_grad and p.dim() == 2:
-            nn.init.xavier_normal_(p)
+    init_tms(model, c.init, seed)
     gen = seeded_generator(seed + 10_000)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
@@ -140,7 +170,7 @@ def train_tms(model: TMSModel, task: TMSTask, seed: int, progress: Progress) -> 
     )
     loss = torch.tensor(0.0)
     for step in range(c.steps):
-        x = task.sample(c.batch_size, gen)
+        x = task.sample(c.batch_size, gen)  # (B, n)
         loss = F.mse_loss(model(x), x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -148,20 +178,61 @@ def train_tms(model: TMSModel, task: TMSTask, seed: int, progress: Progress) -> 
         sched.step()
         if step % 100 == 0 or step == c.steps - 1:
             progress(step + 1, c.steps)
+    return float(loss.detach())
+
+
+def eval_loss(model: TMSModel, task: TMSTask, n: int = 65_536) -> float:
+    """MSE on a fixed held-out sample (seeded apart from training), comparable across seeds."""
+    x = task.sample(n, seeded_generator(123_456_789))
+    with torch.no_grad():
+        return float(F.mse_loss(model(x), x))
+
+
+def train_tms(model: TMSModel, task: TMSTask, seed: int, progress: Progress) -> dict[str, object]:
+    """Train with restarts until every feature is represented (or `restarts` run out); returns info."""
+    c = task.config
+    attempts: list[dict[str, object]] = []
+    best: tuple[int, float] | None = None  # (n_represented, eval loss) of the best attempt
+    chosen, best_state = 0, {}
+    for k in range(c.restarts + 1):
+        attempt_seed = seed + k * RESTART_SEED_STRIDE
+        final = fit_tms(model, task, attempt_seed, progress)
+        norms = model.W.weight.detach().norm(dim=0)
+        n_rep = int((norms > REPRESENTED_NORM).sum())
+        loss = eval_loss(model, task)
+        attempts.append(
+            {"seed": attempt_seed, "n_represented": n_rep, "final_loss": final, "eval_loss": loss}
+        )
+        if best is None or (n_rep, -loss) > (best[0], -best[1]):
+            best, chosen = (n_rep, loss), k
+            best_state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
+        if n_rep == c.n_features:
+            break
+    model.load_state_dict(best_state)
     norms = model.W.weight.detach().norm(dim=0)
     return {
-        "final_loss": float(loss.detach()),
+        "final_loss": attempts[chosen]["final_loss"],
+        "eval_loss": attempts[chosen]["eval_loss"],
         "feature_norms": [float(v) for v in norms],
         "n_represented": int((norms > REPRESENTED_NORM).sum()),
+        "attempt": chosen,
+        "attempts": attempts,
     }
 
 
 def _tms(name: str, n: int, m: int, identity: bool, batch: int, summary: str) -> None:
-    cfg = TMSConfig(n_features=n, n_hidden=m, identity=identity, batch_size=batch)
+    cfg = TMSConfig(n_features=n, n_hidden=m, identity=identity, batch_size=batch, restarts=RESTARTS)
     register_task(name, lambda: TMSTask(cfg, name, summary))
 
 
 _tms("tms-5-2", 5, 2, False, 1024, "toy model of superposition: 5 features in 2 dims")
 _tms("tms-40-10", 40, 10, False, 8192, "toy model of superposition: 40 features in 10 dims")
 _tms("tms-5-2-id", 5, 2, True, 1024, "TMS 5-2 with a fixed 2×2 identity layer (a dense rank-2 mechanism)")
-_tms("tms-40-10-id", 40, 10, True, 8192, "TMS 40-10 with a fixed 10×10 identity layer (a dense rank-10 mechanism)")
+_tms(
+    "tms-40-10-id",
+    40,
+    10,
+    True,
+    8192,
+    "TMS 40-10 with a fixed 10×10 identity layer (a dense rank-10 mechanism)",
+)
