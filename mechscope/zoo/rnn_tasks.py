@@ -1,0 +1,305 @@
+"""Trained recurrent networks with known fixed-point structure (Sussillo & Barak 2013).
+
+    u[B, T, m] ──nn.RNN / nn.GRU / nn.LSTM (site "rnn")──► h[B, T, H] ──Linear ("readout")──► y
+
+- **flipflop-3bit** (`--set cell=rnn|gru|lstm`): 3 channels of sparse ±1 pulses (every channel
+  pulses at t = 0, so every memory is defined); each output holds the sign of its channel's last
+  pulse. Truth: 2³ = 8 stable fixed points at u = 0, one per memory, plus saddles between them.
+  A target is accepted only at ≥ 99 % bit accuracy with every memory held for `hold_steps`
+  zero-input steps; a failing seed is retrained from derived seeds (recorded in its info).
+- **sine-generator**: a constant input level u_j sets the frequency ω_j; the output is sin(ω_j t).
+  Truth: per input, a fixed point whose unstable directions are a complex pair of angle ≈ ω_j
+  (the centre of the limit cycle).
+- **integrator**: one channel of small noisy pulses; the output is their running sum. Truth: a
+  line of slow points with one eigenvalue ≈ 1 along the line (an approximate line attractor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mechscope.config import Config
+from mechscope.zoo import register_task
+from mechscope.zoo.base import GroundTruth, Progress, Task, no_progress
+from mechscope.zoo.cache import load_target, save_target, seeded_generator, target_path
+
+Cell = Literal["rnn", "gru", "lstm"]
+
+
+@dataclass(frozen=True)
+class ExpectedStructure:
+    """The fixed-point structure a dynamics target should have at one input (for scoring)."""
+
+    kind: Literal["closed-form", "flipflop", "oscillator", "line-attractor"]
+    point: Tensor | None = None
+    """closed-form: the one fixed point [n]."""
+    eigvals: Tensor | None = None
+    """closed-form: its Jacobian's eigenvalues [n] (complex)."""
+    memories: Tensor | None = None
+    """flipflop: the 2^bits memory states [2^bits, bits] in {−1, +1}: one stable point each."""
+    omega: float | None = None
+    """oscillator: the output frequency (radians per step)."""
+
+
+class RecurrentConfig(Config):
+    cell: Cell = "gru"
+    hidden_size: int = 32
+    steps: int = 1500
+    batch_size: int = 64
+    seq_len: int = 50
+    lr: float = 1e-2
+    input_noise: float = 0.02
+    state_noise: float = 0.0
+    max_attempts: int = 3
+
+
+class FlipFlopConfig(RecurrentConfig):
+    state_noise: float = 0.05
+    n_bits: int = 3
+    pulse_prob: float = 0.05
+    hold_steps: int = 500
+
+
+class SineConfig(RecurrentConfig):
+    cell: Cell = "rnn"
+    hidden_size: int = 48
+    n_freqs: int = 4
+    min_omega: float = 0.15
+    max_omega: float = 0.45
+    steps: int = 2000
+    lr: float = 5e-3
+    seq_len: int = 80
+    input_noise: float = 0.0
+
+
+class IntegratorConfig(RecurrentConfig):
+    cell: Cell = "rnn"
+    pulse_std: float = 0.1
+    steps: int = 1200
+    input_noise: float = 0.0
+
+
+class RecurrentModel(nn.Module):
+    """One recurrent layer and a linear readout; the state is what the finder analyses."""
+
+    def __init__(self, cell: Cell, input_size: int, hidden_size: int, output_size: int) -> None:
+        super().__init__()
+        layer = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
+        self.rnn = layer(input_size, hidden_size, batch_first=True)
+        self.readout = nn.Linear(hidden_size, output_size)
+
+    def forward(self, u: Tensor, state_noise: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+        """Outputs [B, T, out] for inputs u [B, T, m]; with `state_noise`, Gaussian noise is added
+        to the whole state (LSTM: h and c) after every step, which trains memories that *attract*
+        (|λ| clearly below 1) instead of ones held by a closed gate (|λ| ≈ 1)."""
+        if not state_noise:
+            h, _ = self.rnn(u)  # (B, T, H)
+            out: Tensor = self.readout(h)
+            return out
+        state: Any = None
+        hs = []
+        for t in range(u.shape[1]):
+            y, state = self.rnn(u[:, t : t + 1], state)  # (B, 1, H)
+            parts = state if isinstance(state, tuple) else (state,)
+            parts = tuple(p + state_noise * torch.randn(p.shape, generator=generator) for p in parts)
+            state = parts if isinstance(state, tuple) else parts[0]
+            hs.append(parts[0][0])  # the noisy h, as the next step sees it
+        out = self.readout(torch.stack(hs, dim=1))  # (B, T, out)
+        return out
+
+
+class RecurrentTask(Task):
+    """Shared training, caching and sampling; subclasses give inputs, targets and structure."""
+
+    kind: ClassVar[Literal["decomposition", "dynamics"]] = "dynamics"
+    family = "rnn"
+    config: RecurrentConfig
+    input_size: ClassVar[int]
+    output_size: ClassVar[int] = 1
+
+    @property
+    def n_features(self) -> int:
+        return self.input_size
+
+    def ground_truth(self, target: nn.Module) -> GroundTruth:
+        return GroundTruth([], n_features=self.n_features, represented=[], notes=["dynamics task: see expected()"])
+
+    def targets(self, u: Tensor) -> Tensor:
+        """The desired outputs [B, T, out] for inputs u [B, T, m]."""
+        raise NotImplementedError
+
+    def analysis_inputs(self) -> list[Tensor]:
+        """The constant inputs at which fixed points are found: u = 0 by default."""
+        return [torch.zeros(self.input_size, dtype=torch.float64)]
+
+    def expected(self, target: nn.Module, u: Tensor) -> ExpectedStructure:
+        raise NotImplementedError
+
+    def accept(self, model: RecurrentModel, gen: torch.Generator) -> dict[str, Any]:
+        """Quality checks of a trained target; must hold "ok": bool."""
+        return {"ok": True}
+
+    def build(self) -> RecurrentModel:
+        c = self.config
+        return RecurrentModel(c.cell, self.input_size, c.hidden_size, self.output_size)
+
+    def make_target(self, target_seed: int, progress: Progress = no_progress) -> nn.Module:
+        path = target_path(self.name, self.config, target_seed)
+        model = self.build()
+        if load_target(path, model) is None:
+            info: dict[str, Any] = {"task": self.name, "config": self.config.model_dump(mode="json")}
+            for attempt in range(self.config.max_attempts):
+                # derived seeds are deterministic, so a retried target is reproducible
+                train_seed = target_seed + 7919 * attempt
+                model = self.build()
+                info |= train_recurrent(model, self, train_seed, progress)
+                info |= self.accept(model, seeded_generator(train_seed + 99_991))
+                info |= {"attempt": attempt, "train_seed": train_seed}
+                if info["ok"]:
+                    break
+            save_target(path, model, info)
+        model.eval()
+        return model
+
+
+def train_recurrent(model: RecurrentModel, task: RecurrentTask, seed: int, progress: Progress) -> dict[str, Any]:
+    """Adam on MSE between outputs and targets, with gradient clipping; returns the final loss."""
+    c = task.config
+    torch.manual_seed(seed)
+    gen = seeded_generator(seed + 10_000)
+    opt = torch.optim.Adam(model.parameters(), lr=c.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.steps, eta_min=c.lr * 0.05)
+    loss = torch.tensor(0.0)
+    for step in range(c.steps):
+        u = task.sample(c.batch_size, gen)  # (B, T, m)
+        y = task.targets(u)
+        noisy = u + c.input_noise * torch.randn(u.shape, generator=gen) if c.input_noise else u
+        loss = F.mse_loss(model(noisy, c.state_noise, gen), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == c.steps - 1:
+            progress(step + 1, c.steps)
+    return {"final_loss": float(loss.detach())}
+
+
+class FlipFlopTask(RecurrentTask):
+    name = "flipflop-3bit"
+    summary = "3-bit flip-flop RNN (--set cell=rnn|gru|lstm): 8 stable fixed points, one per memory"
+    Cfg = FlipFlopConfig
+    config: FlipFlopConfig
+    input_size = 3
+    output_size = 3
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        c = self.config
+        on = torch.rand(n, c.seq_len, c.n_bits, generator=generator) < c.pulse_prob
+        on[:, 0] = True
+        sign = torch.randint(0, 2, (n, c.seq_len, c.n_bits), generator=generator) * 2.0 - 1.0
+        return on * sign  # (n, T, bits)
+
+    def targets(self, u: Tensor) -> Tensor:
+        """Each channel holds the sign of its last pulse: a forward fill of the non-zero inputs."""
+        t = torch.arange(u.shape[1])[None, :, None].expand_as(u)
+        last = torch.where(u != 0, t, torch.zeros_like(t)).cummax(dim=1).values  # (B, T, bits)
+        return u.gather(1, last)
+
+    def memories(self) -> Tensor:
+        """All 2^bits memory states in {−1, +1}: [2^bits, bits]."""
+        b = self.config.n_bits
+        bits = (torch.arange(2**b)[:, None] >> torch.arange(b)[None, :]) & 1
+        return bits.double() * 2 - 1
+
+    def accept(self, model: RecurrentModel, gen: torch.Generator) -> dict[str, Any]:
+        """≥ 99 % bit accuracy on fresh sequences, and every memory held for `hold_steps`."""
+        c = self.config
+        with torch.no_grad():
+            u = self.sample(512, gen)
+            acc = float((model(u).sign() == self.targets(u)).float().mean())
+            mem = self.memories().float()  # (8, bits)
+            hold = torch.zeros(mem.shape[0], c.hold_steps + 1, c.n_bits)
+            hold[:, 0] = mem
+            y = model(hold)  # (8, 1 + hold, bits)
+            held = bool(((y.sign() == mem[:, None]) & (y.abs() > 0.5)).all())
+        return {"ok": acc >= 0.99 and held, "bit_accuracy": acc, "memories_held": held}
+
+    def expected(self, target: nn.Module, u: Tensor) -> ExpectedStructure:
+        return ExpectedStructure(kind="flipflop", memories=self.memories())
+
+
+class SineTask(RecurrentTask):
+    name = "sine-generator"
+    summary = "sine-wave generator RNN: per input level an oscillatory unstable point of angle ω"
+    Cfg = SineConfig
+    config: SineConfig
+    input_size = 1
+
+    def omegas(self) -> Tensor:
+        c = self.config
+        return torch.linspace(c.min_omega, c.max_omega, c.n_freqs, dtype=torch.float64)
+
+    def levels(self) -> Tensor:
+        """The static input that selects frequency j: j / n_freqs + 0.25 (as Sussillo & Barak)."""
+        return torch.arange(self.config.n_freqs, dtype=torch.float64) / self.config.n_freqs + 0.25
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        j = torch.randint(self.config.n_freqs, (n,), generator=generator)
+        return self.levels().float()[j][:, None, None].expand(n, self.config.seq_len, 1).contiguous()
+
+    def targets(self, u: Tensor) -> Tensor:
+        levels = self.levels().float()
+        j = (u[:, :1, 0, None] - levels).abs().argmin(-1)  # (B, 1)
+        omega = self.omegas().float()[j]  # (B, 1)
+        t = torch.arange(1, u.shape[1] + 1, dtype=torch.float32)[None, :]
+        return torch.sin(omega * t)[..., None]  # (B, T, 1)
+
+    def accept(self, model: RecurrentModel, gen: torch.Generator) -> dict[str, Any]:
+        """Mean squared error on twice the training length (the oscillation must persist)."""
+        u = self.levels().float()[:, None, None].expand(-1, 2 * self.config.seq_len, 1)
+        with torch.no_grad():
+            mse = float(F.mse_loss(model(u), self.targets(u)))
+        return {"ok": mse < 0.05, "long_mse": mse}
+
+    def analysis_inputs(self) -> list[Tensor]:
+        return [lv.reshape(1) for lv in self.levels()]
+
+    def expected(self, target: nn.Module, u: Tensor) -> ExpectedStructure:
+        j = int((self.levels() - float(u[0])).abs().argmin())
+        return ExpectedStructure(kind="oscillator", omega=float(self.omegas()[j]))
+
+
+class IntegratorTask(RecurrentTask):
+    name = "integrator"
+    summary = "integrator RNN: output the running sum of its input (a line attractor of slow points)"
+    Cfg = IntegratorConfig
+    config: IntegratorConfig
+    input_size = 1
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        c = self.config
+        return c.pulse_std * torch.randn(n, c.seq_len, 1, generator=generator)
+
+    def targets(self, u: Tensor) -> Tensor:
+        return u.cumsum(dim=1)
+
+    def accept(self, model: RecurrentModel, gen: torch.Generator) -> dict[str, Any]:
+        u = self.sample(256, gen)
+        with torch.no_grad():
+            y = self.targets(u)
+            r2 = 1 - float(F.mse_loss(model(u), y) / y.var())
+        return {"ok": r2 > 0.95, "r2": r2}
+
+    def expected(self, target: nn.Module, u: Tensor) -> ExpectedStructure:
+        return ExpectedStructure(kind="line-attractor")
+
+
+register_task("flipflop-3bit", FlipFlopTask)
+register_task("sine-generator", SineTask)
+register_task("integrator", IntegratorTask)
