@@ -1,0 +1,381 @@
+"""Sparse dictionaries over activations: the one coder behind every SAE and transcoder.
+
+A coder reads an input activation x [B, d_in] and writes a target y [B, d_out] (an SAE: y = x;
+a transcoder: x = an MLP's input, y = its output):
+
+    pre = W_enc (x − b_dec·[sae]) + b_enc          [B, C]    C latents
+    z   = act(pre)                                   [B, C]    sparse, ≥ 0
+    ŷ   = z W_dec + b_dec                            [B, d_out]
+
+W_dec's rows are the dictionary directions. The four activations and their sparsity pressure:
+
+- `relu`: z = ReLU(pre); loss ‖y − ŷ‖² + λ Σ_c z_c ‖W_dec[c]‖ (L1 weighted by decoder norm, so the
+  decoder may stay unconstrained without the penalty being dodged by shrinking z).
+- `topk` (Gao et al. 2024): keep the k largest ReLU(pre) per row; unit-norm decoder; AuxK:
+  the top-k_aux *dead* latents reconstruct the residual y − ŷ (coefficient 1/32) to revive them.
+- `batchtopk` (Bussmann et al. 2024): keep the k·B largest over the whole batch; at inference a
+  single threshold θ (running mean of the smallest kept value) replaces the batch competition.
+- `jumprelu` (Rajamanoharan et al. 2024): z = pre · H(pre − θ_c) with learned θ; loss
+  ‖y − ŷ‖² + λ·L0, the step's gradient passed to θ through a rectangle-kernel pseudo-derivative
+  of bandwidth ε.
+
+Training works on activations scaled to E‖x‖² = 1 (so one set of hyper-parameters serves a
+10-d toy and a 1000-d residual stream) and folds the scales back into the weights at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mechscope.config import Config, ConfigError
+from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
+from mechscope.zoo.base import Progress, no_progress
+
+Activation = Literal["relu", "topk", "batchtopk", "jumprelu"]
+ACTIVATIONS: tuple[Activation, ...] = ("relu", "topk", "batchtopk", "jumprelu")
+
+
+# --- configs ---------------------------------------------------------------------------------
+class DictionaryConfig(Config):
+    """Training settings shared by every activation. `None` sizes are chosen from the task."""
+
+    activation: ClassVar[Activation]
+    n_latents: int | None = None
+    """Dictionary size C; None: twice the number of true directions (rows of `task.onehot()`)."""
+    steps: int = 3_000
+    batch_size: int = 1_024
+    lr: float = 2e-3
+    warmup_frac: float = 0.05
+    decay_frac: float = 0.3
+    """LR: linear warm-up over the first warmup_frac of steps, linear decay to 0 over the last decay_frac."""
+    buffer_size: int = 32_768
+    """Activations held in the shuffled buffer (half is refilled each time it is consumed)."""
+    b_dec_init: Literal["geometric_median", "mean"] = "geometric_median"
+    dead_after_steps: int = 100
+    """A latent that has not fired for this many steps counts as dead (AuxK revives those)."""
+
+
+class ReLUOptions(DictionaryConfig):
+    activation: ClassVar[Activation] = "relu"
+    l1_coef: float = 3e-2
+
+
+class TopKOptions(DictionaryConfig):
+    activation: ClassVar[Activation] = "topk"
+    k: int | None = None
+    """Latents kept per input; None: the 90th percentile of the task's active-feature count."""
+    aux_coef: float = 1 / 32
+    k_aux: int | None = None
+    """Dead latents used by AuxK; None: half the output dimension."""
+
+
+class BatchTopKOptions(TopKOptions):
+    activation: ClassVar[Activation] = "batchtopk"
+    threshold_momentum: float = 0.99
+
+
+class JumpReLUOptions(DictionaryConfig):
+    activation: ClassVar[Activation] = "jumprelu"
+    l0_coef: float = 3e-3
+    bandwidth: float = 0.05
+    """ε of the rectangle kernel, in units of the normalised activation (E‖x‖² = 1)."""
+    init_threshold: float = 0.05
+    l0_grad_to_encoder: bool = True
+    """Also pass the L0 pseudo-derivative to the pre-activations (Anthropic 2025); False = paper."""
+
+
+# --- activation functions with custom gradients ----------------------------------------------
+class _TopKEncode(torch.autograd.Function):
+    """(vals, idx) = topk(ReLU(x W_encᵀ + b), k), with a *sparse* backward.
+
+    Autograd would scatter the [B, k] gradient into a dense [B, C] matrix and multiply it by x —
+    as costly as the forward. Only B·k entries are non-zero, so W_enc's gradient is built from
+    those rows alone (a sparse × dense product)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        pre = torch.addmm(b, x, W_enc.t())  # (B, C)
+        vals, idx = pre.topk(k, dim=-1, sorted=False)  # (B, k)
+        vals = vals.relu()
+        ctx.save_for_backward(x, idx, vals)
+        ctx.n_latents = W_enc.shape[0]
+        ctx.mark_non_differentiable(idx)
+        return vals, idx
+
+    @staticmethod
+    def backward(ctx: Any, g_vals: Tensor, _g_idx: Tensor) -> tuple[Tensor | None, ...]:
+        x, idx, vals = ctx.saved_tensors
+        B, k = idx.shape
+        g = (g_vals * (vals > 0)).flatten()  # (B·k,) ReLU gate
+        flat_idx = idx.flatten()
+        grad_b = torch.zeros(ctx.n_latents, dtype=g.dtype).index_add_(0, flat_idx, g)
+        rows = torch.arange(B).repeat_interleave(k)
+        G = torch.sparse_coo_tensor(torch.stack([flat_idx, rows]), g, (ctx.n_latents, B), check_invariants=False)
+        grad_W = torch.sparse.mm(G, x)  # (C, d_in)
+        return None, grad_W, grad_b, None
+
+
+class _JumpReLU(torch.autograd.Function):
+    """z = pre · H(pre − θ); ∂z/∂θ = −(θ/ε) K((pre − θ)/ε), K the unit rectangle."""
+
+    @staticmethod
+    def forward(ctx: Any, pre: Tensor, theta: Tensor, eps: float) -> Tensor:
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return pre * (pre > theta)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        pre, theta = ctx.saved_tensors
+        near = ((pre - theta).abs() < ctx.eps / 2).to(g.dtype)
+        grad_theta = (g * -(theta / ctx.eps) * near).sum(0)
+        return g * (pre > theta), grad_theta, None
+
+
+class _Step(torch.autograd.Function):
+    """H(pre − θ) (the L0 count); ∂/∂θ = −(1/ε) K((pre − θ)/ε), and ∂/∂pre = +(1/ε) K(·) when
+    `to_pre` (the encoder too is pushed away from firing near θ; off in the original paper)."""
+
+    @staticmethod
+    def forward(ctx: Any, pre: Tensor, theta: Tensor, eps: float, to_pre: bool) -> Tensor:
+        ctx.save_for_backward(pre, theta)
+        ctx.eps, ctx.to_pre = eps, to_pre
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        pre, theta = ctx.saved_tensors
+        kernel = g * ((pre - theta).abs() < ctx.eps / 2).to(g.dtype) / ctx.eps
+        return (kernel if ctx.to_pre else None), -kernel.sum(0), None, None
+
+
+# --- the coder --------------------------------------------------------------------------------
+class TrainStep(NamedTuple):
+    loss: Tensor
+    """What is minimised: reconstruction + sparsity (+ AuxK)."""
+    mse: Tensor
+    """Mean over the batch of ‖y − ŷ‖² (normalised units)."""
+    fired: Tensor
+    """bool [C]: which latents fired on some row of the batch."""
+    l0: float
+    """Mean number of firing latents per row."""
+
+
+class SparseCoder(nn.Module):
+    """The dictionary: encoder [C, d_in], decoder [C, d_out] (rows are directions), biases, θ."""
+
+    batch_threshold: Tensor
+
+    def __init__(
+        self, d_in: int, d_out: int, n_latents: int, activation: Activation, k: int | None = None,
+        sae: bool = True, generator: torch.Generator | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+        if activation in ("topk", "batchtopk") and (k is None or not 1 <= k <= n_latents):
+            raise ConfigError(f"k={k} must be between 1 and the dictionary size n_latents={n_latents}")
+        self.activation: Activation = activation
+        self.k = k
+        self.sae = sae
+        """SAE: input and output are one space, so b_dec is subtracted before encoding."""
+        self.d_in, self.d_out, self.n_latents = d_in, d_out, n_latents
+        W_dec = torch.randn(n_latents, d_out, generator=generator)
+        W_dec = W_dec / W_dec.norm(dim=1, keepdim=True)
+        # SAE: encoder starts as the decoder's transpose; a transcoder reads another space.
+        W_enc = W_dec.clone() if sae and d_in == d_out else torch.randn(n_latents, d_in, generator=generator)
+        W_enc = W_enc / W_enc.norm(dim=1, keepdim=True)
+        self.W_enc = nn.Parameter(W_enc)  # (C, d_in)
+        self.b_enc = nn.Parameter(torch.zeros(n_latents))  # (C,)
+        self.W_dec = nn.Parameter(W_dec)  # (C, d_out)
+        self.b_dec = nn.Parameter(torch.zeros(d_out))  # (d_out,)
+        self.log_threshold = nn.Parameter(torch.zeros(n_latents), requires_grad=activation == "jumprelu")
+        self.register_buffer("batch_threshold", torch.zeros(()))  # batchtopk's inference θ
+
+    @property
+    def threshold(self) -> Tensor:
+        """Per-latent inference threshold θ [C] (0 for relu/topk)."""
+        if self.activation == "jumprelu":
+            return self.log_threshold.exp()
+        if self.activation == "batchtopk":
+            return self.batch_threshold.expand(self.n_latents)
+        return torch.zeros(self.n_latents)
+
+    def check_input(self, x: Tensor, what: str = "input") -> None:
+        d = self.d_in if what == "input" else self.d_out
+        if x.dim() != 2 or x.shape[1] != d:
+            raise ValueError(f"{what} activation has shape {tuple(x.shape)}; the dictionary expects [batch, {d}]")
+
+    def pre_acts(self, x: Tensor) -> Tensor:
+        """[B, C] encoder pre-activations."""
+        return F.linear(x, self.W_enc, self._enc_bias())
+
+    def _enc_bias(self) -> Tensor:
+        # W_enc (x − b_dec) + b_enc = W_enc x + (b_enc − W_enc b_dec): x itself needs no gradient.
+        return self.b_enc - self.W_enc @ self.b_dec if self.sae else self.b_enc
+
+    def encode(self, x: Tensor) -> Tensor:
+        """[B, C] latent activations at inference (batchtopk uses its threshold, not the batch)."""
+        self.check_input(x)
+        pre = self.pre_acts(x)
+        if self.activation == "relu":
+            return pre.relu()
+        if self.activation == "topk":
+            assert self.k is not None
+            vals, idx = pre.topk(self.k, dim=-1)
+            return torch.zeros_like(pre).scatter_(-1, idx, vals.relu())
+        return pre * (pre > self.threshold)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """[B, d_out] = z W_dec + b_dec."""
+        return torch.addmm(self.b_dec, z, self.W_dec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    # --- training ---------------------------------------------------------------------------
+    def train_step(self, x: Tensor, y: Tensor, cfg: DictionaryConfig, dead: Tensor) -> TrainStep:
+        """Loss on one normalised batch; `dead` bool [C] marks latents AuxK should revive."""
+        B = x.shape[0]
+        if self.activation == "topk":
+            assert self.k is not None
+            vals, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k)  # (B, k)
+            y_hat = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
+            fired = torch.zeros(self.n_latents, dtype=torch.bool)
+            fired[idx[vals > 0]] = True
+            l0 = float((vals > 0).sum()) / B
+        else:
+            pre = self.pre_acts(x)  # (B, C)
+            z = self._train_latents(pre, cfg)
+            y_hat = self.decode(z)
+            fired = (z > 0).any(0)
+            l0 = float((z > 0).sum()) / B
+        mse = (y_hat - y).pow(2).sum(-1).mean()
+        loss = mse
+        if isinstance(cfg, ReLUOptions):
+            loss = loss + cfg.l1_coef * (z * self.W_dec.norm(dim=1)).sum(-1).mean()
+        elif isinstance(cfg, JumpReLUOptions):
+            l0_soft = _Step.apply(pre, self.log_threshold.exp(), cfg.bandwidth, cfg.l0_grad_to_encoder).sum(-1).mean()
+            loss = loss + cfg.l0_coef * l0_soft
+        elif isinstance(cfg, TopKOptions) and cfg.aux_coef > 0 and bool(dead.any()):
+            loss = loss + cfg.aux_coef * self._aux_loss(x, (y - y_hat).detach(), dead, cfg)
+        return TrainStep(loss, mse.detach(), fired, l0)
+
+    def _train_latents(self, pre: Tensor, cfg: DictionaryConfig) -> Tensor:
+        if self.activation == "relu":
+            return pre.relu()
+        if self.activation == "jumprelu":
+            assert isinstance(cfg, JumpReLUOptions)
+            return _JumpReLU.apply(pre, self.log_threshold.exp(), cfg.bandwidth)
+        assert self.activation == "batchtopk" and isinstance(cfg, BatchTopKOptions) and self.k is not None
+        flat = pre.relu().flatten()  # (B·C,)
+        vals, idx = flat.topk(self.k * pre.shape[0], sorted=False)  # k·B over the whole batch
+        z = torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
+        with torch.no_grad():  # inference θ: running mean of the smallest kept positive value
+            kept = vals[vals > 0]
+            if kept.numel():
+                m = cfg.threshold_momentum
+                first = bool(self.batch_threshold == 0)
+                self.batch_threshold.copy_(kept.min() if first else m * self.batch_threshold + (1 - m) * kept.min())
+        return z
+
+    def _aux_loss(self, x: Tensor, residual: Tensor, dead: Tensor, cfg: TopKOptions) -> Tensor:
+        """AuxK: the top-k_aux dead latents reconstruct what the live ones missed."""
+        dead_idx = dead.nonzero().squeeze(1)
+        k_aux = min(cfg.k_aux or max(1, self.d_out // 2), dead_idx.numel())
+        pre = F.linear(x, self.W_enc[dead_idx], self._enc_bias()[dead_idx])  # (B, n_dead)
+        vals, idx = pre.relu().topk(k_aux, dim=-1, sorted=False)
+        r_hat = F.embedding_bag(idx, self.W_dec[dead_idx], per_sample_weights=vals, mode="sum")
+        return (r_hat - residual).pow(2).sum(-1).mean()
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Keep decoder rows unit-norm (all but relu, whose penalty already counts the norm)."""
+        if self.activation != "relu":
+            self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    @torch.no_grad()
+    def fold_scales(self, s_in: float, s_out: float) -> None:
+        """Turn a coder trained on x/s_in → y/s_out into one on raw activations (same latents ×s_out)."""
+        self.W_enc.mul_(s_out / s_in)
+        self.b_enc.mul_(s_out)
+        self.b_dec.mul_(s_out)
+        self.log_threshold.add_(math.log(s_out))
+        self.batch_threshold.mul_(s_out)
+
+
+# --- training loop -----------------------------------------------------------------------------
+def lr_lambda(steps: int, warmup_frac: float, decay_frac: float) -> Callable[[int], float]:
+    """Linear warm-up, flat, then linear decay to 0 over the last `decay_frac` of the steps."""
+    warm = max(1, int(steps * warmup_frac))
+    decay_start = int(steps * (1 - decay_frac))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if step >= decay_start:
+            return max(0.0, (steps - step) / max(1, steps - decay_start))
+        return 1.0
+
+    return f
+
+
+def train_coder(
+    source: Source, cfg: DictionaryConfig, n_latents: int, k: int | None, sae: bool,
+    generator: torch.Generator, progress: Progress = no_progress,
+) -> SparseCoder:  # fmt: skip
+    """Train one coder on the activations `source` yields; returns it on the raw scale."""
+    if isinstance(cfg, TopKOptions) and k is not None and k > n_latents:
+        raise ConfigError(f"k={k} is larger than the dictionary (n_latents={n_latents})")
+    buffer = ActivationBuffer(source, cfg.buffer_size, cfg.batch_size, generator)
+    x0, y0 = buffer.sample(min(cfg.buffer_size, 8_192))
+    s_in = float(x0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
+    s_out = s_in if sae else float(y0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
+    coder = SparseCoder(x0.shape[1], y0.shape[1], n_latents, cfg.activation, k, sae, generator)
+    with torch.no_grad():
+        y0n = y0 / s_out
+        coder.b_dec.copy_(geometric_median(y0n) if cfg.b_dec_init == "geometric_median" else y0n.mean(0))
+        if isinstance(cfg, JumpReLUOptions):
+            coder.log_threshold.fill_(math.log(cfg.init_threshold))
+    params = [p for p in coder.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.steps, cfg.warmup_frac, cfg.decay_frac))
+    since_fired = torch.zeros(n_latents, dtype=torch.long)
+    for step in range(cfg.steps):
+        x, y = buffer.next()
+        out = coder.train_step(x / s_in, y / s_out, cfg, since_fired > cfg.dead_after_steps)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        sched.step()
+        coder.after_step()
+        since_fired = torch.where(out.fired, 0, since_fired + 1)
+        if step % 100 == 0 or step == cfg.steps - 1:
+            progress(step + 1, cfg.steps)
+    coder.fold_scales(s_in, s_out)
+    coder.eval()
+    return coder
+
+
+def default_sizes(cfg: DictionaryConfig, n_directions: int, active_counts: Tensor) -> tuple[int, int | None]:
+    """(n_latents, k) with the task-derived defaults filled in.
+
+    n_directions: true directions at the site (rows of `task.onehot()`); active_counts [n]: how
+    many of them each data input uses. C defaults to 2·n_directions; k to the 90th percentile of
+    the active count (≥ 1), so TopK can represent nearly every input exactly."""
+    n_latents = cfg.n_latents if cfg.n_latents is not None else 2 * n_directions
+    k: int | None = None
+    if isinstance(cfg, TopKOptions):
+        # TopK must fit busy inputs (90th percentile); BatchTopK's budget k·B is shared by the
+        # batch, so the mean count already covers it (more budget buys polysemantic fix-ups).
+        typical = active_counts.float().mean() if isinstance(cfg, BatchTopKOptions) else active_counts.float().quantile(0.9)
+        k = cfg.k if cfg.k is not None else max(1, math.ceil(float(typical)))
+        if k > n_latents:
+            raise ConfigError(f"k={k} is larger than the dictionary (n_latents={n_latents})")
+    return n_latents, k

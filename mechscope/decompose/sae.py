@@ -1,0 +1,97 @@
+"""Sparse autoencoders (SAEs): a sparse dictionary of one activation site, reconstructing itself.
+
+    z = act(W_enc (h − b_dec) + b_enc),  ĥ = W_dec z + b_dec      h = the site module's output
+
+The four variants (`sae-relu`, `sae-topk`, `sae-batchtopk`, `sae-jumprelu`) share the coder and the
+training loop of `dictionary.py`; this file only says *where* an SAE reads (a task's
+`activation_sites()`, or the `site` setting) and registers them. On a real model:
+
+    dec = train_sae(model, loader, "transformer.h.0.mlp", SAETopKConfig(n_latents=512, k=16))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+from mechscope.config import Config, ConfigError
+from mechscope.decompose.activation_buffer import loader_source, task_source
+from mechscope.decompose.dictionary import (
+    BatchTopKOptions,
+    DictionaryConfig,
+    JumpReLUOptions,
+    ReLUOptions,
+    TopKOptions,
+    default_sizes,
+    train_coder,
+)
+from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
+from mechscope.decompose.registry import FitContext, MethodSpec, register
+from mechscope.zoo.base import Task
+
+
+class _SiteOption(Config):
+    site: str | None = None
+    """Module whose output the SAE decomposes; None: the task's `activation_sites()`."""
+
+
+class SAEReLUConfig(ReLUOptions, _SiteOption):
+    pass
+
+
+class SAETopKConfig(TopKOptions, _SiteOption):
+    pass
+
+
+class SAEBatchTopKConfig(BatchTopKOptions, _SiteOption):
+    pass
+
+
+class SAEJumpReLUConfig(JumpReLUOptions, _SiteOption):
+    pass
+
+
+def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> DictionaryDecomposition:
+    """Train one SAE per activation site of `task` on the target's activations."""
+    assert isinstance(config, DictionaryConfig) and isinstance(config, _SiteOption)
+    sites = [config.site] if config.site else task.activation_sites()
+    if not sites:
+        raise ConfigError(f"task {task.name!r} names no activation site; set site=<module name>")
+    probe = task.sample(4_096, ctx.generator(1))
+    n_latents, k = default_sizes(config, task.onehot().shape[0], (probe != 0).sum(-1))
+    coders: dict[str, SiteCoder] = {}
+    for i, site in enumerate(sites):
+        source = task_source(target, task, (site, "output"), (site, "output"), ctx.generator(10 + i))
+        coder = train_coder(source, config, n_latents, k, True, ctx.generator(100 + i), ctx.progress)
+        coders[site] = SiteCoder(coder, (site, "output"))
+    return DictionaryDecomposition(target, coders)
+
+
+def train_sae(
+    model: nn.Module, loader: Iterable[Any], site: str, config: DictionaryConfig, seed: int = 0
+) -> DictionaryDecomposition:
+    """An SAE of any model's (e.g. a transformers model's) output of module `site`, trained on the
+    batches of `loader`; `n_latents` (and `k`) must be set — there is no task to size them from."""
+    if config.n_latents is None or (isinstance(config, TopKOptions) and config.k is None):
+        raise ConfigError("train_sae needs n_latents (and k for topk/batchtopk) set: no task to size them from")
+    source = loader_source(model, loader, (site, "output"), (site, "output"))
+    k = config.k if isinstance(config, TopKOptions) else None
+    coder = train_coder(source, config, config.n_latents, k, True, FitContext(seed=seed).generator(100))
+    return DictionaryDecomposition(model, {site: SiteCoder(coder, (site, "output"))})
+
+
+def applies_to(task: Task) -> str | None:
+    if task.kind == "dynamics":
+        return "an SAE decomposes activations of a feed-forward target, not fixed-point dynamics"
+    if not task.activation_sites():
+        return "the task names no activation site"
+    return None
+
+
+_SUMMARY = "sparse autoencoder on the task's activation site"
+register(MethodSpec("sae-relu", f"ReLU + L1 {_SUMMARY}", SAEReLUConfig, fit, applies_to, "activation"))
+register(MethodSpec("sae-topk", f"TopK {_SUMMARY} (AuxK revival)", SAETopKConfig, fit, applies_to, "activation"))
+register(MethodSpec("sae-batchtopk", f"BatchTopK {_SUMMARY}", SAEBatchTopKConfig, fit, applies_to, "activation"))
+register(MethodSpec("sae-jumprelu", f"JumpReLU {_SUMMARY} (L0 penalty)", SAEJumpReLUConfig, fit, applies_to, "activation"))
