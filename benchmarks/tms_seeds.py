@@ -8,7 +8,8 @@ Recipes (all: AdamW, wd 0.01, lr 5e-3 constant, the task's batch and steps):
   ours       xavier + restarts from derived seeds while a feature is unrepresented (the task default)
 
 Prints one row per seed: features represented, final training-batch loss, held-out loss on a
-fixed 65,536-sample set, attempts used, wall time. Trains from scratch (the target cache is not
+fixed 65,536-sample set, attempts used, wall time (checkpoint evaluations included), the smallest
+‖W[:, i]‖, and with --checkpoints the same at intermediate steps. Trains from scratch (the target cache is not
 touched) on one thread, so times compare across rows of one run.
 """
 
@@ -20,7 +21,7 @@ import time
 import torch
 
 from mechscope.zoo import get_task
-from mechscope.zoo.tms import TMSTask, train_tms
+from mechscope.zoo.tms import REPRESENTED_NORM, TMSModel, TMSTask, eval_loss, train_tms
 
 RECIPES = {
     "published": {"init": "reference", "restarts": 0},
@@ -43,11 +44,16 @@ def main() -> None:
     ap.add_argument("--recipe", default="ours", choices=sorted(RECIPES))
     ap.add_argument("--seeds", default="0-9")
     ap.add_argument("--steps", type=int, default=None, help="override the task's step count")
+    ap.add_argument(
+        "--checkpoints",
+        default="",
+        help="comma-separated steps at which to also report n_rep/eval loss of the first attempt "
+        "(constant lr: the state at step k equals a k-step run's)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
-    torch.optim.AdamW(
-        [torch.zeros(1, requires_grad=True)]
-    )  # pay the one-time optimizer import outside the timings
+    # pay the one-time optimizer import outside the timings
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
     base = get_task(args.task)
     assert isinstance(base, TMSTask), f"{args.task} is not a TMS task"
@@ -64,10 +70,20 @@ def main() -> None:
     )
     n_all, total = 0, 0.0
     seeds = parse_seeds(args.seeds)
+    checkpoints = [int(k) for k in args.checkpoints.split(",") if k]
+    assert not checkpoints or cfg.lr_schedule == "constant", "checkpoints need a constant lr"
     for seed in seeds:
         model = task.build()
+        seen: list[str] = []
+
+        def snapshot(done: int, total: int, model: TMSModel = model, seen: list[str] = seen) -> None:
+            if done in checkpoints and len(seen) < len(checkpoints):  # first attempt only
+                norms = model.W.weight.detach().norm(dim=0)
+                n_rep = int((norms > REPRESENTED_NORM).sum())
+                seen.append(f"@{done}: {n_rep} {eval_loss(model, task):.6f}")
+
         t0 = time.perf_counter()
-        info = train_tms(model, task, seed, lambda done, tot: None)
+        info = train_tms(model, task, seed, snapshot)
         dt = time.perf_counter() - t0
         total += dt
         norms = info["feature_norms"]
@@ -78,7 +94,7 @@ def main() -> None:
         assert isinstance(attempts, list)
         print(
             f"{seed:>4} {n_rep:>5} {info['final_loss']:>10.6f} {info['eval_loss']:>9.6f} "
-            f"{len(attempts):>8} {dt:>7.1f}  {min(norms):.3f}",
+            f"{len(attempts):>8} {dt:>7.1f}  {min(norms):.3f}  {'  '.join(seen)}",
             flush=True,
         )
     print(f"# all {cfg.n_features} features represented on {n_all}/{len(seeds)} seeds; total {total:.0f} s")

@@ -25,6 +25,14 @@ def test_same_seed_same_weights() -> None:
     assert not torch.equal(a.W.weight, c.W.weight)
 
 
+def test_identity_variant_trains_exactly_like_the_plain_one() -> None:
+    # The +ID layer is an exact, frozen identity, so W follows the same trajectory bit for bit:
+    # seed tables of tms-5-2 hold for tms-5-2-id (benchmarks/tms_seeds.py).
+    (a, _), (b, _) = _train(TMSConfig(steps=50), 1), _train(TMSConfig(steps=50, identity=True), 1)
+    assert b.identity is not None and torch.equal(b.identity.weight, torch.eye(2))
+    assert torch.equal(a.W.weight, b.W.weight) and torch.equal(a.b_final, b.b_final)
+
+
 @pytest.mark.parametrize("init", ["xavier", "reference"])
 def test_init_is_a_function_of_the_seed(init: str) -> None:
     cfg = TMSConfig(steps=0, init=init)  # type: ignore[arg-type]
