@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 
 from mechscope.config import ConfigError
@@ -38,10 +37,11 @@ class _App(typer.Typer):
         command = typer.main.get_command(self)
         try:
             code = command.main(args=args, prog_name="mechscope", standalone_mode=False, **kwargs)
-        except click.exceptions.Abort:
+        except typer.Abort:
             _die("aborted", 130)
-        except click.ClickException as err:
-            _die(err.format_message(), 2)
+        except typer.TyperException as err:  # click's usage errors (typer vendors click)
+            fmt = getattr(err, "format_message", None)
+            _die(" ".join((fmt() if callable(fmt) else str(err)).split()), 2)
         except (UserError, ConfigError) as err:
             _die(str(err), 2)
         except KeyError as err:  # registry look-ups raise KeyError("unknown … ; available: …")
@@ -130,14 +130,15 @@ def bench(
     workers: Annotated[int | None, typer.Option(help="parallel worker processes (default: CPU cores)")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="skip finished cells")] = True,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps")] = "cpu",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE for every cell whose config has KEY")] = None,
 ) -> None:
     """Run tasks × methods × seeds into OUT (results.parquet + report.html)."""
-    report_path = _run_bench(out, preset, tasks, methods, seeds, backend, workers, resume, device)
+    report_path = _run_bench(out, preset, tasks, methods, seeds, backend, workers, resume, device, set_ or [])
     print(report_path)
 
 
 def _run_bench(out: Path, preset: str, tasks: str | None, methods: str | None, seeds: int | None,
-               backend: str, workers: int | None, resume: bool, device: str) -> Path:
+               backend: str, workers: int | None, resume: bool, device: str, sets: list[str]) -> Path:
     from mechscope.bench.grid import parse_list, plan_bench, run_bench
     from mechscope.report import build_report
 
@@ -151,7 +152,7 @@ def _run_bench(out: Path, preset: str, tasks: str | None, methods: str | None, s
 
         check_ray()
     plan = plan_bench(out, preset, parse_list(tasks, "tasks"), parse_list(methods, "methods"), seeds,
-                      resume=resume, device=device)
+                      resume=resume, device=device, sets=sets)
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     _guarded(lambda: run_bench(plan, workers=n_workers, backend=backend))
     return build_report(out)
@@ -174,7 +175,7 @@ def demo(
     workers: Annotated[int | None, typer.Option(help="parallel worker processes (default: CPU cores)")] = None,
 ) -> None:
     """The quick bench into ./mechscope-demo, ending with the report's path."""
-    path = _run_bench(out, "quick", None, None, None, "local", workers, True, "cpu")
+    path = _run_bench(out, "quick", None, None, None, "local", workers, True, "cpu", [])
     print(f"report: {path.resolve()}")
 
 
@@ -223,3 +224,7 @@ def _print_summary(metrics: dict[str, Any]) -> None:
             print(f"  {key:<14} {value:.4g}")
         elif value is not None:
             print(f"  {key:<14} {value}")
+
+
+if __name__ == "__main__":
+    app()

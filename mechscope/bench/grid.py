@@ -104,6 +104,7 @@ def plan_bench(
     resume: bool = True,
     device: str = "cpu",
     threads: int = 1,
+    sets: Sequence[str] = (),
 ) -> Bench:
     """Resolve the whole grid; raise `ConfigError` (one line) on any bad argument, before any work."""
     spec = get_preset(preset)
@@ -116,15 +117,18 @@ def plan_bench(
     task_list = list(tasks) if tasks else [t for t in spec.tasks if t in TASKS]
     method_list = list(methods) if methods else method_names()
     n_seeds = seeds if seeds is not None else spec.seeds
+    user_sets = scoped_sets(sets)
     out = Path(out)
-    _check_writable(out)
     cells = []
     for task in task_list:
         for method in method_list:
             for seed in range(n_seeds):
-                request = CellRequest(task, method, seed, device=device, preset_sets=preset_sets(spec, task, method))
+                soft = (*preset_sets(spec, task, method), *user_sets)
+                request = CellRequest(task, method, seed, device=device, preset_sets=soft)
                 run_dir = out / "runs" / task / method / f"seed-{seed}"
                 cells.append(PlannedCell(request, resolve(request), run_dir))
+    _check_sets_used(user_sets, cells)
+    _check_writable(out)
     bench = Bench(out, cells, threads=threads)
     if resume:
         _load_finished(bench)
@@ -134,6 +138,35 @@ def plan_bench(
 def preset_sets(preset: Preset, task: str, method: str) -> tuple[str, ...]:
     return tuple(s for t, m, sets in preset.sets if fnmatch.fnmatch(task, t) and fnmatch.fnmatch(method, m)
                  for s in sets)
+
+
+def scoped_sets(sets: Sequence[str]) -> tuple[str, ...]:
+    """A bench's `--set` pairs as soft scoped settings: a bare KEY applies to task and method configs."""
+    out: list[str] = []
+    for pair in sets:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        key = key.strip()
+        out.extend([f"{key}={value}"] if key.startswith(("task.", "method.")) else
+                   [f"task.{key}={value}", f"method.{key}={value}"])
+    return tuple(out)
+
+
+def _check_sets_used(user_sets: tuple[str, ...], cells: list[PlannedCell]) -> None:
+    """Every bench `--set` key must exist in some cell's task or method config."""
+    known: set[str] = set()
+    for c in cells:
+        known |= {f"task.{k}" for k in type(c.cell.task.config).model_fields}
+        known |= {f"method.{k}" for k in type(c.cell.method_config).model_fields}
+    by_name: dict[str, set[str]] = {}
+    for pair in user_sets:
+        key = pair.split("=", 1)[0]
+        by_name.setdefault(key.split(".", 1)[1], set()).add(key)
+    for name, keys in by_name.items():
+        if not keys & known:
+            allowed = ", ".join(sorted(known))
+            raise ConfigError(f"unknown setting {name!r} for the tasks and methods of this bench; allowed: {allowed}")
 
 
 def _check_writable(out: Path) -> None:

@@ -113,8 +113,12 @@ def _needs_str(value: Any) -> bool:
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:
     """The stored rows (empty if there is no table yet)."""
-    path = Path(path)
-    if not path.exists():
+    try:
+        # One open file handle: pyarrow opening the path itself may stat one version of the file and
+        # read another when a writer replaces it in between.
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
         return []
-    rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+    rows: list[dict[str, Any]] = pq.read_table(pa.BufferReader(data)).to_pylist()
     return rows

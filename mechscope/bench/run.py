@@ -104,7 +104,7 @@ def method_names() -> list[str]:
 
 def check_task(name: str) -> None:
     if name not in TASKS:
-        raise ConfigError(f"unknown task {name!r}; available: {', '.join(sorted(TASKS))}")
+        raise ConfigError(f"unknown task {name!r}; available: {', '.join(TASKS)}")
 
 
 def check_method(name: str) -> None:

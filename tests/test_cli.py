@@ -1,0 +1,79 @@
+"""The `mechscope` command: listings, `decompose` run dirs and `--json`, one-line user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mechscope.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "cli-cache"))
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        app(args)
+    out, err = capsys.readouterr()
+    code = exit_.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+def test_tasks_and_methods_list_one_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["tasks"], capsys)
+    assert code == 0
+    assert any(line.startswith("tms-5-2 ") for line in out.splitlines())
+    code, out, _ = run(["methods"], capsys)
+    names = [line.split()[0] for line in out.splitlines()]
+    assert code == 0 and {"oracle", "random", "fixed-points"} <= set(names)
+
+
+def test_decompose_json_and_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "run"
+    code, out, _ = run(["decompose", "tms-5-2", "oracle", "--seed", "1", "--set", "task.steps=100",
+                        "--set", "target_seed=2", "--out", str(out_dir), "--json"], capsys)
+    assert code == 0
+    metrics = json.loads(out)  # stdout holds the metrics JSON and nothing else
+    assert (metrics["task"], metrics["method"], metrics["seed"], metrics["target_seed"]) == ("tms-5-2", "oracle", 1, 2)
+    assert metrics["mmcs"] == pytest.approx(1.0)
+    assert metrics["wall_s"] >= 0 and metrics["peak_mem_mb"] > 0
+    assert json.loads((out_dir / "metrics.json").read_text()) == metrics
+    config = yaml.safe_load((out_dir / "config.yaml").read_text())
+    assert config["task_config"]["steps"] == 100 and config["target_seed"] == 2
+    assert (out_dir / "decomposition" / "components.safetensors").exists()
+    assert (out_dir / "tensors.safetensors").exists()
+    assert list((out_dir / "figures").glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["decompose", "tms-9-9", "oracle"], "unknown task 'tms-9-9'; available: tms-5-2"),
+        (["decompose", "tms-5-2", "nope"], "unknown method 'nope'; available: "),
+        (["decompose", "tms-5-2", "oracle", "--set", "lr=fast"], "bad value for task 'tms-5-2' setting 'lr'"),
+        (["decompose", "tms-5-2", "oracle", "--set", "bogus=1"], "unknown setting 'bogus'; allowed: "),
+        (["decompose", "tms-5-2", "oracle", "--steps", "10"], "has no 'steps' setting"),
+        (["decompose", "tms-5-2", "oracle", "--device", "tpu9"], "unknown device 'tpu9'"),
+        (["decompose", "tms-5-2", "oracle", "--out", "/proc/nope/run"], "is not a writable directory"),
+        (["decompose", "linear-rnn", "oracle"], "does not apply to task 'linear-rnn'"),
+        (["bench", "--preset", "huge"], "unknown preset 'huge'; available: quick, full, stress"),
+        (["bench", "--seeds", "0"], "--seeds must be a positive number"),
+        (["bench", "--methods", "oracle,bogus"], "unknown method 'bogus'"),
+        (["bench", "--backend", "slurm"], "unknown backend 'slurm'; available: local, ray"),
+        (["report", "/nonexistent-bench"], "no results.parquet in '/nonexistent-bench'"),
+        (["decompose", "tms-5-2"], "Missing argument"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args: list[str], needle: str, capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = run(args, capsys)
+    assert code == 2
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "mechscope-bench").exists() and not (tmp_path / "mechscope-runs").exists()
