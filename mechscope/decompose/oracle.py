@@ -123,15 +123,18 @@ class OracleDecomposition(ParameterDecomposition):
         with ExitStack() as stack:
             for site, m in act_mask.items():
                 off = (1.0 - _batch_mask(m, x.shape[0])) * gates[site]  # (B, C)
-                stack.enter_context(replace_output(self.target, site, self._drop(site, off)))
+                if bool(off.any()):  # all on: the site's output is untouched
+                    stack.enter_context(replace_output(self.target, site, self._drop(site, off)))
             return super().forward_with(x, {s: m for s, m in mask.items() if s in self.param})
 
     def _drop(self, site: str, off: Tensor) -> Any:
         t, dual, _ = self.act[site]
 
+        rows = off.any(dim=1).nonzero().flatten()  # only rows with something ablated change
+
         def fn(_inputs: tuple[Any, ...], h: Tensor) -> Tensor:
-            coef = h @ dual.T  # (B, C): each distinct direction's share of h
-            return h - (off * coef) @ t  # (B, d)
+            coef = h[rows] @ dual.T  # (R, C): each distinct direction's share of h
+            return h.index_add(0, rows, -(off[rows] * coef) @ t)  # (B, d)
 
         return fn
 

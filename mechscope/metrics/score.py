@@ -8,9 +8,13 @@ Recovery is computed per (space, site) on the rank-1 scored mechanisms of that s
 "never" is never scored; rank > 1 with rule "dense" goes to the dense group rule), then pooled
 over sites: means over true mechanisms (mmcs, coverage, activity_f1), over matched pairs (mcc,
 ml2r, ablation_specificity), ratios of totals (uniqueness). A space is *present* when the truth
-has scored mechanisms in it and the method has directions in it at one of their sites; truth at
-a site the method does not decompose then counts as missed (similarity 0, unmatched). The
-top-level recovery keys come from parameter space when present, else activation space.
+has scored mechanisms in it and the method has directions in it at one of their sites. Truth at
+sites the method does not decompose in a space is left out of that space (an SAE on the residual
+stream is not scored on the MLP's truth) and listed in `unscored_sites`; so is activation truth at
+a site whose parameter truth is one dense rank-k mechanism, for methods with parameter
+components there (DESIGN: a rank-k mechanism has no activation direction; its rank-1 pieces are
+not per-feature writes). The top-level recovery keys come from parameter space when present,
+else activation space; `sites.<site>` holds one space per site (its `recovery_space`).
 """
 
 from __future__ import annotations
@@ -34,9 +38,14 @@ from mechscope.metrics.matching import (
     hungarian,
     parameter_similarity,
     project_read,
+    read_basis,
+    signed_tiebreak,
 )
 from mechscope.metrics.result import Match, Score
 from mechscope.zoo.base import SPACES, GroundTruth, Mechanism, Space, Task, active_matrix
+
+COMPARABLE_NORM = 1e-6
+"""A component whose (read-projected) norm is below this fraction of its site's largest is zero."""
 
 
 def scored(mechs: list[Mechanism]) -> tuple[list[Mechanism], list[Mechanism]]:
@@ -56,11 +65,23 @@ class SiteResult:
     sim: Tensor  # (n_rank1, C)
     matching: Matching
     n_components: int
+    comparable: Tensor
+    """bool[C]: non-zero after the read projection. A component lying wholly in the part of the
+    weight that data never reads (the oracle's W_in (I − Π) pieces) is compared to nothing and
+    left out of `uniqueness`, whose denominator counts only comparable components."""
+    key: Tensor
+    """(n_rank1, C) what matching and best-match rank by: `sim` plus a sign tie-break."""
     l2r: list[float] = field(default_factory=list)
     f1: list[float] = field(default_factory=list)
     f1_data: list[float] = field(default_factory=list)
     colwise: rec.Colwise | None = None
     dense: list[tuple[Mechanism, rec.Dense]] = field(default_factory=list)
+
+
+def dense_only(truth: GroundTruth, site: str) -> bool:
+    """The site's parameter truth is dense rank-k mechanisms only (e.g. the residual MLP's mlp_out)."""
+    rank1, dense = scored(truth.in_space("parameter", site))
+    return bool(dense) and not rank1
 
 
 def _directions(dec: Decomposition, site: str, space: Space) -> Tensor | None:
@@ -89,20 +110,36 @@ def site_recovery(
     if not rank1 and not dense:
         return None
     D = _directions(dec, site, space)
+    if D is None:
+        return None  # the method does not decompose this site in this space
+    if space == "activation" and dense_only(truth, site) and _directions(dec, site, "parameter") is not None:
+        return None  # pieces of a dense rank-k weight mechanism have no activation direction
+    dense_T: list[Tensor] = []
+    colwise_ok = True
     if space == "parameter":
         shape = (rank1 or dense)[0].direction.shape  # (o, i)
-        P = D.reshape(-1, *shape) if D is not None else torch.zeros(0, *shape)
-        P = project_read(P.detach().float(), truth.read_projection.get(site))  # (C, o, i)
+        P = D.detach().float().reshape(-1, *shape)  # (C, o, i)
         T = torch.stack([m.direction for m in rank1]).float() if rank1 else torch.zeros(0, *shape)
+        dense_T = [m.direction.float() for m in dense]
+        proj = truth.read_projection.get(site)
+        if proj is not None:
+            colwise_ok = False  # columns lose their meaning once the read side is projected
+            Q = read_basis(proj)
+            if Q is None:
+                P = project_read(P, proj)
+            else:  # exact and cheaper: compare in the projection's own basis (d_in -> k)
+                P, T, dense_T = P @ Q, T @ Q, [t @ Q for t in dense_T]
         sim = parameter_similarity(P, T)
     else:
-        d = rank1[0].direction.shape[0]
-        P = D.detach().float() if D is not None else torch.zeros(0, d)
+        P = D.detach().float()
         T = torch.stack([m.direction for m in rank1]).float()
         sim = activation_similarity(P, T)
+    key = sim.double() + signed_tiebreak(P, T) if space == "activation" else sim.double()
     C = int(P.shape[0])
-    matching = hungarian(sim)
-    res = SiteResult(space, site, rank1, sim, matching, C)
+    matching = hungarian(sim, key)
+    norms = P.flatten(1).norm(dim=1)  # (C,)
+    comparable = norms > COMPARABLE_NORM * float(norms.max()) if C else torch.zeros(0, dtype=torch.bool)
+    res = SiteResult(space, site, rank1, sim, matching, C, comparable, key)
     n_in = sets.onehot.shape[0], sets.data.shape[0]
     fo = fires_onehot.get(site, torch.zeros(n_in[0], C, dtype=torch.bool))
     fd = fires_data.get(site, torch.zeros(n_in[1], C, dtype=torch.bool))
@@ -113,11 +150,11 @@ def site_recovery(
         )
     if space == "parameter":
         res.l2r = rec.l2r_pairs(P, T, matching)
-        res.colwise = rec.colwise(P, T) if rank1 else None
+        res.colwise = rec.colwise(P, T) if rank1 and colwise_ok else None
         any_feature = (sets.data != 0).any(dim=-1)
-        for m in dense:
+        for m, Tm in zip(dense, dense_T, strict=True):
             group = rec.dense_group(fd, any_feature)
-            res.dense.append((m, rec.dense_score(P, m.direction.float(), group)))
+            res.dense.append((m, rec.dense_score(P, Tm, group)))
     return res
 
 
@@ -136,10 +173,11 @@ def pool(results: list[SiteResult], space: Space) -> dict[str, Any]:
     if n1:
         best = torch.cat([rec.best_similarity(r.sim) for r in r1])
         pair_sims = [s for r in r1 for s in r.matching.similarity]
-        n_comp = sum(r.n_components for r in r1)
+        n_comp = sum(int(r.comparable.sum()) for r in r1)
         out["mmcs"] = float(best.mean())
         out["mcc"] = _mean(pair_sims)
-        out["uniqueness"] = sum(rec.distinct_best(r.sim) for r in r1) / n_comp if n_comp else math.nan
+        distinct = sum(rec.distinct_best(r.key[:, r.comparable]) for r in r1)
+        out["uniqueness"] = distinct / n_comp if n_comp else math.nan
         out["coverage"] = sum(rec.n_covered(r.matching) for r in r1) / n1
         out["activity_f1"] = _mean([f for r in r1 for f in r.f1])
         out["activity_f1_data"] = _mean([f for r in r1 for f in r.f1_data])
@@ -216,11 +254,14 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
     present = [sp for sp in SPACES if space_present(dec, truth, sp)]
     top: Space | None = present[0] if present else None  # SPACES lists "parameter" first
     by_space: dict[Space, list[SiteResult]] = {}
+    unscored: dict[str, list[str]] = {}
     for space in present:
         results = []
         for site in truth.sites(space):
             r = site_recovery(dec, truth, space, site, sets, fires_onehot, fires_data)
             if r is None:
+                if any(scored(truth.in_space(space, site))):
+                    unscored.setdefault(space, []).append(site)
                 continue
             results.append(r)
             if r.rank1:
@@ -234,9 +275,10 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
     if top is not None:
         metrics.update(pool(by_space[top], top))
         metrics["spaces"] = {sp: pool(by_space[sp], sp) for sp in present}
-        for space in reversed(present):  # the top space's keys win where a site has both
+        for space in present:  # one space per site: the top one where the site has it
             for r in by_space[space]:
-                sites.setdefault(r.site, {}).update(pool([r], space))
+                if "recovery_space" not in sites.setdefault(r.site, {}):
+                    sites[r.site].update(recovery_space=space, **pool([r], space))
         scored_top = [
             m for site in truth.sites(top) for part in scored(truth.in_space(top, site)) for m in part
         ]
@@ -292,5 +334,7 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
     metrics["n_represented"] = len(truth.represented)
     if truth.notes:
         metrics["truth_notes"] = list(truth.notes)
+    if unscored:
+        metrics["unscored_sites"] = unscored
     metrics["sites"] = sites
     return Score(metrics=_clean(metrics), matches=matches, tensors=tensors)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from mechscope.decompose.oracle import OracleDecomposition, build_oracle
+from mechscope.decompose.oracle import OracleDecomposition, Rules, build_oracle
 from mechscope.decompose.random_components import RandomDecomposition
 from mechscope.metrics import eval_sets, score
 from mechscope.zoo.tms import TMSModel, TMSTask
@@ -14,7 +14,7 @@ from mechscope.zoo.tms import TMSModel, TMSTask
 Case = tuple[TMSTask, TMSModel]
 
 
-def truth_parts(model: TMSModel) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, str, int | None]]]:
+def truth_parts(model: TMSModel) -> tuple[torch.Tensor, torch.Tensor, Rules]:
     """U [3, 2], V [3, 3], rules of the three true rank-1 mechanisms W[:, i] e_iᵀ."""
     return model.W.weight.detach().T.clone(), torch.eye(3), [(f"feature{i}", "pos", i) for i in range(3)]
 
@@ -95,13 +95,15 @@ def test_dense_group_scoring(tms3_id: Case) -> None:
     task, model = tms3_id
     U, V, rules = truth_parts(model)
     eye = torch.eye(2)
-    full = {"W": (U, V, rules), "identity": (eye, eye, [("id.0", "dense", None), ("id.1", "dense", None)])}
+    id_rules: Rules = [("id.0", "dense", None), ("id.1", "dense", None)]
+    full = {"W": (U, V, rules), "identity": (eye, eye, id_rules)}
     m = score(OracleDecomposition(model, full), task).metrics
     assert m["n_true"] == 4 and m["true_rank"] == 5
     assert math.isclose(m["dense_cos"], 1.0, abs_tol=1e-6) and m["dense_rank"] == 2
     assert math.isclose(m["mmcs"], 1.0, abs_tol=1e-6)  # the dense mechanism stays out of rank-1 averages
     # One identity part never fires: the group is half the identity.
-    half = dict(full, identity=(eye, eye, [("id.0", "dense", None), ("id.1", "never", None)]))
+    half_rules: Rules = [("id.0", "dense", None), ("id.1", "never", None)]
+    half = dict(full, identity=(eye, eye, half_rules))
     mh = score(OracleDecomposition(model, half), task).metrics
     assert mh["dense_rank"] == 1
     assert math.isclose(mh["dense_cos"], 1 / math.sqrt(2), rel_tol=1e-5)
