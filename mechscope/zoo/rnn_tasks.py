@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -175,6 +176,7 @@ def train_recurrent(model: RecurrentModel, task: RecurrentTask, seed: int, progr
     opt = torch.optim.Adam(model.parameters(), lr=c.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.steps, eta_min=c.lr * 0.05)
     loss = torch.tensor(0.0)
+    t0 = time.perf_counter()
     for step in range(c.steps):
         u = task.sample(c.batch_size, gen)  # (B, T, m)
         y = task.targets(u)
@@ -187,7 +189,7 @@ def train_recurrent(model: RecurrentModel, task: RecurrentTask, seed: int, progr
         sched.step()
         if step % 50 == 0 or step == c.steps - 1:
             progress(step + 1, c.steps)
-    return {"final_loss": float(loss.detach())}
+    return {"final_loss": float(loss.detach()), "train_s": round(time.perf_counter() - t0, 1)}
 
 
 class FlipFlopTask(RecurrentTask):

@@ -1,0 +1,99 @@
+"""Recurrent zoo tasks: data and targets are right; trained targets have the known structure.
+
+The slow tier trains each target (cached afterwards) and checks the fixed-point structure the
+literature predicts: 8 stable points for the 3-bit flip-flop with every cell type, an oscillatory
+unstable point per sine frequency, a line of slow points for the integrator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mechscope.dynamics.command import run_fixed_points
+from mechscope.zoo import get_task
+from mechscope.zoo.cache import target_path
+from mechscope.zoo.rnn_tasks import FlipFlopConfig, FlipFlopTask, IntegratorTask, RecurrentModel, SineTask
+
+
+def test_flipflop_targets_hold_the_last_pulse() -> None:
+    u = torch.zeros(1, 6, 3)
+    u[0, 0] = torch.tensor([1.0, -1.0, 1.0])
+    u[0, 3, 0] = -1.0
+    u[0, 4, 2] = -1.0
+    y = FlipFlopTask().targets(u)[0]
+    assert y[:, 0].tolist() == [1, 1, 1, -1, -1, -1]
+    assert y[:, 1].tolist() == [-1] * 6
+    assert y[:, 2].tolist() == [1, 1, 1, 1, -1, -1]
+
+
+def test_flipflop_samples_and_memories() -> None:
+    task = FlipFlopTask()
+    u = task.sample(16, torch.Generator().manual_seed(0))
+    assert u.shape == (16, task.config.seq_len, 3)
+    assert bool((u[:, 0] != 0).all())  # every memory defined from t = 0
+    assert set(u.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    mem = task.memories()
+    assert mem.shape == (8, 3) and len({tuple(r) for r in mem.tolist()}) == 8
+
+
+def test_sine_and_integrator_data() -> None:
+    sine = SineTask()
+    u = sine.sample(8, torch.Generator().manual_seed(0))
+    y = sine.targets(u)
+    j = (u[:, 0, 0, None].double() - sine.levels()).abs().argmin(-1)
+    assert torch.allclose(y[:, 0, 0].double(), torch.sin(sine.omegas()[j]), atol=1e-6)
+    assert [float(v) for v in sine.analysis_inputs()[0]] == [0.25]
+    integ = IntegratorTask()
+    u = integ.sample(4, torch.Generator().manual_seed(0))
+    assert torch.allclose(integ.targets(u)[:, -1], u.sum(1))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_state_noise_forward_matches_the_fused_layer_without_noise(cell: str) -> None:
+    torch.manual_seed(0)
+    model = RecurrentModel(cell, 3, 5, 3)  # type: ignore[arg-type]
+    u = torch.randn(2, 7, 3)
+    assert torch.allclose(model(u), model(u, state_noise=1e-12), atol=1e-6)
+
+
+def test_training_is_cached_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    task = FlipFlopTask(FlipFlopConfig(cell="rnn", hidden_size=8, steps=3, max_attempts=2, hold_steps=5))
+    model = task.make_target(0)
+    info = (target_path(task.name, task.config, 0) / "info.json").read_text()
+    assert '"ok": false' in info and '"attempt": 1' in info  # 3 steps cannot pass; retried once
+    again = task.make_target(0)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+def test_dynamics_kind_and_family() -> None:
+    for name, family in (("flipflop-3bit", "rnn"), ("sine-generator", "rnn"), ("linear-rnn", "linear-dynamics")):
+        task = get_task(name)
+        assert task.kind == "dynamics" and task.family == family
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_flipflop_has_eight_matched_stable_points(cell: str) -> None:
+    m = run_fixed_points("flipflop-3bit", 0, None, [f"cell={cell}", "n_starts=512"], None)
+    assert m["n_stable"] == 8 and m["n_matched"] == 8
+    assert m["stable_precision"] == 1.0 and m["stable_recall"] == 1.0
+    assert m["n_saddle"] >= 1
+
+
+@pytest.mark.slow
+def test_sine_generator_has_an_oscillatory_point_per_frequency() -> None:
+    m = run_fixed_points("sine-generator", 0, None, ["n_starts=256"], None)
+    assert m["n_matched"] == len(m["inputs"]) == 4
+    assert m["max_angle_rel_error"] <= 0.15
+
+
+@pytest.mark.slow
+def test_integrator_has_a_line_of_slow_points() -> None:
+    m = run_fixed_points("integrator", 0, None, ["n_starts=512"], None)
+    assert m["n_matched"] == 1
+    assert m["line_fraction"] >= 0.9
+    assert m["lead_eig_median_abs_err"] <= 0.02
+    assert m["eigvec_alignment_median"] >= 0.9
