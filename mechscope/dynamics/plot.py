@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor
 
-from mechscope.dynamics.finder import FixedPoints  # noqa: E402
+from mechscope.dynamics.finder import FixedPoints
 
 COLOURS = {"stable": "tab:blue", "saddle": "tab:orange", "unstable": "tab:red", "marginal": "tab:purple"}
 

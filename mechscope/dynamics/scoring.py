@@ -121,16 +121,14 @@ def score_line_attractor(
     second = fp.linearization.eigvals[:, 1].abs() if pts.shape[1] > 1 else torch.zeros(n)
     out = readout(pts).reshape(n, -1)[:, 0]
     lam_err = (lead - 1).abs()
-    result = {
+    lam_med, align_med = float(lam_err.median()), float(align.median())
+    return {
         "n_line_points": n,
         "line_fraction": line_fraction,
-        "lead_eig_median_abs_err": float(lam_err.median()),
+        "lead_eig_median_abs_err": lam_med,
         "lead_eig_max_abs_err": float(lam_err.max()),
         "second_eig_median": float(second.median()),
-        "eigvec_alignment_median": float(align.median()),
+        "eigvec_alignment_median": align_med,
         "readout_span": [float(out.min()), float(out.max())],
+        "matched": line_fraction >= 0.9 and lam_med <= lam_tol and align_med >= 0.9,
     }
-    result["matched"] = line_fraction >= 0.9 and result["lead_eig_median_abs_err"] <= lam_tol and (
-        result["eigvec_alignment_median"] >= 0.9
-    )
-    return result

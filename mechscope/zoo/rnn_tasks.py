@@ -105,7 +105,7 @@ class RecurrentModel(nn.Module):
         state: Any = None
         hs = []
         for t in range(u.shape[1]):
-            y, state = self.rnn(u[:, t : t + 1], state)  # (B, 1, H)
+            _, state = self.rnn(u[:, t : t + 1], state)  # state: (1, B, H) or a pair
             parts = state if isinstance(state, tuple) else (state,)
             parts = tuple(p + state_noise * torch.randn(p.shape, generator=generator) for p in parts)
             state = parts if isinstance(state, tuple) else parts[0]
