@@ -38,6 +38,8 @@ _QUICK_TASKS = (
 )
 
 _QUICK_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # One target per task, decomposed by every method seed (the full preset trains one per seed).
+    ("*", "*", ("target_seed=0",)),
     # Targets: fewer training steps than the papers (the cache keys on them, so these targets
     # never mix with full-preset ones).
     ("tms-5-2*", "*", ("task.steps=3000",)),
@@ -46,7 +48,6 @@ _QUICK_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("*", "sae-*", ("method.steps=1500",)),
     ("*", "transcoder-*", ("method.steps=1500",)),
     ("*", "spd", ("method.steps=2500",)),
-    ("*", "fixed-points", ("method.steps=500",)),
 )
 
 PRESETS: dict[str, Preset] = {

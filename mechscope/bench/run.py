@@ -154,6 +154,8 @@ def resolve(request: CellRequest) -> Cell:
 
 def _has_field(pair: str, task_fields: set[str], method_fields: set[str]) -> bool:
     key = pair.split("=", 1)[0].strip()
+    if key == "target_seed":
+        return True
     scope, _, name = key.partition(".")
     return (scope == "task" and name in task_fields) or (scope == "method" and name in method_fields)
 

@@ -52,7 +52,7 @@ def geometry_2d(true_dirs: np.ndarray, panels: Sequence[tuple[str, np.ndarray | 
     true_dirs: [n_true, 2]; panels: (title, directions [C, 2] or None, alive bool[C] or None).
     """
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
     lim = 1.2 * max(1e-6, float(np.abs(true_dirs).max()))
     for ax, (title, found, alive) in zip(axes[0], panels, strict=True):
         for v in true_dirs:

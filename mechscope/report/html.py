@@ -57,6 +57,7 @@ def build_report(bench: str | Path) -> Path:
              f"<p class='note'>{len(rows)} cells · {len(tasks)} tasks · {len(methods)} methods · seeds "
              f"{sorted({int(r['seed']) for r in rows})}. Colour: each metric placed between the task's "
              "<b>random</b> row (floor, red) and its <b>oracle</b> row (best, green).</p>",
+             "<h2 id='overview'>Overview: tasks × methods</h2>", overview(cells, tasks, methods),
              "<h2 id='leaderboard'>Leaderboard</h2>", leaderboard(cells, tasks, methods)]
     for task in tasks:
         parts.append(task_section(bench, task, [m for m in methods if (task, m) in cells], cells))
@@ -74,6 +75,31 @@ def _metrics_for(cells: dict[tuple[str, str], Cell], task: str) -> tuple[str, ..
     dyn = any(c.task == task and c.status == "ok" and "n_stable" in c.values for c in cells.values())
     keys = DYNAMICS_METRICS if dyn else DECOMPOSITION_METRICS
     return tuple(k for k in keys if any(c.task == task and k in c.values for c in cells.values())) or keys[:1]
+
+
+HEADLINE = ("mmcs", "stable_recall", "n_matched")
+UNCOLOURED = {"wall_s", "peak_mem_mb", "n_alive", "n_stable", "n_saddle"}
+
+
+def overview(cells: dict[tuple[str, str], Cell], tasks: list[str], methods: list[str]) -> str:
+    """One headline number per (task, method): mmcs, or for fixed-point tasks the stable-point recall."""
+    out = ["<table><tr><th>task</th><th>metric</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in methods)
+           + "</tr>"]
+    for task in tasks:
+        key = next((k for k in HEADLINE if any(c.task == task and k in c.values for c in cells.values())), "mmcs")
+        tds = []
+        for method in methods:
+            cell = cells.get((task, method))
+            ms = cell.mean_std(key) if cell is not None and cell.status == "ok" else None
+            if cell is None or ms is None:
+                status = "—" if cell is None or cell.status == "ok" else cell.status
+                css = "failed" if status == "failed" else "na"
+                tds.append(f"<td class='{css}' title='{html.escape((cell.reason if cell else '') or '')}'>{status}</td>")
+            else:
+                tds.append(f"<td style='background:{_colour(cells, task, key, ms[0])}'>{_fmt(ms[0])}</td>")
+        out.append(f"<tr><td class='name'>{html.escape(task)}</td><td>{key}</td>{''.join(tds)}</tr>")
+    out.append("</table>")
+    return "\n".join(out)
 
 
 def leaderboard(cells: dict[tuple[str, str], Cell], tasks: list[str], methods: list[str]) -> str:
@@ -109,6 +135,8 @@ def leaderboard(cells: dict[tuple[str, str], Cell], tasks: list[str], methods: l
 
 def _colour(cells: dict[tuple[str, str], Cell], task: str, key: str, value: float) -> str:
     """Red (random's value) → green (oracle's value); white when either reference is missing."""
+    if key in UNCOLOURED:
+        return "#ffffff"
     best = cells.get((task, "oracle"))
     floor = cells.get((task, "random"))
     b = best.mean_std(key) if best else None
