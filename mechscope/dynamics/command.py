@@ -35,7 +35,7 @@ from mechscope.dynamics.scoring import (
 from mechscope.dynamics.wrappers import StepFunction, as_step
 from mechscope.zoo import TASKS, get_task
 from mechscope.zoo.base import Task
-from mechscope.zoo.cache import seeded_generator
+from mechscope.zoo.cache import load_target, seeded_generator
 
 N_TRAJECTORIES = 64
 KIND_CODES = {"stable": 0, "saddle": 1, "unstable": 2, "marginal": 3}
@@ -60,7 +60,8 @@ def resolve(target: str, overrides: list[str], seed: int) -> tuple[Task | None, 
         task.config = with_overrides(task.config, t_over, "task")
         target_seed = _target_seed(run, seed)
         model = task.make_target(target_seed)
-        return task, model, with_overrides(FinderConfig(), f_over, "finder"), target_seed
+        defaults: dict[str, str] = getattr(task, "finder_defaults", dict)()
+        return task, model, with_overrides(FinderConfig(), defaults | f_over, "finder"), target_seed
     path = Path(target)
     if not path.exists():
         raise KeyError(f"unknown task or checkpoint {target!r}; dynamics tasks: {', '.join(dynamics_tasks())}")
@@ -72,10 +73,10 @@ def resolve(target: str, overrides: list[str], seed: int) -> tuple[Task | None, 
         if "task" not in info or info["task"] not in TASKS:
             raise ValueError(f"checkpoint {target!r} does not name a known task in its info.json")
         task = get_task(info["task"])
+        if task.kind != "dynamics" or not hasattr(task, "build"):
+            raise ValueError(f"checkpoint {target!r} is a {info['task']!r} target, which is not recurrent")
         task.config = type(task.config).model_validate(info["config"])
-        from mechscope.zoo.cache import load_target
-
-        model = task.build()  # type: ignore[attr-defined]
+        model = task.build()
         load_target(path, model)
         return task, model.eval(), cfg, _target_seed(run, seed)
     try:

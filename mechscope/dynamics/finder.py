@@ -14,7 +14,9 @@ Minimise the speed q(h) = ½‖F(h, u) − h‖² from many starts at once:
 4. keep points with q < `q_slow`, drop outliers far from every trajectory state, and merge
    duplicates closer than `dedup_tol` (both scaled by the trajectories' RMS radius).
 
-Points with q < `q_fixed` are fixed points; the rest of the kept ones are slow points.
+Points with q < `q_fixed` are fixed points; the rest of the kept ones are slow points. With
+`keep_slow`, the pre-Newton points are kept too (deduplication prefers the lowest q), so a line
+of slow points survives next to the exact fixed points on it.
 
     result = find_fixed_points(as_step(model), states, u, FinderConfig(), torch.Generator())
     result.points, result.q, result.linearization.kinds
@@ -45,6 +47,9 @@ class FinderConfig(Config):
     dedup_tol: float = 1e-3
     outlier_scale: float = 10.0
     stable_tol: float = STABLE_TOL
+    keep_slow: bool = False
+    """Also keep the Adam-phase points with q < q_slow (before Newton): an approximate line
+    attractor is a continuum of slow points, which Newton would pull onto its few exact points."""
 
 
 class NoFixedPointsError(ValueError):
@@ -210,8 +215,10 @@ def find_fixed_points(
         starts = sample_starts(states, cfg.n_starts, cfg.noise, generator)
     elif starts.dim() != 2 or starts.shape[1] != step.state_size:
         raise ValueError(f"starts have shape {tuple(starts.shape)}; the model's state has size {step.state_size}")
-    h, iters = minimise_q(step, starts.to(states.dtype), u, cfg)
-    h = newton_refine(step, h, u, cfg.newton_steps)
+    h_adam, iters = minimise_q(step, starts.to(states.dtype), u, cfg)
+    h = newton_refine(step, h_adam, u, cfg.newton_steps)
+    if cfg.keep_slow:  # Newton slides slow points along a line to its fixed points: keep both
+        h = torch.cat([h, h_adam])
     with torch.no_grad():
         q = speed(step, h, u.expand(h.shape[0], -1))
     finite = torch.isfinite(q) & torch.isfinite(h).all(-1)

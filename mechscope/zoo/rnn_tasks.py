@@ -56,6 +56,9 @@ class RecurrentConfig(Config):
     lr: float = 1e-2
     input_noise: float = 0.02
     state_noise: float = 0.0
+    activity_l2: float = 0.0
+    """Penalty on mean h²: the sine generator's limit cycle stays small, so its dynamics near the
+    fixed point stay close to their linearisation (whose angle then gives the frequency)."""
     max_attempts: int = 3
 
 
@@ -76,6 +79,7 @@ class SineConfig(RecurrentConfig):
     lr: float = 5e-3
     seq_len: int = 80
     input_noise: float = 0.0
+    activity_l2: float = 0.05
 
 
 class IntegratorConfig(RecurrentConfig):
@@ -95,13 +99,18 @@ class RecurrentModel(nn.Module):
         self.readout = nn.Linear(hidden_size, output_size)
 
     def forward(self, u: Tensor, state_noise: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
-        """Outputs [B, T, out] for inputs u [B, T, m]; with `state_noise`, Gaussian noise is added
-        to the whole state (LSTM: h and c) after every step, which trains memories that *attract*
-        (|λ| clearly below 1) instead of ones held by a closed gate (|λ| ≈ 1)."""
+        """Outputs [B, T, out] for inputs u [B, T, m]."""
+        return self.rollout(u, state_noise, generator)[0]
+
+    def rollout(
+        self, u: Tensor, state_noise: float = 0.0, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(outputs [B, T, out], hidden states [B, T, H]). With `state_noise`, Gaussian noise is
+        added to the whole state (LSTM: h and c) after every step, which trains memories that
+        *attract* (|λ| clearly below 1) instead of ones held by a closed gate (|λ| ≈ 1)."""
         if not state_noise:
             h, _ = self.rnn(u)  # (B, T, H)
-            out: Tensor = self.readout(h)
-            return out
+            return self.readout(h), h
         state: Any = None
         hs = []
         for t in range(u.shape[1]):
@@ -110,8 +119,8 @@ class RecurrentModel(nn.Module):
             parts = tuple(p + state_noise * torch.randn(p.shape, generator=generator) for p in parts)
             state = parts if isinstance(state, tuple) else parts[0]
             hs.append(parts[0][0])  # the noisy h, as the next step sees it
-        out = self.readout(torch.stack(hs, dim=1))  # (B, T, out)
-        return out
+        h = torch.stack(hs, dim=1)  # (B, T, H)
+        return self.readout(h), h
 
 
 class RecurrentTask(Task):
@@ -140,6 +149,10 @@ class RecurrentTask(Task):
 
     def expected(self, target: nn.Module, u: Tensor) -> ExpectedStructure:
         raise NotImplementedError
+
+    def finder_defaults(self) -> dict[str, str]:
+        """Finder settings this task needs (FinderConfig keys); `--set` overrides them."""
+        return {}
 
     def accept(self, model: RecurrentModel, gen: torch.Generator) -> dict[str, Any]:
         """Quality checks of a trained target; must hold "ok": bool."""
@@ -181,7 +194,10 @@ def train_recurrent(model: RecurrentModel, task: RecurrentTask, seed: int, progr
         u = task.sample(c.batch_size, gen)  # (B, T, m)
         y = task.targets(u)
         noisy = u + c.input_noise * torch.randn(u.shape, generator=gen) if c.input_noise else u
-        loss = F.mse_loss(model(noisy, c.state_noise, gen), y)
+        y_hat, h = model.rollout(noisy, c.state_noise, gen)
+        loss = F.mse_loss(y_hat, y)
+        if c.activity_l2:
+            loss = loss + c.activity_l2 * h.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -300,6 +316,10 @@ class IntegratorTask(RecurrentTask):
 
     def expected(self, target: nn.Module, u: Tensor) -> ExpectedStructure:
         return ExpectedStructure(kind="line-attractor")
+
+    def finder_defaults(self) -> dict[str, str]:
+        """A line attractor is a continuum of slow points: keep them (q up to 1e-4)."""
+        return {"keep_slow": "true", "q_slow": "1e-4"}
 
 
 register_task("flipflop-3bit", FlipFlopTask)
