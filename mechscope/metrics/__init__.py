@@ -9,18 +9,25 @@ adds `task`, `method`, `seed`, `target_seed`, `wall_s`, `peak_mem_mb`):
     recovery_space              "parameter" | "activation" (absent: no space in common)
     n_true, true_rank           scored mechanisms of the recovery space; sum of their ranks
     mmcs, mcc, uniqueness, coverage, activity_f1, activity_f1_data     (rank-1 mechanisms)
-    ml2r, mmcs_colwise, ml2r_colwise                                   (parameter space only)
+    ml2r                        parameter space only
+    read_mmcs, read_mcc         activation truth with a read side (transcoders on an MLP) vs the
+                                method's `read_directions(site)`: best / matched-pair |cos|
+    mmcs_colwise, ml2r_colwise  parameter space, only where every truth is one column (TMS)
     dense_cos, dense_l2r, dense_rank        (rank-k "dense" mechanisms: mean, mean, sum over them)
     l0_true                     mean Σ rank of active scored mechanisms per `data` input
-    l0, n_alive, n_alive_by_site{site: int}, n_components, dead_frac
+    l0, n_alive, n_alive_by_site{site: int}, n_components, dead_frac     (all sites, `data`/`onehot`)
     faithfulness                MSE (KL for logits) of forward_with(all on) vs the target on `data`
-    shrinkage                   only for methods whose `reconstruct` is non-empty
-    ablation_specificity        over the recovery space's matched pairs
+    shrinkage                   only for methods whose `reconstruct` is non-empty (`onehot`)
+    ablation_specificity        mean over the recovery space's matched pairs
     n_features, represented[list], n_represented, truth_notes[list]
+    unscored_sites{space: [site]}   truth sites left out (not decomposed / dense-only, see score.py)
     spaces.<parameter|activation>.<recovery key>    every present space
-    sites.<site>.<key>          recovery keys of that site (recovery space first) + l0, n_alive,
-                                n_components, dead_frac, shrinkage, ablation_specificity
+    sites.<site>.<key>          per site: recovery_space + its recovery keys (one space per site:
+                                the top one where the site has it), l0, n_alive, n_components,
+                                dead_frac, shrinkage, ablation_specificity
 
+Recovery keys = n_true, true_rank, mmcs, mcc, uniqueness, coverage, activity_f1,
+activity_f1_data, ml2r, mmcs_colwise, ml2r_colwise, dense_cos, dense_l2r, dense_rank.
 Keys whose value is undefined are absent, never 0. `Score.matches` lists every Hungarian pair;
 `Score.tensors` holds `similarity.<space>.<site>` [n_true, C] and `onehot_activity.<site>`
 [n_onehot, C]. `seed_stability(dec_a, dec_b, x=None)` is the bench-level stability metric.

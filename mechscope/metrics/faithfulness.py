@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mechscope.decompose.base import Decomposition
+from mechscope.hooks import capture
 
-ABLATION_INPUTS = 512
+ABLATION_INPUTS = 256
 """Per matched pair, Δ_on and Δ_off are each averaged over at most this many `data` inputs (the
 first ones in order; `data` is i.i.d., so that is a fixed random subsample)."""
 ROW_CHUNK = 8192
@@ -45,6 +46,17 @@ def norm_ratio_mean(recon: Tensor, true: Tensor, eps: float = 1e-9) -> float:
     rn, tn = recon.flatten(1).norm(dim=1), true.flatten(1).norm(dim=1)
     keep = tn > eps
     return float((rn[keep] / tn[keep]).mean()) if bool(keep.any()) else float("nan")
+
+
+def shrinkage_by_site(dec: Decomposition, onehot: Tensor) -> dict[str, float]:
+    """‖reconstruction‖/‖true activation‖ per activation site on `onehot` (empty if no reconstruction)."""
+    with torch.no_grad():
+        recon = dec.reconstruct(onehot)
+        if not recon:
+            return {}
+        with capture(dec.target, list(recon)) as true:
+            dec.target(onehot)
+    return {s: norm_ratio_mean(recon[s].detach(), true[s].detach()) for s in recon}
 
 
 def per_input_change(y: Tensor, y_ref: Tensor, kind: Literal["mse", "logits"]) -> Tensor:

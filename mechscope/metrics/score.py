@@ -27,11 +27,10 @@ import torch
 from torch import Tensor
 
 from mechscope.decompose.base import Decomposition
-from mechscope.hooks import capture
 from mechscope.metrics import activity as act
 from mechscope.metrics import recovery as rec
 from mechscope.metrics.eval_sets import EvalSets, eval_sets
-from mechscope.metrics.faithfulness import AblationPair, ablation_specificity, faithfulness, norm_ratio_mean
+from mechscope.metrics.faithfulness import AblationPair, ablation_specificity, faithfulness, shrinkage_by_site
 from mechscope.metrics.matching import (
     Matching,
     activation_similarity,
@@ -75,6 +74,10 @@ class SiteResult:
     f1: list[float] = field(default_factory=list)
     f1_data: list[float] = field(default_factory=list)
     colwise: rec.Colwise | None = None
+    read_best: list[float] = field(default_factory=list)
+    """Transcoder truth only: best |cos| of each true read vector with any encoder row."""
+    read_pairs: list[float] = field(default_factory=list)
+    """… and with the encoder row of its matched (by write direction) component."""
     dense: list[tuple[Mechanism, rec.Dense]] = field(default_factory=list)
 
 
@@ -116,6 +119,7 @@ def site_recovery(
         return None  # pieces of a dense rank-k weight mechanism have no activation direction
     dense_T: list[Tensor] = []
     colwise_ok = True
+    read_sim: Tensor | None = None
     if space == "parameter":
         shape = (rank1 or dense)[0].direction.shape  # (o, i)
         P = D.detach().float().reshape(-1, *shape)  # (C, o, i)
@@ -134,6 +138,7 @@ def site_recovery(
         P = D.detach().float()
         T = torch.stack([m.direction for m in rank1]).float()
         sim = activation_similarity(P, T)
+        read_sim = _read_similarity(dec, site, rank1)
     key = sim.double() + signed_tiebreak(P, T) if space == "activation" else sim.double()
     C = int(P.shape[0])
     matching = hungarian(sim, key)
@@ -143,6 +148,11 @@ def site_recovery(
     n_in = sets.onehot.shape[0], sets.data.shape[0]
     fo = fires_onehot.get(site, torch.zeros(n_in[0], C, dtype=torch.bool))
     fd = fires_data.get(site, torch.zeros(n_in[1], C, dtype=torch.bool))
+    if space == "activation" and read_sim is not None:
+        res.read_best = rec.best_similarity(read_sim).tolist()
+        res.read_pairs = [
+            float(read_sim[t, c]) for t, c in zip(matching.truth, matching.component, strict=True)
+        ]
     if rank1:
         res.f1 = act.f1_per_truth(active_matrix(rank1, sets.onehot), fo, matching.truth, matching.component)
         res.f1_data = act.f1_per_truth(
@@ -156,6 +166,19 @@ def site_recovery(
             group = rec.dense_group(fd, any_feature)
             res.dense.append((m, rec.dense_score(P, Tm, group)))
     return res
+
+
+def _read_similarity(dec: Decomposition, site: str, rank1: list[Mechanism]) -> Tensor | None:
+    """[n, C] |cos| between true read vectors and the method's read directions (transcoders:
+    `read_directions(site)`, encoder rows); None where either side has none."""
+    reader = getattr(dec, "read_directions", None)
+    if reader is None or not rank1 or any(m.read is None for m in rank1):
+        return None
+    R = reader(site)
+    if R is None:
+        return None
+    reads = torch.stack([m.read for m in rank1 if m.read is not None]).float()
+    return activation_similarity(R.detach().float(), reads) if R.shape[1] == reads.shape[1] else None
 
 
 def _mean(xs: list[float]) -> float:
@@ -181,6 +204,10 @@ def pool(results: list[SiteResult], space: Space) -> dict[str, Any]:
         out["coverage"] = sum(rec.n_covered(r.matching) for r in r1) / n1
         out["activity_f1"] = _mean([f for r in r1 for f in r.f1])
         out["activity_f1_data"] = _mean([f for r in r1 for f in r.f1_data])
+        read_best = [v for r in r1 for v in r.read_best]
+        if read_best:
+            out["read_mmcs"] = _mean(read_best)
+            out["read_mcc"] = _mean([v for r in r1 for v in r.read_pairs])
         if space == "parameter":
             out["ml2r"] = _mean([v for r in r1 for v in r.l2r])
             cws = [r.colwise for r in r1]
@@ -203,16 +230,6 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
         elif v is not None and not (isinstance(v, float) and math.isnan(v)):
             out[k] = v
     return out
-
-
-def shrinkage_by_site(dec: Decomposition, onehot: Tensor) -> dict[str, float]:
-    """‖reconstruction‖/‖true activation‖ per activation site on `onehot` (empty if no reconstruction)."""
-    recon = dec.reconstruct(onehot)
-    if not recon:
-        return {}
-    with capture(dec.target, list(recon)) as true:
-        dec.target(onehot)
-    return {s: norm_ratio_mean(recon[s], true[s]) for s in recon}
 
 
 def score(

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+from torch import nn
 
+from mechscope.decompose.base import Decomposition, Mask
 from mechscope.decompose.oracle import OracleDecomposition, Rules, build_oracle
 from mechscope.decompose.random_components import RandomDecomposition
 from mechscope.metrics import eval_sets, score
+from mechscope.zoo.base import Space
+from mechscope.zoo.resid_mlp import ResidMLPConfig, ResidMLPTask
 from mechscope.zoo.tms import TMSModel, TMSTask
 
 Case = tuple[TMSTask, TMSModel]
@@ -125,3 +130,52 @@ def test_eval_sets_are_fixed(tms3: Case) -> None:
     a, b = eval_sets(task), eval_sets(task)
     assert torch.equal(a.data, b.data) and a.data.shape == (4096, 3)
     assert torch.equal(a.onehot, 0.75 * torch.eye(3))
+
+
+class TranscoderLike(Decomposition):
+    """Latents at an MLP's output site with given write (decoder) and read (encoder) vectors."""
+
+    kind = "test-transcoder"
+
+    def __init__(self, target: nn.Module, site: str, writes: torch.Tensor, reads: torch.Tensor) -> None:
+        super().__init__(target, [site])
+        self.writes, self.reads = writes, reads
+
+    def n_components(self, site: str) -> int:
+        return int(self.writes.shape[0])
+
+    def directions(self, site: str, space: Space) -> torch.Tensor | None:
+        return self.writes if space == "activation" else None
+
+    def read_directions(self, site: str) -> torch.Tensor:
+        return self.reads
+
+    def activity(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {self.sites[0]: torch.zeros(x.shape[0], self.writes.shape[0])}
+
+    def forward_with(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:
+        return self.target(x)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {"w": self.writes, "r": self.reads}, {"site": self.sites[0]}
+
+    @classmethod
+    def from_state(
+        cls, target: nn.Module, tensors: dict[str, torch.Tensor], config: dict[str, Any]
+    ) -> Decomposition:
+        return cls(target, config["site"], tensors["w"], tensors["r"])
+
+
+def test_transcoder_read_side_is_scored() -> None:
+    task = ResidMLPTask(ResidMLPConfig(n_features=6, d_embed=12, d_mlp=4, n_layers=1), name="resid-hand")
+    model = task.build(0)
+    site = "layers.0.mlp_out"
+    mechs = task.ground_truth(model).in_space("activation", site)
+    writes = torch.stack([m.direction for m in mechs])
+    reads = torch.stack([m.read for m in mechs if m.read is not None])
+    m = score(TranscoderLike(model, site, writes, reads), task, ablation=False).metrics
+    assert m["recovery_space"] == "activation" and m["unscored_sites"] == {"activation": ["embed"]}
+    assert math.isclose(m["read_mmcs"], 1.0, abs_tol=1e-6) and math.isclose(m["read_mcc"], 1.0, abs_tol=1e-6)
+    wrong = score(TranscoderLike(model, site, writes, reads.roll(1, dims=0)), task, ablation=False).metrics
+    assert math.isclose(wrong["read_mmcs"], 1.0, abs_tol=1e-6)  # every read exists somewhere…
+    assert wrong["read_mcc"] < 0.9  # …but not on the latent that writes that feature
