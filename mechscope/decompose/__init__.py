@@ -7,6 +7,7 @@ from mechscope.decompose.registry import METHODS, FitContext, MethodSpec, get_me
 from mechscope.decompose import oracle  # noqa: E402,F401
 from mechscope.decompose import random_components  # noqa: E402,F401
 from mechscope.decompose import sae  # noqa: E402,F401
+from mechscope.decompose import spd  # noqa: E402,F401
 from mechscope.decompose import transcoder  # noqa: E402,F401
 
 __all__ = [

@@ -1,0 +1,569 @@
+"""Stochastic Parameter Decomposition (SPD; Bushnaq, Braun, Sharkey et al. 2025).
+
+SPD splits each chosen weight W (d_out × d_in) of a target into C rank-1 subcomponents
+P_c = U[:, c] V[c, :] and learns, per subcomponent, a *causal importance* g_c(x) ∈ [0, 1]: how much
+the output on input x depends on keeping P_c. Training asks that the parts sum to W (faithfulness),
+that the output survive when every part is randomly scaled down to its importance (stochastic
+reconstruction, all sites at once and one site at a time), and that as few parts as possible be
+important (importance minimality). Clean SPD of a toy model gives one live subcomponent per true
+mechanism and lets all the others die.
+
+    method = get_method("spd")
+    dec = method.fit(target, task, method.Cfg(), FitContext(seed=0))
+    dec.activity(x)["W"]           # [batch, C] causal importance (fires above 0.1)
+    dec.directions("W", "parameter")  # [C, d_out·d_in] the rank-1 subcomponents
+    dec.forward_with(x, {"W": keep})  # the target with only the kept subcomponents
+
+Which modules: `modules` is a list of fnmatch patterns over the target's module names (default per
+task: TMS "W" and "identity"; residual MLP every `layers.*.mlp_in`/`mlp_out`). `nn.Linear`,
+`nn.Embedding` and Hugging Face `Conv1D` can be decomposed. A module the target ties to a site
+(`target.tied = {"W_T": "W"}`) reuses that site's subcomponents transposed, with the same mask.
+The losses and gates are in `spd_losses.py`, the per-task settings in `spd_presets.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from mechscope.config import Config, ConfigError, config_hash
+from mechscope.decompose import spd_losses as L
+from mechscope.decompose.base import Mask, ParameterDecomposition
+from mechscope.decompose.registry import FitContext, MethodSpec, register
+from mechscope.decompose.spd_presets import Preset, SPDSettings, resolve
+from mechscope.hooks import capture, replace_output
+from mechscope.zoo.base import GroundTruth, Space, Task, active_matrix
+
+Kind = Literal["linear", "embedding", "conv1d"]
+SUPPORTED = "nn.Linear, nn.Embedding, transformers Conv1D"
+
+
+class SPDConfig(Config):
+    """SPD's knobs. Unset (None) fields come from `preset` for the task (see spd_presets.py)."""
+
+    preset: Preset = "fast"
+    modules: list[str] | None = None
+    """fnmatch patterns of module names to decompose; None = the task's default."""
+    steps: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    C: int | None = Field(None, ge=1)
+    """Subcomponents per decomposed module."""
+    ci_hidden: int | None = Field(None, ge=1)
+    faithfulness_coeff: float | None = Field(None, ge=0)
+    stochastic_coeff: float | None = Field(None, ge=0)
+    layerwise_coeff: float | None = Field(None, ge=0)
+    importance_coeff: float | None = Field(None, ge=0)
+    pnorm: float | None = Field(None, gt=0)
+    importance_warmup_frac: float | None = Field(None, ge=0, le=1)
+    faithfulness_warmup_steps: int | None = Field(None, ge=0)
+    fused: bool | None = None
+    init: Literal["random", "data"] | None = None
+    skip_zero_rows: bool | None = None
+    layerwise_when_single: bool | None = None
+    lr_warmup_frac: float | None = Field(None, ge=0, le=1)
+    lr_final_frac: float | None = Field(None, ge=0, le=1)
+    output_loss: Literal["auto", "mse", "kl"] = "auto"
+    checkpoint_every: int = Field(2000, ge=1)
+
+
+# --- sites: which modules, and how to read their weight --------------------------------------------
+@dataclass
+class Site:
+    name: str
+    kind: Kind
+    module: nn.Module
+    aliases: list[str]
+    """Modules tied to this one (they compute with Wᵀ): same subcomponents, transposed."""
+
+
+def module_kind(name: str, module: nn.Module) -> Kind:
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.Embedding):
+        return "embedding"
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        return "conv1d"
+    raise ConfigError(f"SPD cannot decompose module {name!r} of type {type(module).__name__}; supported: {SUPPORTED}")
+
+
+def weight_matrix(site: Site) -> Tensor:
+    """The site's weight as the map it applies: [d_out, d_in]."""
+    w = site.module.weight
+    assert isinstance(w, Tensor)
+    return w if site.kind == "linear" else w.T  # Embedding is [vocab, d], Conv1D is [d_in, d_out]
+
+
+def default_patterns(task: Task, target: nn.Module) -> list[str]:
+    names = {n for n, _ in target.named_modules()}
+    if task.family == "tms":
+        return [p for p in ("W", "identity") if p in names]
+    if task.family == "resid-mlp":
+        return ["layers.*.mlp_in", "layers.*.mlp_out"]
+    tied = getattr(target, "tied", {})
+    return [n for n, m in target.named_modules() if n and n not in tied and _supported(m)]
+
+
+def _supported(module: nn.Module) -> bool:
+    try:
+        module_kind("", module)
+    except ConfigError:
+        return False
+    return True
+
+
+def select_sites(target: nn.Module, patterns: list[str]) -> list[Site]:
+    """Sites matching `patterns`, in the model's module order; one-line errors for bad patterns."""
+    modules = dict(target.named_modules())
+    tied: dict[str, str] = getattr(target, "tied", {})
+    chosen: list[str] = []
+    for pat in patterns:
+        hits = [n for n in modules if n and fnmatch(n, pat)]
+        if not hits:
+            close = ", ".join(n for n in list(modules)[1:12])
+            raise ConfigError(f"module pattern {pat!r} matches no module of {type(target).__name__}; modules: {close}")
+        for n in hits:
+            if n in tied:
+                if not any(fnmatch(tied[n], p) for p in patterns):
+                    raise ConfigError(f"module {n!r} is tied to {tied[n]!r}: decompose {tied[n]!r} instead")
+                continue
+            module_kind(n, modules[n])  # raises for unsupported types
+            if n not in chosen:
+                chosen.append(n)
+    if not chosen:
+        raise ConfigError("SPD needs at least one module to decompose; got patterns " + repr(patterns))
+    order = {n: i for i, n in enumerate(modules)}
+    return [
+        Site(n, module_kind(n, modules[n]), modules[n], [a for a, s in tied.items() if s == n])
+        for n in sorted(chosen, key=order.__getitem__)
+    ]
+
+
+# --- the subcomponents and their causal-importance MLPs --------------------------------------------
+class SiteComponents(nn.Module):
+    """U [d_out, C], V [C, d_in] and the per-component CI MLP (1 → H → 1, GELU)."""
+
+    def __init__(self, d_out: int, d_in: int, C: int, hidden: int) -> None:
+        super().__init__()
+        self.U = nn.Parameter(torch.zeros(d_out, C))
+        self.V = nn.Parameter(torch.zeros(C, d_in))
+        self.w1 = nn.Parameter(torch.zeros(C, hidden))
+        self.b1 = nn.Parameter(torch.zeros(C, hidden))
+        self.w2 = nn.Parameter(torch.zeros(C, hidden))
+        self.b2 = nn.Parameter(torch.zeros(C))
+
+    @classmethod
+    def for_site(cls, site: Site, C: int, hidden: int) -> SiteComponents:
+        d_out, d_in = weight_matrix(site).shape
+        return cls(d_out, d_in, C, hidden)
+
+    def init_(self, W: Tensor, gen: torch.Generator, reads: Tensor | None = None) -> None:
+        """Unit-norm random read/write vectors, each write scaled by its overlap uᵀ W v with W;
+        CI MLPs Kaiming-normal (fan-in 1 in, fan-in H out), zero biases (reference code).
+
+        With `reads` [k, d_in] (unit rows; see `frequent_directions`) the first k components start
+        as P_c = (W v_c) v_cᵀ, what W does along an input direction that recurs in the data, and
+        the others at zero (U = 0), free to take up whatever W − Σ P_c is left."""
+        C, H = self.w1.shape
+        with torch.no_grad():
+            V = torch.randn(self.V.shape, generator=gen)
+            U = torch.randn(self.U.shape, generator=gen)
+            V /= V.norm(dim=1, keepdim=True)
+            U /= U.norm(dim=0, keepdim=True)
+            U *= torch.einsum("oc,oi,ci->c", U, W.float(), V)  # overlap, (C,)
+            if reads is not None:
+                k = reads.shape[0]
+                V[:k] = reads
+                U[:, :k] = W.float() @ reads.T  # (d_out, k)
+                U[:, k:] = 0
+            self.V.copy_(V)
+            self.U.copy_(U)
+            self.w1.copy_(torch.randn(C, H, generator=gen) * 2**0.5)
+            self.w2.copy_(torch.randn(C, H, generator=gen) * (2 / H) ** 0.5)
+
+    def read(self, kind: Kind, a: Tensor) -> Tensor:
+        """Component activations V[c, :]·a, [..., C] (an embedding reads V's column at the index)."""
+        return nn.functional.embedding(a, self.V.T) if kind == "embedding" else a @ self.V.T
+
+    def ci_pre(self, inner: Tensor) -> Tensor:
+        return L.ci_mlp(inner, self.w1, self.b1, self.w2, self.b2)  # (..., C)
+
+    def weight(self) -> Tensor:
+        return self.U @ self.V  # (d_out, d_in)
+
+
+def as_components(comps: nn.ModuleList) -> list[SiteComponents]:
+    """The typed view of a ModuleList of SiteComponents."""
+    return [c for c in comps if isinstance(c, SiteComponents)]
+
+
+def _fit_mask(m: Tensor, inner: Tensor) -> Tensor:
+    """Broadcast a mask given per example ([B, C] or [C]) to component activations [B, ..., C]."""
+    if m.dim() == 1 or m.shape == inner.shape:
+        return m
+    if m.dim() == 2 and m.shape[0] == inner.shape[0]:
+        return m.reshape(m.shape[0], *([1] * (inner.dim() - 2)), m.shape[-1])
+    return m.reshape(inner.shape)
+
+
+def masked_output(site: Site, comp: SiteComponents, a: Tensor, m: Tensor, transpose: bool, module: nn.Module) -> Tensor:
+    """Σ_c m_c P_c a (+ bias) in factored form: ((a Vᵀ) ⊙ m) Uᵀ, or ((a U) ⊙ m) V for a tied Wᵀ."""
+    inner = a @ comp.U if transpose else comp.read(site.kind, a)  # (..., C)
+    out = (inner * _fit_mask(m, inner)) @ (comp.V if transpose else comp.U.T)  # (..., d)
+    bias = getattr(module, "bias", None)
+    return out + bias if isinstance(bias, Tensor) else out
+
+
+@contextmanager
+def masked_sites(
+    target: nn.Module, sites: list[Site], comps: nn.ModuleList, masks: dict[str, list[Tensor | None]]
+) -> Iterator[None]:
+    """Within the context the target runs its sites from subcomponents with the given masks.
+
+    The batch is G groups stacked along dim 0 (G = len of each list): group g of site s runs masked
+    by masks[s][g], or with the original weight where that is None. One grouped forward computes the
+    all-sites and every one-site-at-a-time reconstruction in a single pass through the model."""
+    modules = dict(target.named_modules())
+
+    def hook(site: Site, comp: SiteComponents, group_masks: list[Tensor | None], name: str, transpose: bool) -> Any:
+        def fn(inputs: tuple[Any, ...], output: Tensor) -> Tensor:
+            a, module = inputs[0], modules[name]
+            if len(group_masks) == 1 and group_masks[0] is not None:
+                return masked_output(site, comp, a, group_masks[0], transpose, module)
+            chunks = zip(a.chunk(len(group_masks)), output.chunk(len(group_masks)), group_masks, strict=True)
+            return torch.cat(
+                [o if m is None else masked_output(site, comp, ai, m, transpose, module) for ai, o, m in chunks]
+            )
+
+        return fn
+
+    with ExitStack() as stack:
+        for site, comp in zip(sites, as_components(comps), strict=True):
+            gm = masks.get(site.name)
+            if gm is None or all(m is None for m in gm):
+                continue
+            stack.enter_context(replace_output(target, site.name, hook(site, comp, gm, site.name, False)))
+            for alias in site.aliases:
+                stack.enter_context(replace_output(target, alias, hook(site, comp, gm, alias, True)))
+        yield
+
+
+# --- training --------------------------------------------------------------------------------------
+def target_pass(target: nn.Module, sites: list[Site], x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The target's output on x and the input of every site and tied alias (what the CI MLPs read)."""
+    names = [n for s in sites for n in (s.name, *s.aliases)]
+    with torch.no_grad(), capture(target, names, where="input") as acts:
+        y = target(x)
+    return y, dict(acts)
+
+
+def live_rows(acts: dict[str, Tensor]) -> Tensor | None:
+    """Indices of the examples on which some decomposed module reads a non-zero input, or None when
+    that cannot be decided (an embedding reads indices).
+
+    On the other rows every masked module outputs exactly its bias whatever the masks, so the masked
+    forward equals the target's: their reconstruction error is exactly 0 and their causal importance
+    is that of a zero input. Skipping them changes no loss value (TMS: ~77 % of inputs are empty)."""
+    if any(not a.is_floating_point() for a in acts.values()):
+        return None
+    nonzero = torch.stack([a.flatten(1).ne(0).any(1) for a in acts.values()]).any(0)  # (B,)
+    return nonzero.nonzero().squeeze(1)
+
+
+def spd_loss(
+    target: nn.Module,
+    sites: list[Site],
+    comps: nn.ModuleList,
+    x: Tensor,
+    y: Tensor,
+    acts: dict[str, Tensor],
+    s: SPDSettings,
+    importance_coeff: float,
+    output_loss: L.OutputLoss,
+    gen: torch.Generator,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The SPD objective on one batch; returns (total, the unweighted terms)."""
+    cs = as_components(comps)
+    B = x.shape[0]
+    live = live_rows(acts) if s.skip_zero_rows else None
+    n_zero = 0 if live is None else B - live.numel()
+    if live is not None:
+        x, y, acts = x[live], y[live], {k: a[live] for k, a in acts.items()}
+    pre = {site.name: comp.ci_pre(comp.read(site.kind, acts[site.name])) for site, comp in zip(sites, cs, strict=True)}
+    g_mask = {n: L.lower_leaky_hard_sigmoid(p, s.leaky_alpha) for n, p in pre.items()}
+
+    def sample(n: str) -> Tensor:  # r is drawn for all B rows, so skipping rows leaves the stream as is
+        r = torch.rand((B, *g_mask[n].shape[1:]), generator=gen, device=x.device)
+        return L.stochastic_mask(g_mask[n], r if live is None else r[live])
+
+    # Group 0 masks every site; group 1 + i masks only site i (layerwise), the rest run the target's W.
+    names = list(pre)
+    groups: dict[str, list[Tensor | None]] = {n: [sample(n)] for n in names}
+    layerwise = s.layerwise_coeff > 0 and (len(names) > 1 or s.layerwise_when_single)
+    if layerwise:
+        for i in range(len(names)):
+            for j, n in enumerate(names):
+                groups[n].append(sample(n) if i == j else None)
+    G = len(groups[names[0]])
+    if x.shape[0] == 0:
+        outs: list[Tensor] | tuple[Tensor, ...] = [y] * G
+    elif s.fused:
+        with masked_sites(target, sites, comps, groups):
+            outs = target(x.repeat(G, *([1] * (x.dim() - 1)))).chunk(G)
+    else:
+        outs = []
+        for g in range(G):
+            with masked_sites(target, sites, comps, {n: [gm[g]] for n, gm in groups.items()}):
+                outs.append(target(x))
+    # Every term is a mean over all B examples; skipped rows contribute 0 error and g(0).
+    live_frac = x.shape[0] / B
+    g_upper = [L.upper_leaky_hard_sigmoid(p, s.leaky_alpha) for p in pre.values()]
+    weights = torch.full((x.shape[0],), 1 / B, device=x.device)
+    if n_zero:
+        zero_rows = [c.ci_pre(torch.zeros(1, c.U.shape[1], device=x.device)) for c in cs]
+        g_upper = [torch.cat([g, L.upper_leaky_hard_sigmoid(z, s.leaky_alpha)]) for g, z in zip(g_upper, zero_rows, strict=True)]
+        weights = torch.cat([weights, torch.full((1,), n_zero / B, device=x.device)])
+    recon = [L.recon_loss(o, y, output_loss) * live_frac for o in outs]
+    terms = {
+        "faithfulness": L.faithfulness_loss([weight_matrix(site).detach() for site in sites], [c.weight() for c in cs]),
+        "stochastic": recon[0],
+        "layerwise": torch.stack(recon[1:]).mean() if layerwise else torch.zeros(()),
+        "importance": L.importance_minimality_loss(g_upper, s.pnorm, weights),
+    }
+    total = (
+        s.faithfulness_coeff * terms["faithfulness"]
+        + s.stochastic_coeff * terms["stochastic"]
+        + s.layerwise_coeff * terms["layerwise"]
+        + importance_coeff * terms["importance"]
+    )
+    return total, terms
+
+
+@contextmanager
+def _frozen(target: nn.Module) -> Iterator[None]:
+    """The target's own parameters take no gradient while SPD trains (restored afterwards)."""
+    flags = [(p, p.requires_grad) for p in target.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+
+
+def _faithfulness_warmup(sites: list[Site], comps: nn.ModuleList, s: SPDSettings) -> None:
+    """A few steps on faithfulness alone so that U V ≈ W before the masks start to matter."""
+    cs = as_components(comps)
+    opt = torch.optim.Adam([p for c in cs for p in (c.U, c.V)], lr=s.faithfulness_warmup_lr)
+    Ws = [weight_matrix(site).detach() for site in sites]
+    for _ in range(s.faithfulness_warmup_steps):
+        loss = L.faithfulness_loss(Ws, [c.weight() for c in cs])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDecomposition:
+    """Train SPD on `target` with inputs from `task`; resumes from `ctx.checkpoint_dir` if set."""
+    assert isinstance(config, SPDConfig)
+    overrides = {k: v for k, v in config.model_dump().items() if k in SPDSettings.model_fields}
+    s = resolve(config.preset, overrides, task.name, task.family)
+    output_loss: L.OutputLoss = (
+        ("kl" if task.ground_truth(target).output_kind == "logits" else "mse")
+        if config.output_loss == "auto"
+        else config.output_loss
+    )
+    device = torch.device(ctx.device)
+    target.to(device)
+    sites = select_sites(target, config.modules if config.modules is not None else default_patterns(task, target))
+    comps = nn.ModuleList([SiteComponents.for_site(site, s.C, s.ci_hidden) for site in sites])
+    init_gen = ctx.generator(1)
+    if s.init == "data":
+        pool = task.sample(s.init_pool, ctx.generator(4)).to(device)
+        _, pool_acts = target_pass(target, sites, pool)
+    for site, comp in zip(sites, as_components(comps), strict=True):
+        reads = None
+        if s.init == "data" and pool_acts[site.name].is_floating_point():
+            reads = L.frequent_directions(pool_acts[site.name].cpu(), s.C)
+        comp.init_(weight_matrix(site).detach().cpu(), init_gen, reads)
+    comps.to(device)
+    data_gen = ctx.generator(2)
+    mask_gen = torch.Generator(device).manual_seed(ctx.seed * 1_000_003 + 3)
+    opt = torch.optim.Adam(comps.parameters(), lr=s.lr)
+
+    # Draw `prefetch` steps of data and run the target on them at once (capped at ~64 MB).
+    B = s.batch_size
+    probe_y, probe_acts = target_pass(target, sites, task.sample(2, torch.Generator().manual_seed(0)).to(device))
+    per_example = (probe_y.numel() + sum(a.numel() for a in probe_acts.values())) / 2 + task.n_features
+    P = max(1, min(s.prefetch, int(16e6 // (B * per_example))))
+    every = -(-config.checkpoint_every // P) * P
+
+    ckpt = Path(ctx.checkpoint_dir) / "spd-checkpoint.pt" if ctx.checkpoint_dir else None
+    key = config_hash(s, output_loss, ",".join(site.name for site in sites), ctx.seed, P)
+    start = 0
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)
+        if state["key"] == key:
+            comps.load_state_dict(state["comps"])
+            opt.load_state_dict(state["opt"])
+            data_gen.set_state(state["data_gen"])
+            mask_gen.set_state(state["mask_gen"])
+            start = int(state["step"])
+
+    # ctx.extras["monitor"](step, decomposition) is called every extras["monitor_every"] steps.
+    monitor: Any = ctx.extras.get("monitor")
+    monitor_every = int(ctx.extras.get("monitor_every", 500))  # type: ignore[call-overload]
+    with _frozen(target):
+        if start == 0 and s.faithfulness_warmup_steps:
+            _faithfulness_warmup(sites, comps, s)
+        warm = max(1, int(s.importance_warmup_frac * s.steps))
+        for chunk0 in range(start, s.steps, P):
+            n = min(P, s.steps - chunk0)
+            x_all = task.sample(n * B, data_gen).to(device)
+            y_all, acts_all = target_pass(target, sites, x_all)
+            for i in range(n):
+                step = chunk0 + i
+                for group in opt.param_groups:
+                    group["lr"] = L.cosine_lr(step, s.steps, s.lr, s.lr_warmup_frac, s.lr_final_frac)
+                rows = slice(i * B, (i + 1) * B)
+                acts = {k: a[rows] for k, a in acts_all.items()}
+                imp = s.importance_coeff * min(1.0, (step + 1) / warm)
+                loss, _ = spd_loss(target, sites, comps, x_all[rows], y_all[rows], acts, s, imp, output_loss, mask_gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if (step + 1) % 100 == 0:
+                    ctx.progress(step + 1, s.steps)
+                if monitor is not None and (step + 1) % monitor_every == 0:
+                    monitor(step + 1, SPDDecomposition(target, sites, comps, s))
+            done = chunk0 + n
+            if ckpt is not None and done % every == 0 and done < s.steps:
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                state = {"key": key, "step": done, "comps": comps.state_dict(), "opt": opt.state_dict(),
+                         "data_gen": data_gen.get_state(), "mask_gen": mask_gen.get_state()}  # fmt: skip
+                _save_checkpoint(ckpt, state)
+    ctx.progress(s.steps, s.steps)
+    return SPDDecomposition(target, sites, comps, s)
+
+
+# --- the result ------------------------------------------------------------------------------------
+class SPDDecomposition(ParameterDecomposition):
+    """Rank-1 subcomponents per site; activity = causal importance; forward_with = masked forward."""
+
+    kind = "spd"
+    fire_threshold: ClassVar[float] = 0.1
+
+    def __init__(self, target: nn.Module, sites: list[Site], comps: nn.ModuleList, settings: SPDSettings) -> None:
+        super().__init__(target, [s.name for s in sites])
+        self.site_info, self.comps, self.settings = sites, comps, settings
+        self._typed = as_components(comps)
+
+    def _comp(self, site: str) -> SiteComponents:
+        return self._typed[self.sites.index(site)]
+
+    def n_components(self, site: str) -> int:
+        return int(self._comp(site).U.shape[1])
+
+    def components(self, site: str) -> Tensor:
+        c = self._comp(site)
+        return torch.einsum("oc,ci->coi", c.U, c.V).detach()  # (C, d_out, d_in)
+
+    def component_outputs(self, site: str, a: Tensor, transpose: bool = False) -> Tensor:
+        c, kind = self._comp(site), self.site_info[self.sites.index(site)].kind
+        if transpose:
+            return (a @ c.U).unsqueeze(-1) * c.V  # (batch, C, d_in)
+        return c.read(kind, a).unsqueeze(-1) * c.U.T  # (batch, C, d_out)
+
+    def directions(self, site: str, space: Space) -> Tensor | None:
+        if space == "parameter":
+            return self.components(site).flatten(1)
+        U = self._comp(site).U.detach().T  # what each subcomponent writes, (C, d_out)
+        return U / U.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def activity(self, x: Tensor) -> dict[str, Tensor]:
+        _, acts = target_pass(self.target, self.site_info, x)
+        with torch.no_grad():
+            return {
+                s.name: L.hard_sigmoid(c.ci_pre(c.read(s.kind, acts[s.name]))).reshape(-1, c.U.shape[1])
+                for s, c in zip(self.site_info, self._typed, strict=True)
+            }
+
+    def forward_with(self, x: Tensor, mask: Mask) -> Tensor:
+        masks: dict[str, list[Tensor | None]] = {s: [m.float()] for s, m in mask.items() if s in self.sites}
+        with masked_sites(self.target, self.site_info, self.comps, masks):
+            return self.target(x)
+
+    def extra_metrics(self, task: Task, truth: GroundTruth) -> dict[str, float]:
+        """`ci_pattern_errors`: one-hot CI-pattern entries off the ground-truth pattern, summed over sites."""
+        onehot = task.onehot()
+        fires = self.fires(onehot)
+        errors = 0
+        for site in self.sites:
+            mechs = [m for m in truth.in_space("parameter", site) if m.rule != "never"]
+            errors += L.ci_pattern_match(fires[site], active_matrix(mechs, onehot), [m.rank for m in mechs])[0]
+        return {"ci_pattern_errors": float(errors)}
+
+    def extra_tensors(self, task: Task, truth: GroundTruth | None = None) -> dict[str, Tensor]:
+        """`ci_pattern.<site>`: causal importance on the one-hot inputs [n_onehot, C], its columns
+        ordered as matched to the true mechanisms (then the rest), ready to draw as a heat map."""
+        onehot = task.onehot()
+        truth = truth if truth is not None else task.ground_truth(self.target)
+        ci = self.activity(onehot)
+        out: dict[str, Tensor] = {}
+        for site in self.sites:
+            mechs = [m for m in truth.in_space("parameter", site) if m.rule != "never"]
+            _, order = L.ci_pattern_match(ci[site] > self.fire_threshold, active_matrix(mechs, onehot), [m.rank for m in mechs])
+            out[f"ci_pattern.{site}"] = ci[site][:, order]
+        return out
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors = {f"{s}.{k}": v for s, c in zip(self.sites, self.comps, strict=True) for k, v in c.state_dict().items()}
+        return tensors, {"sites": self.sites, "settings": self.settings.model_dump()}
+
+    @classmethod
+    def from_state(cls, target: nn.Module, tensors: dict[str, Tensor], config: dict[str, Any]) -> SPDDecomposition:
+        settings = SPDSettings(**config["settings"])
+        sites = select_sites(target, [glob_escape(n) for n in config["sites"]])
+        comps = nn.ModuleList()
+        for site in sites:
+            comp = SiteComponents.for_site(site, settings.C, settings.ci_hidden)
+            comp.load_state_dict({k[len(site.name) + 1 :]: v for k, v in tensors.items() if k.startswith(site.name + ".")})
+            comps.append(comp)
+        return cls(target, sites, comps, settings)
+
+
+def glob_escape(name: str) -> str:
+    """A module name as an fnmatch pattern that matches only itself."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
+
+
+def _applies(task: Task) -> str | None:
+    return None if task.kind == "decomposition" else "SPD decomposes weights against weight-space ground truth"
+
+
+register(
+    MethodSpec(
+        name="spd",
+        summary="Stochastic Parameter Decomposition: rank-1 weight subcomponents gated by causal importance",
+        Cfg=SPDConfig,
+        fit=fit,
+        applies_to=_applies,
+        family="parameter",
+    )
+)
