@@ -60,8 +60,11 @@ def resolve(target: str, overrides: list[str], seed: int) -> tuple[Task | None, 
         task.config = with_overrides(task.config, t_over, "task")
         target_seed = _target_seed(run, seed)
         model = task.make_target(target_seed)
-        defaults: dict[str, str] = getattr(task, "finder_defaults", dict)()
-        return task, model, with_overrides(FinderConfig(), defaults | f_over, "finder"), target_seed
+        cfg = with_overrides(FinderConfig(), f_over, "finder")
+        # settings left at None (also when the bench passes the defaults through) are the task's
+        defaults: dict[str, Any] = getattr(task, "finder_defaults", dict)()
+        cfg = cfg.model_copy(update={k: v for k, v in defaults.items() if getattr(cfg, k) is None})
+        return task, model, cfg, target_seed
     path = Path(target)
     if not path.exists():
         raise KeyError(f"unknown task or checkpoint {target!r}; dynamics tasks: {', '.join(dynamics_tasks())}")
@@ -207,7 +210,7 @@ def run_fixed_points(
         if fp.points.shape[0] == 0:
             raise NoFixedPointsError(
                 f"no fixed or slow points found at input {[round(float(x), 4) for x in u]}: best q reached "
-                f"{fp.best_q:.3g} > q_slow={cfg.q_slow:g} after {fp.iters} iterations "
+                f"{fp.best_q:.3g} > q_slow={cfg.slow_level:g} after {fp.iters} iterations "
                 "(try --set max_iters=… or q_slow=…)"
             )
         results.append(fp)
@@ -216,7 +219,9 @@ def run_fixed_points(
     metrics: dict[str, Any] = {"task": name, "method": "fixed-points", "seed": seed, "target_seed": target_seed}
     metrics |= summarise(task, results, scores)
     metrics["inputs"] = [
-        {"input": fp.input.tolist(), "n_points": int(fp.points.shape[0]), "kinds": fp.kinds, "best_q": fp.best_q}
+        {"input": fp.input.tolist(), "n_points": int(fp.points.shape[0]), "best_q": fp.best_q}
+        | {f"n_{k}": fp.count(k) for k in ("stable", "saddle", "unstable", "marginal")}
+        | {"n_slow": int((~fp.is_fixed).sum())}
         | {k: v for k, v in s.items() if k != "stable_outputs"}
         for fp, s in zip(results, scores, strict=True)
     ]

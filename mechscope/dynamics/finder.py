@@ -43,13 +43,19 @@ class FinderConfig(Config):
     adam_tol: float = 1e-12
     newton_steps: int = 50
     q_fixed: float = 1e-12
-    q_slow: float = 1e-5
+    q_slow: float | None = None
+    """Keep points with q below this; None: the task's choice (`finder_defaults`), else 1e-5."""
     dedup_tol: float = 1e-3
     outlier_scale: float = 10.0
     stable_tol: float = STABLE_TOL
-    keep_slow: bool = False
-    """Also keep the Adam-phase points with q < q_slow (before Newton): an approximate line
-    attractor is a continuum of slow points, which Newton would pull onto its few exact points."""
+    keep_slow: bool | None = None
+    """None: the task's choice, else False. True: also keep the Adam-phase points with
+    q < q_slow (before Newton): an approximate line attractor is a continuum of slow points,
+    which Newton would pull onto its few exact points."""
+
+    @property
+    def slow_level(self) -> float:
+        return 1e-5 if self.q_slow is None else self.q_slow
 
 
 class NoFixedPointsError(ValueError):
@@ -224,7 +230,7 @@ def find_fixed_points(
     finite = torch.isfinite(q) & torch.isfinite(h).all(-1)
     best_q = float(q[finite].min()) if bool(finite.any()) else float("inf")
     scale = float((states - states.mean(0)).pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
-    keep = finite & (q < cfg.q_slow)
+    keep = finite & (q < cfg.slow_level)
     if bool(keep.any()):
         near = torch.cdist(h[keep], states).min(dim=1).values
         idx = keep.nonzero().squeeze(1)

@@ -150,7 +150,7 @@ class RecurrentTask(Task):
     def expected(self, target: nn.Module, u: Tensor) -> ExpectedStructure:
         raise NotImplementedError
 
-    def finder_defaults(self) -> dict[str, str]:
+    def finder_defaults(self) -> dict[str, Any]:
         """Finder settings this task needs (FinderConfig keys); `--set` overrides them."""
         return {}
 
@@ -317,9 +317,9 @@ class IntegratorTask(RecurrentTask):
     def expected(self, target: nn.Module, u: Tensor) -> ExpectedStructure:
         return ExpectedStructure(kind="line-attractor")
 
-    def finder_defaults(self) -> dict[str, str]:
+    def finder_defaults(self) -> dict[str, Any]:
         """A line attractor is a continuum of slow points: keep them (q up to 1e-4)."""
-        return {"keep_slow": "true", "q_slow": "1e-4"}
+        return {"keep_slow": True, "q_slow": 1e-4}
 
 
 register_task("flipflop-3bit", FlipFlopTask)

@@ -65,3 +65,15 @@ def test_nothing_found_says_so_with_the_best_q() -> None:
     with pytest.raises(NoFixedPointsError, match=r"no fixed or slow points found .* best q reached") as info:
         run_fixed_points("linear-rnn", 0, None, [*FAST, "q_slow=0"], None)
     assert "\n" not in str(info.value)
+
+
+def test_a_cached_target_directory_is_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mechscope.zoo.cache import target_path
+    from mechscope.zoo.rnn_tasks import FlipFlopConfig, FlipFlopTask
+
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    task = FlipFlopTask(FlipFlopConfig(cell="lstm", hidden_size=4, steps=2, max_attempts=1, hold_steps=2))
+    task.make_target(0)
+    m = run_fixed_points(str(target_path(task.name, task.config, 0)), 0, None, FAST, None)
+    assert m["task"] == "flipflop-3bit"
+    assert 0.0 <= m["stable_recall"] <= 1.0
