@@ -127,15 +127,16 @@ def build_random(
         U = torch.randn(C, W.shape[0], generator=gen)
         V = torch.randn(C, W.shape[1], generator=gen)
         U = U / U.norm(dim=1, keepdim=True) * (float(W.norm()) / C**0.5)  # ‖U_c V_cᵀ‖ = ‖W‖/√C
-        param[site] = (U, V / V.norm(dim=1, keepdim=True))
+        param[site] = (U.to(W.device), (V / V.norm(dim=1, keepdim=True)).to(W.device))
     act: dict[str, Tensor] = {}
+    device = next(iter(target.parameters())).device
     for site in truth.sites("activation"):
         if site in param:
             continue
         d = truth.in_space("activation", site)[0].direction.shape[0]
         C = n_components or max(true_rank(truth, "activation", site), 1)
         p = torch.randn(C, d, generator=gen)
-        act[site] = p / p.norm(dim=1, keepdim=True)
+        act[site] = (p / p.norm(dim=1, keepdim=True)).to(device)
     return RandomDecomposition(target, param, act)
 
 

@@ -36,9 +36,14 @@ def output_error(y: Tensor, y_ref: Tensor, kind: Literal["mse", "logits"]) -> fl
     return float(F.mse_loss(y.double(), y_ref.double()))
 
 
+def all_on(dec: Decomposition, x: Tensor) -> dict[str, Tensor]:
+    """Every component kept, on the inputs' device."""
+    return {s: torch.ones(x.shape[0], dec.n_components(s), device=x.device) for s in dec.sites}
+
+
 def faithfulness(dec: Decomposition, x: Tensor, kind: Literal["mse", "logits"]) -> float:
     with torch.no_grad():
-        return output_error(dec.forward_with(x, dec.all_on(x.shape[0])), dec.target(x), kind)
+        return output_error(dec.forward_with(x, all_on(dec, x)), dec.target(x), kind)
 
 
 def norm_ratio_mean(recon: Tensor, true: Tensor, eps: float = 1e-9) -> float:
@@ -90,7 +95,7 @@ def ablation_specificity(
     sites = dec.sites
     n_comp = {s: dec.n_components(s) for s in sites}
     with torch.no_grad():
-        y_all = dec.forward_with(x, dec.all_on(x.shape[0]))
+        y_all = dec.forward_with(x, all_on(dec, x))
     rows: list[Tensor] = []  # input indices
     owners: list[tuple[int, Tensor]] = []  # (pair index, bool on-mask of its rows)
     for k, p in enumerate(pairs):
@@ -109,13 +114,13 @@ def ablation_specificity(
     for start in range(0, len(all_idx), ROW_CHUNK):
         sl = slice(start, start + ROW_CHUNK)
         idx, who = all_idx[sl], pair_of_row[sl]
-        mask = {s: torch.ones(len(idx), n_comp[s]) for s in sites}
+        mask = {s: torch.ones(len(idx), n_comp[s], device=x.device) for s in sites}
         for k in who.unique().tolist():
             p = pairs[k]
-            mask[p.site][who == k, p.component] = 0.0
+            mask[p.site][(who == k).to(x.device), p.component] = 0.0
         with torch.no_grad():
-            y = dec.forward_with(x[idx], mask)
-        change[sl] = per_input_change(y, y_all[idx], kind)
+            y = dec.forward_with(x[idx.to(x.device)], mask)
+        change[sl] = per_input_change(y, y_all[idx.to(x.device)], kind).cpu()
     out: list[float | None] = []
     for k, on_mask in owners:
         ch = change[pair_of_row == k]

@@ -122,10 +122,11 @@ def site_recovery(
     read_sim: Tensor | None = None
     if space == "parameter":
         shape = (rank1 or dense)[0].direction.shape  # (o, i)
-        P = D.detach().float().reshape(-1, *shape)  # (C, o, i)
-        T = torch.stack([m.direction for m in rank1]).float() if rank1 else torch.zeros(0, *shape)
-        dense_T = [m.direction.float() for m in dense]
+        P = D.detach().float().cpu().reshape(-1, *shape)  # (C, o, i)
+        T = torch.stack([m.direction for m in rank1]).float().cpu() if rank1 else torch.zeros(0, *shape)
+        dense_T = [m.direction.float().cpu() for m in dense]
         proj = truth.read_projection.get(site)
+        proj = proj.cpu() if proj is not None else None
         if proj is not None:
             colwise_ok = False  # columns lose their meaning once the read side is projected
             Q = read_basis(proj)
@@ -135,8 +136,8 @@ def site_recovery(
                 P, T, dense_T = P @ Q, T @ Q, [t @ Q for t in dense_T]
         sim = parameter_similarity(P, T)
     else:
-        P = D.detach().float()
-        T = torch.stack([m.direction for m in rank1]).float()
+        P = D.detach().float().cpu()
+        T = torch.stack([m.direction for m in rank1]).float().cpu()
         sim = activation_similarity(P, T)
         read_sim = _read_similarity(dec, site, rank1)
     key = sim.double() + signed_tiebreak(P, T) if space == "activation" else sim.double()
@@ -177,8 +178,14 @@ def _read_similarity(dec: Decomposition, site: str, rank1: list[Mechanism]) -> T
     R = reader(site)
     if R is None:
         return None
-    reads = torch.stack([m.read for m in rank1 if m.read is not None]).float()
-    return activation_similarity(R.detach().float(), reads) if R.shape[1] == reads.shape[1] else None
+    reads = torch.stack([m.read for m in rank1 if m.read is not None]).float().cpu()
+    return activation_similarity(R.detach().float().cpu(), reads) if R.shape[1] == reads.shape[1] else None
+
+
+def target_device(dec: Decomposition) -> torch.device:
+    """Where the target runs (eval inputs go there; every statistic comes back to the CPU)."""
+    p = next(iter(dec.target.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _mean(xs: list[float]) -> float:
@@ -261,9 +268,11 @@ def score(
 
 def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: bool) -> Score:
     kind = truth.output_kind
-    act_onehot = dec.activity(sets.onehot)
+    dev = target_device(dec)
+    onehot_dev, data_dev = sets.onehot.to(dev), sets.data.to(dev)
+    act_onehot = {s: a.detach().float().cpu() for s, a in dec.activity(onehot_dev).items()}
     fires_onehot = {s: a > dec.fire_threshold for s, a in act_onehot.items()}
-    fires_data = dec.fires(sets.data)
+    fires_data = {s: f.cpu() for s, f in dec.fires(data_dev).items()}
     tensors: dict[str, Tensor] = {f"onehot_activity.{s}": a.detach().float() for s, a in act_onehot.items()}
     matches: list[Match] = []
 
@@ -324,8 +333,8 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
     )
 
     # --- behaviour -----------------------------------------------------------------------------
-    metrics["faithfulness"] = faithfulness(dec, sets.data, kind)
-    shrink = shrinkage_by_site(dec, sets.onehot)
+    metrics["faithfulness"] = faithfulness(dec, data_dev, kind)
+    shrink = shrinkage_by_site(dec, onehot_dev)
     if shrink:
         metrics["shrinkage"] = _mean(list(shrink.values()))
         for site, v in shrink.items():
@@ -339,7 +348,7 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
             for t, c in zip(r.matching.truth, r.matching.component, strict=True):
                 pairs.append(AblationPair(r.site, c, active[:, t]))
                 where.append(r.site)
-        spec = ablation_specificity(dec, sets.data, pairs, kind)
+        spec = ablation_specificity(dec, data_dev, pairs, kind)
         metrics["ablation_specificity"] = _mean([v for v in spec if v is not None])
         for s in set(where):
             sites[s]["ablation_specificity"] = _mean(
