@@ -222,6 +222,10 @@ def run_fixed_points(
         {"input": fp.input.tolist(), "n_points": int(fp.points.shape[0]), "best_q": fp.best_q}
         | {f"n_{k}": fp.count(k) for k in ("stable", "saddle", "unstable", "marginal")}
         | {"n_slow": int((~fp.is_fixed).sum())}
+        | {
+            "n_with_line_direction": int((fp.linearization.n_line_dims > 0).sum()),
+            "n_with_ring_direction": int((fp.linearization.n_ring_dims > 0).sum()),
+        }
         | {k: v for k, v in s.items() if k != "stable_outputs"}
         for fp, s in zip(results, scores, strict=True)
     ]
@@ -268,6 +272,8 @@ def write_run(
             f"input{i}.q": fp.q,
             f"input{i}.is_fixed": fp.is_fixed.to(torch.uint8),
             f"input{i}.kind": torch.tensor([KIND_CODES[k] for k in fp.kinds], dtype=torch.int64),
+            f"input{i}.n_line_dims": lin.n_line_dims,
+            f"input{i}.n_ring_dims": lin.n_ring_dims,
             f"input{i}.eigvals_real": lin.eigvals.real.contiguous(),
             f"input{i}.eigvals_imag": lin.eigvals.imag.contiguous(),
         }

@@ -54,6 +54,10 @@ class Linearization:
     """int[B]: eigenvalues within the marginal band (line / ring directions)."""
     n_unstable_dims: Tensor
     """int[B]: eigenvalues with |λ| > 1 + tol."""
+    n_line_dims: Tensor
+    """int[B]: marginal eigenvalues that are real and ≈ +1 — line-attractor directions."""
+    n_ring_dims: Tensor
+    """int[B]: marginal eigenvalues that are complex (on the unit circle) — ring / rotation directions."""
 
     @property
     def max_abs(self) -> Tensor:
@@ -69,10 +73,14 @@ def linearize(jac: Tensor, tol: float = STABLE_TOL) -> Linearization:
     mod = vals.abs()
     n_unstable = (mod > 1 + tol).sum(-1)
     n_contract = (mod < 1 - tol).sum(-1)
-    n_marginal = ((mod - 1).abs() <= tol).sum(-1)
+    band = (mod - 1).abs() <= tol
+    n_marginal = band.sum(-1)
+    is_complex = vals.imag.abs() > 1e-9
+    n_line = (band & ~is_complex & (vals.real > 0)).sum(-1)
+    n_ring = (band & is_complex).sum(-1)
     kinds = [classify(int(a), int(b), vals.shape[-1]) for a, b in zip(n_unstable, n_contract, strict=True)]
     rotation = vals[:, 0].imag.abs() > 1e-9 if vals.shape[0] else torch.zeros(0, dtype=torch.bool)
-    return Linearization(vals, vecs, kinds, rotation, n_marginal, n_unstable)
+    return Linearization(vals, vecs, kinds, rotation, n_marginal, n_unstable, n_line, n_ring)
 
 
 def classify(n_unstable: int, n_contracting: int, n: int) -> str:

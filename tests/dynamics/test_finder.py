@@ -108,6 +108,9 @@ def test_linearize_classifies_by_the_unit_circle() -> None:
     assert lin.kinds == ["stable", "saddle", "unstable", "marginal", "stable"]
     assert lin.rotation.tolist() == [False, False, True, False, False]
     assert lin.n_marginal_dims.tolist() == [0, 0, 0, 1, 0]
+    assert lin.n_line_dims.tolist() == [0, 0, 0, 1, 0] and int(lin.n_ring_dims.sum()) == 0
+    ring = linearize(torch.tensor([[[0.0, -1.0], [1.0, 0.0]]], dtype=F64))  # λ = ±i, on the circle
+    assert ring.kinds == ["marginal"] and ring.n_ring_dims.tolist() == [2]
     assert classify(0, 3, 3) == "stable" and classify(1, 2, 3) == "saddle"
 
 
