@@ -7,8 +7,8 @@
 Recovery is computed per (space, site) on the rank-1 scored mechanisms of that site (rule
 "never" is never scored; rank > 1 with rule "dense" goes to the dense group rule), then pooled
 over sites: means over true mechanisms (mmcs, coverage, activity_f1), over matched pairs (mcc,
-ml2r, ablation_specificity), ratios of totals (uniqueness). A space is *present* when the truth
-has scored mechanisms in it and the method has directions in it at one of their sites. Truth at
+ml2r, ablation_specificity), ratios of totals (uniqueness). A space is *present* when at least
+one site is scored in it: the truth has scored mechanisms there and the method has directions. Truth at
 sites the method does not decompose in a space is left out of that space (an SAE on the residual
 stream is not scored on the MLP's truth) and listed in `unscored_sites`; so is activation truth at
 a site whose parameter truth is one dense rank-k mechanism, for methods with parameter
@@ -89,14 +89,6 @@ def dense_only(truth: GroundTruth, site: str) -> bool:
 
 def _directions(dec: Decomposition, site: str, space: Space) -> Tensor | None:
     return dec.directions(site, space) if site in dec.sites else None
-
-
-def space_present(dec: Decomposition, truth: GroundTruth, space: Space) -> bool:
-    for site in truth.sites(space):
-        r1, dense = scored(truth.in_space(space, site))
-        if (r1 or dense) and _directions(dec, site, space) is not None:
-            return True
-    return False
 
 
 def site_recovery(
@@ -277,24 +269,28 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
     matches: list[Match] = []
 
     # --- recovery per space and site ------------------------------------------------------------
-    present = [sp for sp in SPACES if space_present(dec, truth, sp)]
-    top: Space | None = present[0] if present else None  # SPACES lists "parameter" first
     by_space: dict[Space, list[SiteResult]] = {}
     unscored: dict[str, list[str]] = {}
-    for space in present:
-        results = []
+    for space in SPACES:
+        results, skipped = [], []
         for site in truth.sites(space):
             r = site_recovery(dec, truth, space, site, sets, fires_onehot, fires_data)
-            if r is None:
-                if any(scored(truth.in_space(space, site))):
-                    unscored.setdefault(space, []).append(site)
-                continue
-            results.append(r)
-            if r.rank1:
-                tensors[f"similarity.{space}.{site}"] = r.sim
-            for t, c, v in zip(r.matching.truth, r.matching.component, r.matching.similarity, strict=True):
-                matches.append(Match(space, site, r.rank1[t].name, c, v))
+            if r is not None:
+                results.append(r)
+            elif any(scored(truth.in_space(space, site))):
+                skipped.append(site)
+        if not results:
+            continue  # the method has no object in this space: its keys stay absent
         by_space[space] = results
+        if skipped:
+            unscored[space] = skipped
+        for r in results:
+            if r.rank1:
+                tensors[f"similarity.{space}.{r.site}"] = r.sim
+            for t, c, v in zip(r.matching.truth, r.matching.component, r.matching.similarity, strict=True):
+                matches.append(Match(space, r.site, r.rank1[t].name, c, v))
+    present = list(by_space)
+    top: Space | None = present[0] if present else None  # SPACES lists "parameter" first
 
     metrics: dict[str, Any] = {"recovery_space": top}
     sites: dict[str, dict[str, Any]] = {s: {} for s in dec.sites}

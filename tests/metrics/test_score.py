@@ -179,3 +179,14 @@ def test_transcoder_read_side_is_scored() -> None:
     wrong = score(TranscoderLike(model, site, writes, reads.roll(1, dims=0)), task, ablation=False).metrics
     assert math.isclose(wrong["read_mmcs"], 1.0, abs_tol=1e-6)  # every read exists somewhere…
     assert wrong["read_mcc"] < 0.9  # …but not on the latent that writes that feature
+
+
+def test_parameter_method_on_dense_mlp_out_has_no_activation_space() -> None:
+    task = ResidMLPTask(ResidMLPConfig(n_features=6, d_embed=12, d_mlp=4, n_layers=1), name="resid-hand")
+    model = task.build(0)
+    oracle = build_oracle(model, task.ground_truth(model))
+    m = score(OracleDecomposition(model, oracle.param), task, ablation=False).metrics  # no "embed" part
+    assert list(m["spaces"]) == ["parameter"] and "unscored_sites" not in m
+    assert m["sites"]["layers.0.mlp_out"]["recovery_space"] == "parameter"
+    assert math.isclose(m["sites"]["layers.0.mlp_out"]["dense_cos"], 1.0, abs_tol=1e-6)
+    assert "mmcs" not in m["sites"]["layers.0.mlp_out"]  # no rank-1 truth there
