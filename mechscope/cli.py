@@ -119,6 +119,44 @@ def decompose(
         print(f"run directory: {run_dir}")
 
 
+@app.command("fixed-points")
+def fixed_points(
+    target: Annotated[str, typer.Argument(help="a dynamics task name, a cached target dir or a saved nn.Module")],
+    seed: Annotated[int, typer.Option(help="seeds the finder; the target seed defaults to it")] = 0,
+    input_: Annotated[str | None, typer.Option("--input", help="one constant input, comma-separated")] = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (none: print only)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print only the metrics JSON on stdout")] = False,
+) -> None:
+    """Find, classify and score the fixed and slow points of a recurrent network."""
+    from mechscope.bench.grid import _check_writable
+    from mechscope.dynamics.command import run_fixed_points
+    from mechscope.dynamics.finder import NoFixedPointsError
+
+    if seed < 0:
+        raise UserError(f"--seed must be ≥ 0, got {seed}")
+    values = None
+    if input_ is not None:
+        try:
+            values = [float(v) for v in input_.split(",")]
+        except ValueError:
+            raise UserError(f"--input expects comma-separated numbers, got {input_!r}") from None
+    if out is not None:
+        _check_writable(out)
+    try:
+        metrics = run_fixed_points(target, seed=seed, input=values, overrides=list(set_ or ()), out=out)
+    except NoFixedPointsError as err:
+        _die(str(err), 1)
+    except ValueError as err:  # the analysis's own one-line user errors (non-recurrent model, bad input)
+        raise UserError(str(err)) from None
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_summary(metrics)
+        if out is not None:
+            print(f"run directory: {out}")
+
+
 @app.command()
 def bench(
     preset: Annotated[str, typer.Option(help="quick, full or stress")] = "quick",

@@ -50,6 +50,17 @@ def test_decompose_json_and_run_dir(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert list((out_dir / "figures").glob("*.png"))
 
 
+def test_fixed_points_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["fixed-points", "linear-rnn", "--set", "n_starts=64", "--out", str(tmp_path / "fp"), "--json"],
+                       capsys)
+    assert code == 0
+    metrics = json.loads(out)
+    # A stable linear RNN has exactly one fixed point per input, found to float64 precision.
+    assert metrics["n_stable"] == metrics["n_matched"] and metrics["stable_recall"] == 1.0
+    assert metrics["max_rel_error"] < 1e-8
+    assert (tmp_path / "fp" / "metrics.json").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -67,6 +78,9 @@ def test_decompose_json_and_run_dir(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["bench", "--backend", "slurm"], "unknown backend 'slurm'; available: local, ray"),
         (["report", "/nonexistent-bench"], "no results.parquet in '/nonexistent-bench'"),
         (["decompose", "tms-5-2"], "Missing argument"),
+        (["fixed-points", "tms-5-2"], "task 'tms-5-2' is not recurrent"),
+        (["fixed-points", "linear-rnn", "--input", "1,x"], "--input expects comma-separated numbers"),
+        (["fixed-points", "linear-rnn", "--set", "n_starts=lots"], "bad value for finder setting 'n_starts'"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args: list[str], needle: str, capsys: pytest.CaptureFixture[str],
