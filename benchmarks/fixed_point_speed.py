@@ -12,6 +12,10 @@ times noisy, so the ratio from one run is what to read.
 
 The `fixed-point-finder` reference package (Golub & Sussillo 2018) is not on PyPI, so it is not
 compared here.
+
+Recorded (2026-11-25, 1 thread on a shared 2-core machine at load ≈ 17, `--loop-sample 16`):
+batched 25.6 s for 1024 starts (8 stable, 6 saddles found); per-point loop 29.2 s for 16 starts,
+1866 s extrapolated to 1024 — speed-up 73×.
 """
 
 from __future__ import annotations
