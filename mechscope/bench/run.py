@@ -15,6 +15,7 @@ A run directory holds `config.yaml` (the full resolved config), `decomposition/`
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -240,7 +241,9 @@ def _run_decomposition(
     if hasattr(decomposition, "extra_metrics"):
         body.update(decomposition.extra_metrics(cell.task, truth))
     if hasattr(decomposition, "extra_tensors"):
-        tensors.update(decomposition.extra_tensors(cell.task))
+        takes_truth = len(inspect.signature(decomposition.extra_tensors).parameters) >= 2
+        extra = decomposition.extra_tensors(cell.task, truth) if takes_truth else decomposition.extra_tensors(cell.task)
+        tensors.update(extra)
     tensors.update(report_tensors(decomposition, truth))
     matches = [m.__dict__ for m in result.matches]
     mechanisms = [{"name": m.name, "space": m.space, "site": m.site, "rank": m.rank, "rule": m.rule,

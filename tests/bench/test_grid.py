@@ -71,17 +71,19 @@ def _metrics_file(bench: Path, key: tuple[object, ...]) -> Path:
 
 def test_incompatible_pairs_are_na_rows_and_targets_are_shared(tmp_path: Path) -> None:
     plan = plan_bench(tmp_path, tasks=["tms-5-2", "linear-rnn"], methods=["oracle", "fixed-points"], seeds=1,
-                      sets=["task.steps=100"])
-    run_bench(plan, workers=1, show=False)
+                      sets=["task.steps=100", "method.n_starts=64"])
+    run_bench(plan, workers=2, show=False)  # two spawned worker processes
     rows = {(r["task"], r["method"]): r for r in read_results(tmp_path / RESULTS)}
     assert rows[("tms-5-2", "fixed-points")]["status"] == "n/a"
     assert rows[("linear-rnn", "oracle")]["status"] == "n/a"
     assert rows[("tms-5-2", "oracle")]["status"] == "ok"
     assert rows[("tms-5-2", "oracle")]["mmcs"] == pytest.approx(1.0)
     assert rows[("tms-5-2", "fixed-points")]["mmcs"] is None  # absent, never zero
+    assert rows[("linear-rnn", "fixed-points")]["status"] == "ok"
+    assert rows[("linear-rnn", "fixed-points")]["stable_recall"] == 1.0
     # Resuming finds everything finished: nothing runs, the table is unchanged.
     again = plan_bench(tmp_path, tasks=["tms-5-2", "linear-rnn"], methods=["oracle", "fixed-points"], seeds=1,
-                       sets=["task.steps=100"])
+                       sets=["task.steps=100", "method.n_starts=64"])
     assert again.pending == []
 
 
