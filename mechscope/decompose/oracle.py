@@ -31,7 +31,7 @@ from mechscope.config import Config
 from mechscope.decompose.base import Decomposition, Mask, ParameterDecomposition, _batch_mask
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.hooks import replace_output
-from mechscope.zoo.base import ActiveRule, GroundTruth, Mechanism, Space, Task, active_matrix
+from mechscope.zoo.base import ActiveRule, GroundTruth, Mechanism, Space, Task
 
 
 class OracleConfig(Config):
@@ -43,10 +43,19 @@ Rules = list[tuple[str, str, int | None]]
 """Per component: (name, rule, feature)."""
 
 
-def _rule_mechs(rules: Rules) -> list[Mechanism]:
-    """Stand-in mechanisms carrying only (rule, feature), to reuse `active_matrix`."""
-    empty = torch.zeros(0)
-    return [Mechanism(n, "parameter", "", empty, 1, r, f) for n, r, f in rules]  # type: ignore[arg-type]
+def rule_activity(rules: Rules, x: Tensor) -> Tensor:
+    """[batch, C] 1.0 where each component's true rule holds on features x, else 0.0.
+
+    The same rules as `active_matrix`, vectorised: the oracle has hundreds of components."""
+    feat = torch.tensor([f if f is not None else 0 for _, _, f in rules], dtype=torch.long, device=x.device)
+    xi = x[:, feat]  # (B, C)
+    any_feature = (x != 0).any(dim=-1, keepdim=True).expand_as(xi)
+    by_rule = {"pos": xi > 0, "neg": xi < 0, "nonzero": xi != 0, "dense": any_feature}
+    out = torch.zeros_like(xi, dtype=torch.bool)
+    for rule, hit in by_rule.items():
+        cols = torch.tensor([r == rule for _, r, _ in rules], device=x.device)
+        out |= hit & cols
+    return out.float()
 
 
 def rank_one_parts(M: Tensor, k: int | None = None, tol: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -95,7 +104,7 @@ class OracleDecomposition(ParameterDecomposition):
 
     def activity(self, x: Tensor) -> dict[str, Tensor]:
         sites = {**self.param, **self.act}
-        return {s: active_matrix(_rule_mechs(v[2]), x).float() for s, v in sites.items()}
+        return {s: rule_activity(v[2], x) for s, v in sites.items()}
 
     def _masked(self, site: str, m: Tensor, module: nn.Module, transpose: bool) -> Any:
         """Σ_c m_c P_c a as ((a Vᵀ) ⊙ m) U: never materialises the [batch, C, d_out] tensor."""

@@ -21,7 +21,7 @@ from torch import Tensor
 from mechscope.decompose.base import Decomposition
 from mechscope.hooks import capture
 
-ABLATION_INPUTS = 256
+ABLATION_INPUTS = 128
 """Per matched pair, Δ_on and Δ_off are each averaged over at most this many `data` inputs (the
 first ones in order; `data` is i.i.d., so that is a fixed random subsample)."""
 ROW_CHUNK = 8192

@@ -99,6 +99,7 @@ def site_recovery(
     sets: EvalSets,
     fires_onehot: dict[str, Tensor],
     fires_data: dict[str, Tensor],
+    bases: dict[str, Tensor | None],
 ) -> SiteResult | None:
     """Similarities, matching, F1 and dense groups of one site; None if nothing is scored there."""
     rank1, dense = scored(truth.in_space(space, site))
@@ -121,7 +122,7 @@ def site_recovery(
         proj = proj.cpu() if proj is not None else None
         if proj is not None:
             colwise_ok = False  # columns lose their meaning once the read side is projected
-            Q = read_basis(proj)
+            Q = bases.get(site)
             if Q is None:
                 P = project_read(P, proj)
             else:  # exact and cheaper: compare in the projection's own basis (d_in -> k)
@@ -178,6 +179,20 @@ def target_device(dec: Decomposition) -> torch.device:
     """Where the target runs (eval inputs go there; every statistic comes back to the CPU)."""
     p = next(iter(dec.target.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def read_bases(truth: GroundTruth) -> dict[str, Tensor | None]:
+    """`read_basis` of every site's read projection, each distinct Π decomposed once (the
+    residual MLP's layers all share one)."""
+    out: dict[str, Tensor | None] = {}
+    seen: list[tuple[Tensor, Tensor | None]] = []
+    for site, proj in truth.read_projection.items():
+        proj = proj.detach().cpu()
+        hit = [Q for P, Q in seen if P.shape == proj.shape and torch.equal(P, proj)]
+        out[site] = hit[0] if hit else read_basis(proj)
+        if not hit:
+            seen.append((proj, out[site]))
+    return out
 
 
 def _mean(xs: list[float]) -> float:
@@ -271,10 +286,11 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
     # --- recovery per space and site ------------------------------------------------------------
     by_space: dict[Space, list[SiteResult]] = {}
     unscored: dict[str, list[str]] = {}
+    bases = read_bases(truth)
     for space in SPACES:
         results, skipped = [], []
         for site in truth.sites(space):
-            r = site_recovery(dec, truth, space, site, sets, fires_onehot, fires_data)
+            r = site_recovery(dec, truth, space, site, sets, fires_onehot, fires_data, bases)
             if r is not None:
                 results.append(r)
             elif any(scored(truth.in_space(space, site))):

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from mechscope.decompose import FitContext, get_method, load_decomposition
-from mechscope.decompose.oracle import OracleDecomposition
+from mechscope.decompose.oracle import OracleDecomposition, rule_activity
 from mechscope.metrics import score
 from mechscope.zoo import TASKS, get_task
-from mechscope.zoo.base import Task
+from mechscope.zoo.base import Mechanism, Task, active_matrix
 from mechscope.zoo.resid_mlp import ResidMLPConfig, ResidMLPTask
 from mechscope.zoo.tms import TMSConfig, TMSTask
 
@@ -136,3 +136,15 @@ def test_oracle_is_perfect_on_every_zoo_task(name: str) -> None:
     task = get_task(name)
     dec = fit_oracle(task)
     assert_perfect(score(dec, task).metrics, task, dec)
+
+
+def test_rule_activity_agrees_with_the_truth_rules(resid: tuple[Task, OracleDecomposition]) -> None:
+    task, dec = resid
+    truth = task.ground_truth(dec.target)
+    x = torch.cat([task.sample(256, torch.Generator().manual_seed(5)), task.onehot()])
+    for site, (_, _, rules) in dec.act.items():
+        mechs = [m for m in truth.in_space("activation", site) if m.rule != "never"]
+        assert torch.equal(rule_activity(rules, x).bool(), active_matrix(mechs, x))
+    rules = [("a", "dense", None), ("b", "never", None), ("c", "neg", 2), ("d", "nonzero", 1)]
+    want = active_matrix([Mechanism(n, "parameter", "", torch.zeros(0), 1, r, f) for n, r, f in rules], x)  # type: ignore[arg-type]
+    assert torch.equal(rule_activity(rules, x).bool(), want)
