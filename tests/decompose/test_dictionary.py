@@ -1,0 +1,161 @@
+"""The shared sparse coder: each activation's rule, its gradients, scale folding and the buffer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mechscope.config import ConfigError
+from mechscope.decompose.activation_buffer import ActivationBuffer, geometric_median, tensor_source
+from mechscope.decompose.dictionary import (
+    BatchTopKOptions,
+    JumpReLUOptions,
+    ReLUOptions,
+    SparseCoder,
+    TopKOptions,
+    _TopKEncode,
+    default_sizes,
+    lr_lambda,
+    train_coder,
+)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def coder(activation: str, k: int | None = None, C: int = 32, d: int = 8) -> SparseCoder:
+    c = SparseCoder(d, d, C, activation, k, sae=True, generator=gen())  # type: ignore[arg-type]
+    with torch.no_grad():
+        c.b_enc.fill_(5.0)  # every pre-activation positive: the sparsity rule alone decides
+    return c
+
+
+def test_topk_keeps_exactly_k() -> None:
+    c = coder("topk", k=3)
+    x = torch.randn(16, 8, generator=gen(1))
+    z = c.encode(x)
+    assert ((z > 0).sum(-1) == 3).all()
+    out = c.train_step(x, x, TopKOptions(k=3), torch.zeros(32, dtype=torch.bool))
+    assert out.l0 == 3.0
+
+
+def test_topk_sparse_backward_matches_dense_autograd() -> None:
+    x = torch.randn(10, 6, generator=gen(2), dtype=torch.float64)
+    W = torch.randn(20, 6, generator=gen(3), dtype=torch.float64, requires_grad=True)
+    b = torch.randn(20, generator=gen(4), dtype=torch.float64, requires_grad=True)
+    vals, idx = _TopKEncode.apply(x, W, b, 4)
+    g = torch.randn_like(vals)
+    (vals * g).sum().backward()
+    gW, gb = W.grad.clone(), b.grad.clone()  # type: ignore[union-attr]
+    W.grad = b.grad = None
+    pre = F.linear(x, W, b)
+    dense = torch.zeros_like(pre).scatter(-1, idx, pre.gather(-1, idx).relu())
+    (dense.gather(-1, idx) * g).sum().backward()
+    assert torch.allclose(gW, W.grad) and torch.allclose(gb, b.grad)  # type: ignore[arg-type]
+
+
+def test_batchtopk_keeps_k_times_batch_and_learns_a_threshold() -> None:
+    c = coder("batchtopk", k=2)
+    x = torch.randn(16, 8, generator=gen(5))
+    out = c.train_step(x, x, BatchTopKOptions(k=2), torch.zeros(32, dtype=torch.bool))
+    assert out.l0 * 16 == 2 * 16  # k·B latents over the batch
+    assert float(c.batch_threshold) > 0
+    z = c.encode(x)  # inference: the threshold, not the batch, decides
+    assert torch.equal(z > 0, c.pre_acts(x) > c.batch_threshold)
+
+
+def test_jumprelu_threshold_gradient_is_nonzero() -> None:
+    c = SparseCoder(8, 8, 32, "jumprelu", sae=True, generator=gen())
+    x = torch.randn(64, 8, generator=gen(6))
+    with torch.no_grad():
+        c.log_threshold.copy_(c.pre_acts(x).median(0).values.clamp_min(1e-3).log())  # many pre-acts near θ
+    cfg = JumpReLUOptions(bandwidth=0.5)
+    c.train_step(x, x, cfg, torch.zeros(32, dtype=torch.bool)).loss.backward()
+    assert c.log_threshold.grad is not None and float(c.log_threshold.grad.abs().sum()) > 0
+    z = c.encode(x)
+    assert torch.equal(z > 0, c.pre_acts(x) > c.threshold)
+
+
+def test_relu_l1_weighted_by_decoder_norm() -> None:
+    c = coder("relu")
+    x = torch.randn(4, 8, generator=gen(7))
+    base = c.train_step(x, x, ReLUOptions(l1_coef=0.0), torch.zeros(32, dtype=torch.bool)).loss
+    pen = c.train_step(x, x, ReLUOptions(l1_coef=1.0), torch.zeros(32, dtype=torch.bool)).loss
+    z = c.encode(x)
+    assert torch.allclose(pen - base, (z * c.W_dec.norm(dim=1)).sum(-1).mean())
+
+
+def test_auxk_revives_dead_latents() -> None:
+    c = coder("topk", k=2)
+    x = torch.randn(32, 8, generator=gen(8))
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[:10] = True
+    c.train_step(x, x, TopKOptions(k=2, aux_coef=1.0), dead).loss.backward()
+    assert c.W_dec.grad is not None and float(c.W_dec.grad[:10].abs().sum()) > 0
+
+
+def test_errors_k_too_large_and_wrong_shape() -> None:
+    with pytest.raises(ConfigError, match="k=40"):
+        SparseCoder(8, 8, 32, "topk", k=40)
+    with pytest.raises(ConfigError, match="k=9 is larger than the dictionary"):
+        default_sizes(TopKOptions(k=9, n_latents=8), 4, torch.ones(10))
+    with pytest.raises(ConfigError, match="unknown activation"):
+        SparseCoder(8, 8, 32, "gelu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"shape \(4, 7\); the dictionary expects \[batch, 8\]"):
+        coder("topk", k=2).encode(torch.randn(4, 7))
+
+
+def test_default_sizes_from_the_task() -> None:
+    counts = torch.tensor([0, 1, 1, 2, 2, 2, 3, 3, 4, 4])
+    assert default_sizes(TopKOptions(), 40, counts) == (80, 2)  # mean 2.2, rounded
+    assert default_sizes(BatchTopKOptions(), 40, torch.zeros(5)) == (80, 1)  # at least 1
+    assert default_sizes(ReLUOptions(n_latents=10), 40, counts) == (10, None)
+
+
+def test_fold_scales_gives_the_same_function_on_raw_activations() -> None:
+    for act, k in (("topk", 2), ("jumprelu", None), ("batchtopk", 2)):
+        c = SparseCoder(6, 5, 12, act, k, sae=False, generator=gen())  # type: ignore[arg-type]
+        with torch.no_grad():
+            c.b_enc.normal_(generator=gen(9))
+            c.batch_threshold.fill_(0.3)
+        x = torch.randn(7, 6, generator=gen(10)) * 4.0
+        s_in, s_out = 4.0, 0.5
+        want_z, want_y = c.encode(x / s_in) * s_out, c(x / s_in) * s_out
+        c.fold_scales(s_in, s_out)
+        assert torch.allclose(c.encode(x), want_z, atol=1e-5) and torch.allclose(c(x), want_y, atol=1e-5)
+
+
+def test_buffer_serves_shuffled_batches_and_refills() -> None:
+    data = torch.arange(100.0).unsqueeze(1)
+    buf = ActivationBuffer(tensor_source(data), size=20, batch=5, generator=gen())
+    seen = torch.cat([buf.next()[0] for _ in range(8)]).flatten()
+    assert seen.unique().numel() > 20  # fresh rows came in after the first half was served
+    first = seen[:10]
+    assert not torch.equal(first, first.sort().values)  # shuffled
+    with pytest.raises(ValueError, match="at least twice"):
+        ActivationBuffer(tensor_source(data), size=8, batch=5, generator=gen())
+
+
+def test_geometric_median_ignores_outliers() -> None:
+    pts = torch.cat([torch.zeros(50, 3), torch.full((10, 3), 100.0)])
+    assert float(geometric_median(pts).norm()) < 1e-2
+    assert float(pts.mean(0).norm()) > 10
+
+
+def test_lr_schedule_warms_up_and_decays() -> None:
+    f = lr_lambda(100, 0.1, 0.2)
+    assert f(0) == pytest.approx(0.1) and f(50) == 1.0 and f(90) == pytest.approx(0.5) and f(99) < 0.1
+
+
+def test_train_coder_recovers_a_planted_dictionary() -> None:
+    torch.manual_seed(0)
+    d, n = 16, 24
+    D = F.normalize(torch.randn(n, d, generator=gen(11)), dim=1)
+    on = torch.rand(20_000, n, generator=gen(12)) < 0.08
+    x = (on * torch.rand(20_000, n, generator=gen(13))) @ D
+    cfg = TopKOptions(steps=400, batch_size=128, buffer_size=2048, lr=5e-3)
+    c = train_coder(tensor_source(x), cfg, 48, 4, True, gen(14))
+    cos = (F.normalize(c.W_dec.detach(), dim=1) @ D.T).abs().max(0).values
+    assert float(cos.mean()) > 0.9
