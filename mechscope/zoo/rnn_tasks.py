@@ -79,7 +79,7 @@ class SineConfig(RecurrentConfig):
     lr: float = 5e-3
     seq_len: int = 80
     input_noise: float = 0.0
-    activity_l2: float = 0.05
+    activity_l2: float = 1.0
 
 
 class IntegratorConfig(RecurrentConfig):
