@@ -116,13 +116,12 @@ def plan_bench(
         check_method(name)
     task_list = list(tasks) if tasks else [t for t in spec.tasks if t in TASKS]
     method_list = list(methods) if methods else method_names()
-    n_seeds = seeds if seeds is not None else spec.seeds
     user_sets = scoped_sets(sets)
     out = Path(out)
     cells = []
     for task in task_list:
         for method in method_list:
-            for seed in range(n_seeds):
+            for seed in range(seeds if seeds is not None else spec.seeds_for(task)):
                 soft = (*preset_sets(spec, task, method), *user_sets)
                 request = CellRequest(task, method, seed, device=device, preset_sets=soft)
                 run_dir = out / "runs" / task / method / f"seed-{seed}"

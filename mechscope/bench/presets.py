@@ -12,6 +12,7 @@ field, so one rule ("every method trains 1,500 steps") covers methods with diffe
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 
 
@@ -23,6 +24,11 @@ class Preset:
     """Task names in report order; names not registered in this install are skipped."""
     seeds: int
     sets: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    task_seeds: tuple[tuple[str, int], ...] = ()
+    """(task glob, seeds): fewer seeds for expensive tasks (unless `--seeds` is given)."""
+
+    def seeds_for(self, task: str) -> int:
+        return next((n for pattern, n in self.task_seeds if fnmatch.fnmatch(task, pattern)), self.seeds)
 
 
 _QUICK_TASKS = (
@@ -44,15 +50,22 @@ _QUICK_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # never mix with full-preset ones).
     ("tms-5-2*", "*", ("task.steps=3000",)),
     ("tms-40-10*", "*", ("task.steps=2000", "task.batch_size=2048")),
+    ("resid-mlp*", "*", ("task.batch_size=512",)),
     # Methods: short fits.
     ("*", "sae-*", ("method.steps=1500",)),
     ("*", "transcoder-*", ("method.steps=1500",)),
     ("*", "spd", ("method.steps=2500",)),
+    # The residual MLP's 1,000-dim stream makes every step ~100× a TMS step: shorter, smaller fits.
+    ("resid-mlp*", "sae-*", ("method.steps=200", "method.batch_size=256", "method.buffer_size=8192")),
+    ("resid-mlp*", "transcoder-*", ("method.steps=200", "method.batch_size=256", "method.buffer_size=8192")),
+    ("resid-mlp*", "spd", ("method.steps=300", "method.batch_size=256")),
+    # Fixed points: fewer starts and iterations than the finder's defaults.
+    ("*", "fixed-points", ("method.n_starts=256", "method.max_iters=300")),
 )
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset("quick", "every task family and method, small settings (≤ 10 min on 2 cores)",
-                    _QUICK_TASKS, seeds=2, sets=_QUICK_SETS),
+                    _QUICK_TASKS, seeds=2, sets=_QUICK_SETS, task_seeds=(("resid-mlp*", 1),)),
     "full": Preset("full", "paper settings, 3 seeds", (*_QUICK_TASKS, "tms-40-10-id"), seeds=3,
                    sets=(("*", "*", ("method.preset=paper",)),)),
     "stress": Preset("stress", "quick settings over 10 seeds (exercises workers and resume)",

@@ -6,6 +6,9 @@ stored one-hot activity pattern and matches (seed 0 of each cell):
 - *missed*: its best match has similarity < 0.9 (DESIGN.md's coverage threshold), or none;
 - *split*: ≥ 2 selective components fire on the mechanism's one-hot input and on no other feature's;
 - *merged*: a selective component fires on the one-hot inputs of ≥ 2 features (those are merged).
+Here a component *fires* on a one-hot input when its activity there is above its method's firing
+threshold and at least a quarter of its largest one-hot activity — so the small interference a
+dictionary latent picks up from a neighbouring feature in superposition is not called a merge.
 A component firing on more than half of the features is *dense* (a bias-like or identity
 component) and is left out of split/merged.
 """
@@ -24,6 +27,8 @@ from safetensors.numpy import load_file
 from mechscope.bench.results import RESULTS, read_results
 
 COVERED = 0.9
+STRONG = 0.25
+"""A component fires *strongly* on a one-hot input at ≥ this fraction of its largest one-hot activity."""
 
 
 @dataclass
@@ -126,7 +131,8 @@ def diagnose(art: Artifacts) -> Diagnosis | None:
         return None
     site, act = found  # [n_onehot, C]
     n_features = int(info.get("n_features") or act.shape[0])
-    fires = act > float(info.get("fire_threshold", 0.0))
+    peak = np.abs(act).max(0, keepdims=True)  # [1, C]
+    fires = (act > float(info.get("fire_threshold", 0.0))) & (act >= STRONG * peak)
     feat = onehot_features(act.shape[0], n_features)
     per_comp = np.zeros((n_features, act.shape[1]), dtype=bool)  # [feature, C]
     for r in range(act.shape[0]):

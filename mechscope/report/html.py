@@ -108,9 +108,10 @@ def leaderboard(cells: dict[tuple[str, str], Cell], tasks: list[str], methods: l
         keys = _metrics_for(cells, task)
         out.append(f"<tr class='task'><td colspan='{len(keys) + 2}'>{html.escape(task)}</td></tr>")
         out.append("<tr><th>method</th><th>seeds</th>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>")
+        na = [m for m in methods if (task, m) in cells and cells[(task, m)].status == "n/a"]
         for method in methods:
             cell = cells.get((task, method))
-            if cell is None:
+            if cell is None or cell.status == "n/a":
                 continue
             if cell.status != "ok":
                 css = "na" if cell.status == "n/a" else "failed"
@@ -129,6 +130,10 @@ def leaderboard(cells: dict[tuple[str, str], Cell], tasks: list[str], methods: l
                 std = f" <span class='std'>± {_fmt(ms[1])}</span>" if len(cell.seeds) > 1 else ""
                 tds.append(f"<td style='background:{colour}'>{_fmt(ms[0])}{std}</td>")
             out.append(f"<tr><td class='name'>{html.escape(method)}</td><td>{len(cell.seeds)}</td>{''.join(tds)}</tr>")
+        if na:
+            reason = html.escape(cells[(task, na[0])].reason or "")
+            out.append(f"<tr><td class='na' colspan='{len(keys) + 2}' style='text-align:left' title='{reason}'>"
+                       f"n/a (the pair makes no sense): {html.escape(', '.join(na))}</td></tr>")
     out.append("</table>")
     return "\n".join(out)
 
