@@ -182,7 +182,19 @@ class RecurrentTask(Task):
 
 
 def train_recurrent(model: RecurrentModel, task: RecurrentTask, seed: int, progress: Progress) -> dict[str, Any]:
-    """Adam on MSE between outputs and targets, with gradient clipping; returns the final loss."""
+    """Adam on MSE between outputs and targets, with gradient clipping; returns the final loss.
+
+    Trains on one torch thread whatever the caller's setting, so a target is the same bit for bit
+    from a test (2 threads), the CLI or a bench worker — the cache key cannot see thread counts."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(model, task, seed, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model: RecurrentModel, task: RecurrentTask, seed: int, progress: Progress) -> dict[str, Any]:
     c = task.config
     torch.manual_seed(seed)
     gen = seeded_generator(seed + 10_000)
