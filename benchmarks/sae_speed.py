@@ -67,24 +67,25 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     x = activations(8 * BATCH)
-    runs: dict[str, Callable[[], float]] = {"mechscope": lambda: ours(x, args.steps)}
+    runs: dict[str, Callable[[int], float]] = {"mechscope": lambda n: ours(x, n)}
     try:
         import sae_lens  # noqa: F401
 
-        runs["saelens"] = lambda: saelens(x, args.steps, sparse=False)
-        runs["saelens-sparse"] = lambda: saelens(x, args.steps, sparse=True)
+        runs["saelens"] = lambda n: saelens(x, n, sparse=False)
+        runs["saelens-sparse"] = lambda n: saelens(x, n, sparse=True)
     except ImportError:
         print("SAELens not installed (pip install -e '.[saelens]'): mechscope alone")
-    for name, fn in list(runs.items()):  # warm-up: imports, allocator, first-call overheads
+    for name, fn in list(runs.items()):  # warm-up (1 step): imports, allocator, first calls
         try:
-            fn()
+            fn(1)
         except Exception as err:  # SAELens's sparse mode fails on CPU in some versions
             print(f"{name}: fails here ({type(err).__name__}: {str(err).splitlines()[0][:100]}); left out")
             del runs[name]
     rates: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):  # interleaved, so load changes hit every trainer alike
         for name, fn in runs.items():
-            rates[name].append(fn())
+            rates[name].append(fn(args.steps))
+            print(f"  {name}: {rates[name][-1]:.0f} activations/s", flush=True)
     med = {name: statistics.median(r) for name, r in rates.items()}
     print(f"TopK SAE d={D} latents={C} k={K} batch={BATCH}, {args.threads} threads, {args.steps} steps x {args.repeats}")
     for name, r in rates.items():
