@@ -128,14 +128,17 @@ def test_ground_truth_algebra_and_shapes() -> None:
         W_in, W_out = layer.mlp_in.weight.detach(), layer.mlp_out.weight.detach()  # type: ignore[union-attr]
         site = f"layers.{li}.mlp_in"
         mechs = truth.in_space("parameter", site)
-        features = [m for m in mechs if m.name != "unused"]
+        features = [m for m in mechs if m.name not in ("unused", "upstream")]
         (unused,) = [m for m in mechs if m.name == "unused"]
+        upstream = [m for m in mechs if m.name == "upstream"]
+        assert len(upstream) == li  # only layers after the first read earlier MLP outputs
+        assert all(m.rule == "dense" and m.rank == d_mlp for m in upstream)
         assert len(features) == n and all(m.rank == 1 and m.rule == "nonzero" for m in features)
         assert all(m.direction.shape == (d_mlp, d) for m in mechs)
         assert [m.feature for m in features] == list(range(n))
         assert torch.allclose(sum(m.direction for m in mechs), W_in, atol=1e-5)  # type: ignore[arg-type]
         assert all(int(torch.linalg.matrix_rank(m.direction)) == 1 for m in features[:3])
-        assert unused.rule == "never" and unused.rank == min(d_mlp, d - n)
+        assert unused.rule == "never" and unused.rank == min(d_mlp, d - n - li * d_mlp)
         # T_i acts on feature j's embedding exactly as W_in does when i == j, and not at all otherwise
         assert torch.allclose(features[4].direction @ W_E[4], W_in @ W_E[4], atol=1e-5)
         assert torch.allclose(features[4].direction @ W_E[7], torch.zeros(d_mlp), atol=1e-5)
@@ -152,10 +155,13 @@ def test_ground_truth_algebra_and_shapes() -> None:
             with torch.no_grad():
                 wrote = layer.mlp_out(F.relu(layer.mlp_in(0.6 * m.read))) / 0.6  # type: ignore[operator]
             assert torch.allclose(m.direction, wrote, atol=1e-5)
-    # the layer-0 remainder never sees data: the stream there lies in span(W_E)
-    (unused0,) = [m for m in truth.in_space("parameter", "layers.0.mlp_in") if m.name == "unused"]
+    # "unused" is exactly that: on data no layer's input reaches it
     r = task.sample(512, torch.Generator().manual_seed(1)) @ W_E
-    assert float((r @ unused0.direction.T).abs().max()) < 1e-4
+    for li, layer in enumerate(model.layers):
+        (unused,) = [m for m in truth.in_space("parameter", f"layers.{li}.mlp_in") if m.name == "unused"]
+        assert float((r @ unused.direction.T).abs().max()) < 1e-4
+        with torch.no_grad():
+            r = layer(r)
     embed = truth.in_space("activation", "embed")
     assert len(embed) == 2 * n
     assert torch.equal(embed[2].direction, W_E[2]) and torch.equal(embed[n + 2].direction, -W_E[2])
