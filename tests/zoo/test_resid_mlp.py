@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from mechscope.zoo import get_task
 from mechscope.zoo.resid_mlp import (
     ResidMLPConfig,
+    ResidMLPLayer,
     ResidMLPModel,
     ResidMLPTask,
     dual_read_vectors,
@@ -29,6 +30,12 @@ def _trained(cfg: ResidMLPConfig = SMALL, seed: int = 0) -> tuple[ResidMLPTask, 
     model = task.build(seed)
     train_resid_mlp(model, task, seed)
     return task, model
+
+
+def _layers(model: ResidMLPModel) -> list[ResidMLPLayer]:
+    layers = list(model.layers)
+    assert all(isinstance(layer, ResidMLPLayer) for layer in layers)
+    return layers  # type: ignore[return-value]
 
 
 def test_registered_tasks_match_the_published_sizes() -> None:
@@ -59,8 +66,8 @@ def test_forward_is_the_residual_formula() -> None:
     _, model = _trained()
     x = torch.randn(7, 12)
     r = x @ model.W_E
-    for layer in model.layers:
-        r = r + F.relu(r @ layer.mlp_in.weight.T) @ layer.mlp_out.weight.T  # type: ignore[operator]
+    for layer in _layers(model):
+        r = r + F.relu(r @ layer.mlp_in.weight.T) @ layer.mlp_out.weight.T
     with torch.no_grad():
         assert torch.allclose(model(x), r @ model.W_E.T, atol=1e-5)
 
@@ -69,7 +76,7 @@ def test_same_seed_same_weights() -> None:
     (_, a), (_, b), (_, c) = _trained(seed=2), _trained(seed=2), _trained(seed=3)
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb)
-    assert not torch.equal(a.layers[0].mlp_in.weight, c.layers[0].mlp_in.weight)  # type: ignore[union-attr]
+    assert not torch.equal(_layers(a)[0].mlp_in.weight, _layers(c)[0].mlp_in.weight)
 
 
 def test_training_lowers_the_loss() -> None:
@@ -124,8 +131,8 @@ def test_ground_truth_algebra_and_shapes() -> None:
         ("layers.1.mlp_in", "layers.1.mlp_out"),
     ]
     W_E = model.W_E
-    for li, layer in enumerate(model.layers):
-        W_in, W_out = layer.mlp_in.weight.detach(), layer.mlp_out.weight.detach()  # type: ignore[union-attr]
+    for li, layer in enumerate(_layers(model)):
+        W_in, W_out = layer.mlp_in.weight.detach(), layer.mlp_out.weight.detach()
         site = f"layers.{li}.mlp_in"
         mechs = truth.in_space("parameter", site)
         features = [m for m in mechs if m.name not in ("unused", "upstream")]
@@ -153,11 +160,11 @@ def test_ground_truth_algebra_and_shapes() -> None:
         for m in (tc[3], tc[n + 3]):
             assert m.read is not None
             with torch.no_grad():
-                wrote = layer.mlp_out(F.relu(layer.mlp_in(0.6 * m.read))) / 0.6  # type: ignore[operator]
+                wrote = layer.mlp_out(F.relu(layer.mlp_in(0.6 * m.read))) / 0.6
             assert torch.allclose(m.direction, wrote, atol=1e-5)
     # "unused" is exactly that: on data no layer's input reaches it
     r = task.sample(512, torch.Generator().manual_seed(1)) @ W_E
-    for li, layer in enumerate(model.layers):
+    for li, layer in enumerate(_layers(model)):
         (unused,) = [m for m in truth.in_space("parameter", f"layers.{li}.mlp_in") if m.name == "unused"]
         assert float((r @ unused.direction.T).abs().max()) < 1e-4
         with torch.no_grad():
