@@ -42,6 +42,19 @@ def read_basis(projection: Tensor, tol: float = 1e-4) -> Tensor | None:
     return evecs[:, evals > 0.5].float()
 
 
+def extend_basis(Q: Tensor, T: Tensor, tol: float = 1e-6) -> Tensor:
+    """Orthonormal basis [d_in, k'] of span(Q) + the row space of T [d_out, d_in] (what T reads)."""
+    _, S, Vh = torch.linalg.svd(T.double(), full_matrices=False)
+    reads = Vh[tol * float(S.max()) < S] if S.numel() and float(S.max()) > 0 else Vh[:0]  # (r, d_in)
+    Qd = Q.double()
+    reads = reads - (reads @ Qd) @ Qd.T  # the part of T's reads outside span(Q)
+    if reads.shape[0] == 0:
+        return Q
+    U, S2, _ = torch.linalg.svd(reads.T, full_matrices=False)  # (d_in, r)
+    extra = U[:, S2 > 1e-4]  # residual reads of unit length; below this they are float noise
+    return torch.cat([Qd, extra], dim=1).float()
+
+
 def parameter_similarity(P: Tensor, T: Tensor) -> Tensor:
     """[n_true, C] Frobenius cosines between true matrices T [n, o, i] and components P [C, o, i]
     (P already read-projected). A zero matrix has similarity 0 to everything."""
@@ -115,6 +128,7 @@ __all__ = [
     "Matching",
     "activation_cosine",
     "activation_similarity",
+    "extend_basis",
     "frobenius_cos",
     "hungarian",
     "norm_ratio",

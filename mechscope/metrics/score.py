@@ -34,6 +34,7 @@ from mechscope.metrics.faithfulness import AblationPair, ablation_specificity, f
 from mechscope.metrics.matching import (
     Matching,
     activation_similarity,
+    extend_basis,
     hungarian,
     parameter_similarity,
     project_read,
@@ -110,7 +111,7 @@ def site_recovery(
         return None  # the method does not decompose this site in this space
     if space == "activation" and dense_only(truth, site) and _directions(dec, site, "parameter") is not None:
         return None  # pieces of a dense rank-k weight mechanism have no activation direction
-    dense_T: list[Tensor] = []
+    dense_pairs: list[tuple[Tensor, Tensor]] = []  # per dense mechanism: (components, T) compared
     colwise_ok = True
     read_sim: Tensor | None = None
     if space == "parameter":
@@ -118,6 +119,7 @@ def site_recovery(
         P = D.detach().float().cpu().reshape(-1, *shape)  # (C, o, i)
         T = torch.stack([m.direction for m in rank1]).float().cpu() if rank1 else torch.zeros(0, *shape)
         dense_T = [m.direction.float().cpu() for m in dense]
+        dense_pairs = [(P, t) for t in dense_T]
         proj = truth.read_projection.get(site)
         proj = proj.cpu() if proj is not None else None
         if proj is not None:
@@ -125,8 +127,13 @@ def site_recovery(
             Q = bases.get(site)
             if Q is None:
                 P = project_read(P, proj)
+                dense_pairs = [(P, t) for t in dense_T]
             else:  # exact and cheaper: compare in the projection's own basis (d_in -> k)
-                P, T, dense_T = P @ Q, T @ Q, [t @ Q for t in dense_T]
+                # A dense mechanism may read outside Π (the residual MLP's "upstream" part of a
+                # later layer's W_in reads earlier MLPs' writes): compare it on Π plus its own reads.
+                bases_m = [extend_basis(Q, t) for t in dense_T]
+                dense_pairs = [(P @ Qm, t @ Qm) for t, Qm in zip(dense_T, bases_m, strict=True)]
+                P, T = P @ Q, T @ Q
         sim = parameter_similarity(P, T)
     else:
         P = D.detach().float().cpu()
@@ -156,9 +163,9 @@ def site_recovery(
         res.l2r = rec.l2r_pairs(P, T, matching)
         res.colwise = rec.colwise(P, T) if rank1 and colwise_ok else None
         any_feature = (sets.data != 0).any(dim=-1)
-        for m, Tm in zip(dense, dense_T, strict=True):
-            group = rec.dense_group(fd, any_feature)
-            res.dense.append((m, rec.dense_score(P, Tm, group)))
+        group = rec.dense_group(fd, any_feature)
+        for m, (Pm, Tm) in zip(dense, dense_pairs, strict=True):
+            res.dense.append((m, rec.dense_score(Pm, Tm, group)))
     return res
 
 

@@ -2,7 +2,14 @@ import math
 
 import torch
 
-from mechscope.metrics.matching import activation_similarity, hungarian, parameter_similarity, project_read
+from mechscope.metrics.matching import (
+    activation_similarity,
+    extend_basis,
+    hungarian,
+    parameter_similarity,
+    project_read,
+    read_basis,
+)
 
 
 def test_parameter_similarity_is_signed_frobenius_cosine() -> None:
@@ -32,3 +39,16 @@ def test_hungarian_recovers_a_permutation_one_to_one() -> None:
     assert m.truth == [0, 1]
     assert m.component == [2, 1]
     assert m.similarity == [float(sim[0, 2]), float(sim[1, 1])]
+
+
+def test_read_basis_and_extension() -> None:
+    Q0 = torch.linalg.qr(torch.randn(6, 2, generator=torch.Generator().manual_seed(0)))[0]  # (6, 2)
+    Q = read_basis(Q0 @ Q0.T)
+    assert Q is not None and Q.shape == (6, 2)
+    assert torch.allclose(Q @ Q.T, Q0 @ Q0.T, atol=1e-5)
+    assert read_basis(torch.tensor([[1.0, 1.0], [0.0, 0.0]])) is None  # not symmetric: no basis
+    T = torch.outer(torch.ones(3), torch.eye(6)[5])  # reads e_5 only
+    Qx = extend_basis(Q, T)
+    assert Qx.shape == (6, 3) and torch.allclose(Qx.T @ Qx, torch.eye(3), atol=1e-5)
+    assert torch.allclose(T @ Qx @ Qx.T, T, atol=1e-5)  # T survives the extended projection
+    assert extend_basis(Q, T @ Q0 @ Q0.T).shape == (6, 2)  # already inside span(Q): unchanged
