@@ -65,11 +65,18 @@ def test_training_is_cached_and_recorded(tmp_path: Path, monkeypatch: pytest.Mon
     info = (target_path(task.name, task.config, 0) / "info.json").read_text()
     assert '"ok": false' in info and '"attempt": 1' in info  # 3 steps cannot pass; retried once
     again = task.make_target(0)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    )
 
 
 def test_dynamics_kind_and_family() -> None:
-    for name, family in (("flipflop-3bit", "rnn"), ("sine-generator", "rnn"), ("linear-rnn", "linear-dynamics")):
+    for name, family in (
+        ("flipflop-3bit", "rnn"),
+        ("sine-generator", "rnn"),
+        ("linear-rnn", "linear-dynamics"),
+    ):
         task = get_task(name)
         assert task.kind == "dynamics" and task.family == family
 
