@@ -58,8 +58,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def cache_key(model_id: str, sites: list[str], ids: Tensor, dtype: str) -> str:
     """What the cache holds: model, sites, the exact token ids (hashed) and storage dtype."""
-    ids_hash = config_hash(ids.shape, int(ids.sum()), int((ids * torch.arange(ids.numel()).view_as(ids)).sum()))
-    return config_hash(model_id, sites, ids_hash, dtype)
+    ids_hash = config_hash(str(tuple(ids.shape)), int(ids.sum()), int((ids * torch.arange(ids.numel()).view_as(ids)).sum()))
+    return config_hash(model_id, ",".join(sites), ids_hash, dtype)
 
 
 def build_cache(

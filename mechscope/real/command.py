@@ -103,6 +103,7 @@ def train_sae(
     steps: Annotated[int, Opt()] = 2_000,
     batch_size: Annotated[int, Opt()] = 1_024,
     lr: Annotated[float, Opt()] = 2e-3,
+    dead_after_steps: Annotated[int, Opt(help="steps without firing before AuxK revives a latent")] = 100,
     seed: Annotated[int, Opt()] = 0,
     device: Annotated[str, Opt()] = "cpu",
     mixed_precision: Annotated[bool, Opt(help="bf16 autocast on GPU")] = False,
@@ -117,7 +118,7 @@ def train_sae(
     with _user_errors():
         c = ActivationCache(cache)
         cfg = TopKSAEConfig(n_latents=n_latents, k=k, steps=steps, batch_size=batch_size, lr=lr,
-                            mixed_precision=mixed_precision)  # fmt: skip
+                            dead_after_steps=dead_after_steps, mixed_precision=mixed_precision)  # fmt: skip
         sync = init_distributed(device)
         rank, world = world_info()
         update, close = _progress_bar("training SAE")

@@ -22,14 +22,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.distributed as dist
 from pydantic import Field
 from torch import Tensor
 
-from mechscope.config import Config, ConfigError
+from mechscope.config import ConfigError
 from mechscope.decompose.activation_buffer import geometric_median
 from mechscope.decompose.dictionary import SparseCoder, TopKOptions, lr_lambda
 from mechscope.real.activation_cache import ActivationCache
@@ -90,8 +90,9 @@ def precision(device: str, mixed: bool) -> Iterator[None]:
 class TopKSAEConfig(TopKOptions):
     """A TopK SAE trained from an activation cache; sizes must be given (no task to size them)."""
 
-    n_latents: int = Field(1024, ge=1)  # type: ignore[assignment]
-    k: int = Field(32, ge=1)  # type: ignore[assignment]
+    n_latents: Annotated[int, Field(ge=1)] = 1024
+    k: Annotated[int, Field(ge=1)] = 32
+    batch_size: Annotated[int, Field(ge=1)] = 1_024
     mixed_precision: bool = False
 
 

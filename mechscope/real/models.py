@@ -99,6 +99,8 @@ class OutputModel(nn.Module):
     The wrapped model's children are registered under their own names, so module paths here are
     exactly the wrapped model's (`encoder.layer.0.output.dense`), and hooks on them fire."""
 
+    _wrapped: nn.Module
+
     def __init__(self, model: nn.Module, logits: bool) -> None:
         super().__init__()
         object.__setattr__(self, "_wrapped", model)  # not a child: keeps the module names unprefixed

@@ -19,7 +19,7 @@ with stochastic masks, with every subcomponent on, and with every subcomponent o
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,15 @@ from torch import Tensor, nn
 
 from mechscope.config import Config, ConfigError
 from mechscope.decompose import spd_losses as L
-from mechscope.decompose.spd import SiteComponents, SPDDecomposition, masked_sites, select_sites, target_pass, weight_matrix
+from mechscope.decompose.spd import (
+    Site,
+    SiteComponents,
+    SPDDecomposition,
+    masked_sites,
+    select_sites,
+    target_pass,
+    weight_matrix,
+)
 from mechscope.decompose.spd_presets import SPDSettings
 from mechscope.zoo.base import Progress, no_progress
 
@@ -40,23 +48,32 @@ class RealSPDConfig(Config):
 
     modules: list[str] = Field(min_length=1)
     """fnmatch patterns of `Linear` / `Conv1D` / `Embedding` modules to decompose."""
-    steps: int = Field(200, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    C: int = Field(64, ge=1)
-    ci_hidden: int = Field(16, ge=1)
+    steps: Annotated[int, Field(ge=1)] = 200
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    lr: Annotated[float, Field(gt=0)] = 2e-3
+    C: Annotated[int, Field(ge=1)] = 64
+    ci_hidden: Annotated[int, Field(ge=1)] = 16
     faithfulness_coeff: float = 1.0
     stochastic_coeff: float = 1.0
     layerwise_coeff: float = 1.0
     importance_coeff: float = 1e-4
     pnorm: float = 2.0
-    faithfulness_warmup_steps: int = Field(200, ge=0)
+    faithfulness_warmup_steps: Annotated[int, Field(ge=0)] = 200
     output_loss: Literal["auto", "kl", "mse"] = "auto"
 
     def settings(self) -> SPDSettings:
         keys = ("steps", "batch_size", "lr", "C", "ci_hidden", "faithfulness_coeff", "stochastic_coeff",
                 "layerwise_coeff", "importance_coeff", "pnorm", "faithfulness_warmup_steps")  # fmt: skip
         return SPDSettings(**{k: getattr(self, k) for k in keys})
+
+
+def _parts(comps: nn.ModuleList) -> list[SiteComponents]:
+    return cast(list[SiteComponents], list(comps))
+
+
+def _shape(site: Site) -> tuple[int, int]:
+    d_out, d_in = weight_matrix(site).shape
+    return int(d_out), int(d_in)
 
 
 def output_error(pred: Tensor, target: Tensor, kind: OutputKind) -> Tensor:
@@ -82,12 +99,12 @@ def batch_indices(seed: int, step: int, n_seq: int, batch: int) -> Tensor:
 
 
 def spd_real_loss(
-    model: nn.Module, sites: list, comps: nn.ModuleList, x: Tensor, s: SPDSettings, kind: OutputKind,
+    model: nn.Module, sites: list[Site], comps: nn.ModuleList, x: Tensor, s: SPDSettings, kind: OutputKind,
     seed: int, step: int, global_batch: int, rows: slice,
 ) -> tuple[Tensor, dict[str, float]]:  # fmt: skip
     """SPD's objective on this rank's rows `rows` of the global batch (a mean over those rows)."""
     y, acts = target_pass(model, sites, x)
-    pre = {site.name: comp.ci_pre(comp.read(site.kind, acts[site.name])) for site, comp in zip(sites, comps, strict=True)}
+    pre = {site.name: comp.ci_pre(comp.read(site.kind, acts[site.name])) for site, comp in zip(sites, _parts(comps), strict=True)}
     g_mask = {n: L.lower_leaky_hard_sigmoid(p, s.leaky_alpha) for n, p in pre.items()}
     names = list(pre)
 
@@ -108,7 +125,7 @@ def spd_real_loss(
     recon = [output_error(o, y, kind) for o in outs]
     g_upper = [L.upper_leaky_hard_sigmoid(p, s.leaky_alpha) for p in pre.values()]
     terms = {
-        "faithfulness": L.faithfulness_loss([weight_matrix(site).detach() for site in sites], [c.weight() for c in comps]),
+        "faithfulness": L.faithfulness_loss([weight_matrix(site).detach() for site in sites], [c.weight() for c in _parts(comps)]),
         "stochastic": recon[0],
         "layerwise": torch.stack(recon[1:]).mean() if layerwise else torch.zeros(()),
         "importance": L.importance_minimality_loss(g_upper, s.pnorm),
@@ -135,9 +152,9 @@ def fit_spd_real(
     s = config.settings()
     device = next(model.parameters()).device
     sites = select_sites(model, config.modules)
-    comps = nn.ModuleList([SiteComponents(*weight_matrix(site).shape, s.C, s.ci_hidden) for site in sites])
+    comps = nn.ModuleList([SiteComponents(*_shape(site), s.C, s.ci_hidden) for site in sites])
     gen = torch.Generator().manual_seed(seed * 1_000_003 + 1)
-    for site, comp in zip(sites, comps, strict=True):
+    for site, comp in zip(sites, _parts(comps), strict=True):
         comp.init_(weight_matrix(site).detach().float().cpu(), gen)
     comps.to(device)
     flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -166,12 +183,12 @@ def fit_spd_real(
     return SPDDecomposition(model, sites, comps, s)
 
 
-def _warmup(sites: list, comps: nn.ModuleList, s: SPDSettings) -> None:
+def _warmup(sites: list[Site], comps: nn.ModuleList, s: SPDSettings) -> None:
     """Faithfulness-only steps so that U V ≈ W before the masks matter (deterministic, rank-free)."""
-    opt = torch.optim.Adam([p for c in comps for p in (c.U, c.V)], lr=s.faithfulness_warmup_lr)
+    opt = torch.optim.Adam([p for c in _parts(comps) for p in (c.U, c.V)], lr=s.faithfulness_warmup_lr)
     Ws = [weight_matrix(site).detach().float() for site in sites]
     for _ in range(s.faithfulness_warmup_steps):
-        loss = L.faithfulness_loss(Ws, [c.weight() for c in comps])
+        loss = L.faithfulness_loss(Ws, [c.weight() for c in _parts(comps)])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -190,7 +207,7 @@ def masked_loss_report(dec: SPDDecomposition, ids: Tensor, has_lm_head: bool, se
     device = next(model.parameters()).device
     x = ids.to(device)
     y, acts = target_pass(model, dec.site_info, x)
-    ci = {s.name: L.hard_sigmoid(c.ci_pre(c.read(s.kind, acts[s.name]))) for s, c in zip(dec.site_info, dec.comps, strict=True)}
+    ci = {s.name: L.hard_sigmoid(c.ci_pre(c.read(s.kind, acts[s.name]))) for s, c in zip(dec.site_info, _parts(dec.comps), strict=True)}
     gen = torch.Generator().manual_seed(seed)
     masks = {
         "ci": ci,
@@ -206,5 +223,5 @@ def masked_loss_report(dec: SPDDecomposition, ids: Tensor, has_lm_head: bool, se
         if kind == "mse":
             out[f"{name}.cosine"] = float(cosine(pred, y))
     out["l0_ci"] = float(sum((g > 0.1).float().sum(-1).mean() for g in ci.values()))
-    out["n_components"] = float(sum(int(c.U.shape[1]) for c in dec.comps))
+    out["n_components"] = float(sum(int(c.U.shape[1]) for c in _parts(dec.comps)))
     return out

@@ -17,6 +17,7 @@ from mechscope.config import ConfigError
 from mechscope.decompose.dictionary import DictionaryConfig, SparseCoder, TopKOptions, train_coder
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
 from mechscope.decompose.registry import FitContext
+from mechscope.hooks import Where
 from mechscope.real.activation_cache import ActivationCache
 from mechscope.zoo.base import Progress, no_progress
 
@@ -50,9 +51,7 @@ def train_sae_cached(
     source = cache.source(site, ctx.generator(10), write_site)
     k = config.k if isinstance(config, TopKOptions) else None
     cfg = config.model_copy(update={"buffer_size": min(config.buffer_size, cache.n_rows)})
-    if cfg.batch_size > cfg.buffer_size // 2:
-        cfg = cfg.model_copy(update={"batch_size": cfg.buffer_size // 2})
     coder = train_coder(source, cfg, config.n_latents, k, write_site is None, ctx.generator(100), progress)
     out_site = write_site or site
-    read = (site, "output")
+    read: tuple[str, Where] = (site, "output")
     return DictionaryDecomposition(model, {out_site: SiteCoder(coder, read)})

@@ -11,7 +11,7 @@ from mechscope.real.models import LoadedModel, OutputModel, load_model, resolve_
 def test_missing_model_path_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         load_model(tmp_path)
 
 
