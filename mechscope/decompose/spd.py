@@ -26,8 +26,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -35,16 +33,23 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mechscope.config import Config, ConfigError, config_hash
+from mechscope.config import Config, config_hash
 from mechscope.decompose import spd_losses as L
 from mechscope.decompose.base import Mask, ParameterDecomposition
 from mechscope.decompose.registry import FitContext, MethodSpec, register
-from mechscope.decompose.spd_presets import Preset, SPDSettings, resolve
+from mechscope.decompose.spd_presets import (
+    Kind,
+    Preset,
+    Site,
+    SPDSettings,
+    default_patterns,
+    glob_escape,
+    resolve,
+    select_sites,
+    weight_matrix,
+)
 from mechscope.hooks import capture, replace_output
 from mechscope.zoo.base import GroundTruth, Space, Task, active_matrix
-
-Kind = Literal["linear", "embedding", "conv1d"]
-SUPPORTED = "nn.Linear, nn.Embedding, transformers Conv1D"
 
 
 class SPDConfig(Config):
@@ -74,78 +79,6 @@ class SPDConfig(Config):
     lr_final_frac: float | None = Field(None, ge=0, le=1)
     output_loss: Literal["auto", "mse", "kl"] = "auto"
     checkpoint_every: int = Field(2000, ge=1)
-
-
-# --- sites: which modules, and how to read their weight --------------------------------------------
-@dataclass
-class Site:
-    name: str
-    kind: Kind
-    module: nn.Module
-    aliases: list[str]
-    """Modules tied to this one (they compute with Wᵀ): same subcomponents, transposed."""
-
-
-def module_kind(name: str, module: nn.Module) -> Kind:
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if isinstance(module, nn.Embedding):
-        return "embedding"
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-        return "conv1d"
-    raise ConfigError(f"SPD cannot decompose module {name!r} of type {type(module).__name__}; supported: {SUPPORTED}")
-
-
-def weight_matrix(site: Site) -> Tensor:
-    """The site's weight as the map it applies: [d_out, d_in]."""
-    w = site.module.weight
-    assert isinstance(w, Tensor)
-    return w if site.kind == "linear" else w.T  # Embedding is [vocab, d], Conv1D is [d_in, d_out]
-
-
-def default_patterns(task: Task, target: nn.Module) -> list[str]:
-    names = {n for n, _ in target.named_modules()}
-    if task.family == "tms":
-        return [p for p in ("W", "identity") if p in names]
-    if task.family == "resid-mlp":
-        return ["layers.*.mlp_in", "layers.*.mlp_out"]
-    tied = getattr(target, "tied", {})
-    return [n for n, m in target.named_modules() if n and n not in tied and _supported(m)]
-
-
-def _supported(module: nn.Module) -> bool:
-    try:
-        module_kind("", module)
-    except ConfigError:
-        return False
-    return True
-
-
-def select_sites(target: nn.Module, patterns: list[str]) -> list[Site]:
-    """Sites matching `patterns`, in the model's module order; one-line errors for bad patterns."""
-    modules = dict(target.named_modules())
-    tied: dict[str, str] = getattr(target, "tied", {})
-    chosen: list[str] = []
-    for pat in patterns:
-        hits = [n for n in modules if n and fnmatch(n, pat)]
-        if not hits:
-            close = ", ".join(n for n in list(modules)[1:12])
-            raise ConfigError(f"module pattern {pat!r} matches no module of {type(target).__name__}; modules: {close}")
-        for n in hits:
-            if n in tied:
-                if not any(fnmatch(tied[n], p) for p in patterns):
-                    raise ConfigError(f"module {n!r} is tied to {tied[n]!r}: decompose {tied[n]!r} instead")
-                continue
-            module_kind(n, modules[n])  # raises for unsupported types
-            if n not in chosen:
-                chosen.append(n)
-    if not chosen:
-        raise ConfigError("SPD needs at least one module to decompose; got patterns " + repr(patterns))
-    order = {n: i for i, n in enumerate(modules)}
-    return [
-        Site(n, module_kind(n, modules[n]), modules[n], [a for a, s in tied.items() if s == n])
-        for n in sorted(chosen, key=order.__getitem__)
-    ]
 
 
 # --- the subcomponents and their causal-importance MLPs --------------------------------------------
@@ -189,6 +122,9 @@ class SiteComponents(nn.Module):
             self.U.copy_(U)
             self.w1.copy_(torch.randn(C, H, generator=gen) * 2**0.5)
             self.w2.copy_(torch.randn(C, H, generator=gen) * (2 / H) ** 0.5)
+            if reads is not None:  # the spare components start unimportant (g = 0 on every input)
+                self.w2[reads.shape[0] :] = 0
+                self.b2[reads.shape[0] :] = -1
 
     def read(self, kind: Kind, a: Tensor) -> Tensor:
         """Component activations V[c, :]·a, [..., C] (an embedding reads V's column at the index)."""
@@ -266,19 +202,6 @@ def target_pass(target: nn.Module, sites: list[Site], x: Tensor) -> tuple[Tensor
     return y, dict(acts)
 
 
-def live_rows(acts: dict[str, Tensor]) -> Tensor | None:
-    """Indices of the examples on which some decomposed module reads a non-zero input, or None when
-    that cannot be decided (an embedding reads indices).
-
-    On the other rows every masked module outputs exactly its bias whatever the masks, so the masked
-    forward equals the target's: their reconstruction error is exactly 0 and their causal importance
-    is that of a zero input. Skipping them changes no loss value (TMS: ~77 % of inputs are empty)."""
-    if any(not a.is_floating_point() for a in acts.values()):
-        return None
-    nonzero = torch.stack([a.flatten(1).ne(0).any(1) for a in acts.values()]).any(0)  # (B,)
-    return nonzero.nonzero().squeeze(1)
-
-
 def spd_loss(
     target: nn.Module,
     sites: list[Site],
@@ -294,7 +217,7 @@ def spd_loss(
     """The SPD objective on one batch; returns (total, the unweighted terms)."""
     cs = as_components(comps)
     B = x.shape[0]
-    live = live_rows(acts) if s.skip_zero_rows else None
+    live = L.live_rows(acts) if s.skip_zero_rows else None
     n_zero = 0 if live is None else B - live.numel()
     if live is not None:
         x, y, acts = x[live], y[live], {k: a[live] for k, a in acts.items()}
@@ -361,6 +284,16 @@ def _frozen(target: nn.Module) -> Iterator[None]:
             p.requires_grad_(f)
 
 
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _faithfulness_warmup(sites: list[Site], comps: nn.ModuleList, s: SPDSettings) -> None:
     """A few steps on faithfulness alone so that U V ≈ W before the masks start to matter."""
     cs = as_components(comps)
@@ -400,7 +333,11 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
     for site, comp in zip(sites, as_components(comps), strict=True):
         reads = None
         if s.init == "data" and pool_acts[site.name].is_floating_point():
-            reads = L.frequent_directions(pool_acts[site.name].cpu(), s.C)
+            # More recurring directions than input dimensions are superposed, not read vectors: then
+            # start from the input's principal axes (a dense mechanism such as +ID's identity).
+            a = pool_acts[site.name].cpu()
+            reads = L.frequent_directions(a, min(s.C, comp.V.shape[1]))
+            reads = reads if reads is not None else L.principal_directions(a, s.C)
         comp.init_(weight_matrix(site).detach().cpu(), init_gen, reads)
     comps.to(device)
     data_gen = ctx.generator(2)
@@ -429,7 +366,7 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
     # ctx.extras["monitor"](step, decomposition) is called every extras["monitor_every"] steps.
     monitor: Any = ctx.extras.get("monitor")
     monitor_every = int(ctx.extras.get("monitor_every", 500))  # type: ignore[call-overload]
-    with _frozen(target):
+    with _frozen(target), _threads(s.threads or torch.get_num_threads()):
         if start == 0 and s.faithfulness_warmup_steps:
             _faithfulness_warmup(sites, comps, s)
         warm = max(1, int(s.importance_warmup_frac * s.steps))
@@ -546,11 +483,6 @@ class SPDDecomposition(ParameterDecomposition):
             comp.load_state_dict({k[len(site.name) + 1 :]: v for k, v in tensors.items() if k.startswith(site.name + ".")})
             comps.append(comp)
         return cls(target, sites, comps, settings)
-
-
-def glob_escape(name: str) -> str:
-    """A module name as an fnmatch pattern that matches only itself."""
-    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
 
 
 def _applies(task: Task) -> str | None:

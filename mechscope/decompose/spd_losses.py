@@ -140,3 +140,25 @@ def frequent_directions(a: Tensor, max_k: int, min_count: int = 4, decimals: int
     frequent = frequent[counts[frequent].argsort(descending=True, stable=True)]
     reads = torch.stack([(u * sign)[inverse == f].mean(0) for f in frequent.tolist()])
     return reads / reads.norm(dim=1, keepdim=True)
+
+
+def principal_directions(a: Tensor, max_k: int, rel_tol: float = 1e-4) -> Tensor:
+    """The principal axes [k, d_in] of a sample of inputs a [N, d_in] (singular values above
+    rel_tol of the largest; at most max_k): the read basis of a dense mechanism."""
+    a = a.reshape(-1, a.shape[-1]).float()
+    _, S, Vh = torch.linalg.svd(a, full_matrices=False)
+    k = min(max_k, int((rel_tol * S[0] < S).sum()))
+    return Vh[:k]
+
+
+def live_rows(acts: dict[str, Tensor]) -> Tensor | None:
+    """Indices of the examples on which some decomposed module reads a non-zero input, or None when
+    that cannot be decided (an embedding reads indices).
+
+    On the other rows every masked module outputs exactly its bias whatever the masks, so the masked
+    forward equals the target's: their reconstruction error is exactly 0 and their causal importance
+    is that of a zero input. Skipping them changes no loss value (TMS: ~77 % of inputs are empty)."""
+    if any(not a.is_floating_point() for a in acts.values()):
+        return None
+    nonzero = torch.stack([a.flatten(1).ne(0).any(1) for a in acts.values()]).any(0)  # (B,)
+    return nonzero.nonzero().squeeze(1)
