@@ -264,5 +264,12 @@ def _print_summary(metrics: dict[str, Any]) -> None:
             print(f"  {key:<14} {value}")
 
 
+# Real-model commands (cache-activations, train-sae, decompose-model, planted): mechscope/real/command.py
+from mechscope.real.command import COMMANDS as _REAL_COMMANDS  # noqa: E402
+
+for _name, _fn in _REAL_COMMANDS.items():
+    app.command(_name)(_fn)
+
+
 if __name__ == "__main__":
     app()
