@@ -55,6 +55,7 @@ _QUICK_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("*", "sae-*", ("method.steps=1500",)),
     ("*", "transcoder-*", ("method.steps=1500",)),
     ("*", "spd", ("method.steps=2500",)),
+    ("tms-40-10*", "spd", ("method.steps=1000",)),  # C = 200 components: ~3× a 5-2 step
     # The residual MLP's 1,000-dim stream makes every step ~100× a TMS step: shorter, smaller fits.
     ("resid-mlp*", "sae-*", ("method.steps=200", "method.batch_size=256", "method.buffer_size=8192")),
     ("resid-mlp*", "transcoder-*", ("method.steps=200", "method.batch_size=256", "method.buffer_size=8192")),
