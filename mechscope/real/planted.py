@@ -191,7 +191,8 @@ FAST_SETTINGS: dict[str, dict[str, Any]] = {
     "spd": {"modules": ["planted.read", "planted.write"], "steps": 400, "batch_size": 256, "C": 20, "lr": 1e-2,
             "importance_coeff": 3e-3, "pnorm": 1.0},
 }  # fmt: skip
-"""Short runs that fit a CPU test budget (the planted rules are clean, so they are found quickly)."""
+"""Short runs that fit a CPU budget. The TopK SAE finds the planted rules at these settings (MMCS 0.999);
+SPD is not converged at 400 steps (MMCS 0.44) nor at 1,500 (0.54): raise `steps` for a real SPD check."""
 
 REPORTED = ("mmcs", "mcc", "coverage", "activity_f1", "faithfulness", "l0", "l0_true", "n_alive")
 
