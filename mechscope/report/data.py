@@ -7,7 +7,7 @@ stored one-hot activity pattern and matches (seed 0 of each cell):
 - *split*: ≥ 2 selective components fire on the mechanism's one-hot input and on no other feature's;
 - *merged*: a selective component fires on the one-hot inputs of ≥ 2 features (those are merged).
 Here a component *fires* on a one-hot input when its activity there is above its method's firing
-threshold and at least a quarter of its largest one-hot activity — so the small interference a
+threshold and at least half of its largest one-hot activity — so the small interference a
 dictionary latent picks up from a neighbouring feature in superposition is not called a merge.
 A component firing on more than half of the features is *dense* (a bias-like or identity
 component) and is left out of split/merged.
@@ -27,7 +27,7 @@ from safetensors.numpy import load_file
 from mechscope.bench.results import RESULTS, read_results
 
 COVERED = 0.9
-STRONG = 0.25
+STRONG = 0.5
 """A component fires *strongly* on a one-hot input at ≥ this fraction of its largest one-hot activity."""
 
 

@@ -132,7 +132,8 @@ def leaderboard(cells: dict[tuple[str, str], Cell], tasks: list[str], methods: l
             out.append(f"<tr><td class='name'>{html.escape(method)}</td><td>{len(cell.seeds)}</td>{''.join(tds)}</tr>")
         if na:
             reason = html.escape(cells[(task, na[0])].reason or "")
-            out.append(f"<tr><td class='na' colspan='{len(keys) + 2}' style='text-align:left' title='{reason}'>"
+            out.append(f"<tr><td class='na' colspan='{len(keys) + 2}' style='text-align:left;white-space:normal'"
+                       f" title='{reason}'>"
                        f"n/a (the pair makes no sense): {html.escape(', '.join(na))}</td></tr>")
     out.append("</table>")
     return "\n".join(out)
