@@ -1,14 +1,15 @@
 """Decomposition methods. Each import below registers one method (one file each)."""
 
+# --- method registrations: one line per method file ---
+from mechscope.decompose import (
+    oracle,  # noqa: F401
+    random_components,  # noqa: F401
+    sae,  # noqa: F401
+    spd,  # noqa: F401
+    transcoder,  # noqa: F401
+)
 from mechscope.decompose.base import Decomposition, ParameterDecomposition, load_decomposition
 from mechscope.decompose.registry import METHODS, FitContext, MethodSpec, get_method, register
-
-# --- method registrations: one line per method file ---
-from mechscope.decompose import oracle  # noqa: E402,F401
-from mechscope.decompose import random_components  # noqa: E402,F401
-from mechscope.decompose import sae  # noqa: E402,F401
-from mechscope.decompose import spd  # noqa: E402,F401
-from mechscope.decompose import transcoder  # noqa: E402,F401
 
 __all__ = [
     "METHODS",

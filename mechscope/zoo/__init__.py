@@ -22,8 +22,11 @@ def get_task(name: str) -> Task:
 
 
 # --- task registrations: one import per task family file ---
-from mechscope.zoo import tms  # noqa: E402,F401
-from mechscope.zoo import resid_mlp  # noqa: E402,F401
-from mechscope.zoo import rnn_tasks, linear_dynamics  # noqa: E402,F401
+from mechscope.zoo import (  # noqa: E402,F401
+    linear_dynamics,
+    resid_mlp,
+    rnn_tasks,
+    tms,
+)
 
 __all__ = ["TASKS", "GroundTruth", "Mechanism", "Task", "get_task", "register_task"]
