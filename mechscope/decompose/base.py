@@ -174,18 +174,37 @@ class ParameterDecomposition(Decomposition):
             return self.target(x)
 
     def _masked(self, site: str, m: Tensor, module: nn.Module, transpose: bool) -> Any:
-        def fn(inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
-            a = inputs[0]
-            lead = a.shape[:-1]
-            flat = a.reshape(-1, a.shape[-1])
-            mm = m if m.shape[0] == flat.shape[0] else m.repeat_interleave(flat.shape[0] // m.shape[0], 0)
-            out = torch.einsum("bco,bc->bo", self.component_outputs(site, flat, transpose), mm.to(flat.dtype))
-            bias = getattr(module, "bias", None)
-            if isinstance(bias, Tensor):
-                out = out + bias
-            return out.reshape(*lead, out.shape[-1])
+        def contributions(flat: Tensor) -> Tensor:  # (B, C, d_out)
+            return self.component_outputs(site, flat, transpose)
 
-        return fn
+        return _masked_output(lambda flat, mm: torch.einsum("bco,bc->bo", contributions(flat), mm), m, module)
+
+
+def factored_masked_output(U: Tensor, V: Tensor, m: Tensor, module: nn.Module, transpose: bool) -> Any:
+    """Hook computing Σ_c m_c U[:, c] V[c, :] a as ((a Vᵀ) ⊙ m) U (or the transpose for a tied
+    module) without materialising the [batch, C, d_out] tensor of per-component outputs.
+
+    `U` is [C, d_out] (write rows) and `V` is [C, d_in] (read rows)."""
+    read, write = (U, V) if transpose else (V, U)
+    return _masked_output(lambda flat, mm: ((flat @ read.T) * mm) @ write, m, module)
+
+
+def _masked_output(combine: Any, m: Tensor, module: nn.Module) -> Any:
+    """Forward hook: the module's output rebuilt from its input by `combine(a, mask)` + its bias.
+
+    Inputs with extra leading dims (sequences) are flattened; a per-input mask is repeated over them."""
+
+    def fn(inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        a = inputs[0]
+        flat = a.reshape(-1, a.shape[-1])
+        mm = m if m.shape[0] == flat.shape[0] else m.repeat_interleave(flat.shape[0] // m.shape[0], 0)
+        out = combine(flat, mm.to(flat.dtype))
+        bias = getattr(module, "bias", None)
+        if isinstance(bias, Tensor):
+            out = out + bias
+        return out.reshape(*a.shape[:-1], out.shape[-1])
+
+    return fn
 
 
 def _batch_mask(mask: Tensor, batch: int) -> Tensor:

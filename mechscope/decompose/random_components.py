@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.config import Config
-from mechscope.decompose.base import Decomposition, Mask, ParameterDecomposition
+from mechscope.decompose.base import Decomposition, Mask, ParameterDecomposition, factored_masked_output
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.hooks import capture
 from mechscope.zoo.base import GroundTruth, Space, Task
@@ -77,21 +77,8 @@ class RandomDecomposition(ParameterDecomposition):
         return out
 
     def _masked(self, site: str, m: Tensor, module: nn.Module, transpose: bool) -> Any:
-        """Σ_c m_c P_c a as ((a Vᵀ) ⊙ m) U: never materialises the [batch, C, d_out] tensor."""
         U, V = self.param[site][0], self.param[site][1]
-        read, write = (U, V) if transpose else (V, U)
-
-        def fn(inputs: tuple[Any, ...], output: Tensor) -> Tensor:
-            a = inputs[0]
-            flat = a.reshape(-1, a.shape[-1])
-            mm = m if m.shape[0] == flat.shape[0] else m.repeat_interleave(flat.shape[0] // m.shape[0], 0)
-            out = ((flat @ read.T) * mm.to(flat.dtype)) @ write  # (B, C) -> (B, d_out)
-            bias = getattr(module, "bias", None)
-            if isinstance(bias, Tensor):
-                out = out + bias
-            return out.reshape(*a.shape[:-1], out.shape[-1])
-
-        return fn
+        return factored_masked_output(U, V, m, module, transpose)
 
     def forward_with(self, x: Tensor, mask: Mask) -> Tensor:
         return super().forward_with(x, {s: m for s, m in mask.items() if s in self.param})
