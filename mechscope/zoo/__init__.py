@@ -21,12 +21,12 @@ def get_task(name: str) -> Task:
     return TASKS[name]()
 
 
-# --- task registrations: one import per task family file ---
-from mechscope.zoo import (  # noqa: E402,F401
-    linear_dynamics,
-    resid_mlp,
-    rnn_tasks,
-    tms,
-)
+# --- task registrations: one import per task family file, in the order `mechscope tasks` lists them ---
+# isort: off
+from mechscope.zoo import tms  # noqa: E402,F401
+from mechscope.zoo import resid_mlp  # noqa: E402,F401
+from mechscope.zoo import rnn_tasks  # noqa: E402,F401
+from mechscope.zoo import linear_dynamics  # noqa: E402,F401
+# isort: on
 
 __all__ = ["TASKS", "GroundTruth", "Mechanism", "Task", "get_task", "register_task"]
