@@ -116,8 +116,13 @@ class Task(ABC):
     kind: ClassVar[Literal["decomposition", "dynamics"]] = "decomposition"
     Cfg: ClassVar[type[Config]]
 
-    def __init__(self, config: Config | None = None) -> None:
+    def __init__(self, config: Config | None = None, name: str | None = None, summary: str | None = None) -> None:
+        """`name`/`summary` let one Task class serve several registered settings (tms-5-2, tms-40-10…)."""
         self.config = config if config is not None else self.Cfg()
+        if name is not None:
+            self.name = name  # type: ignore[misc]
+        if summary is not None:
+            self.summary = summary  # type: ignore[misc]
 
     @abstractmethod
     def make_target(self, target_seed: int, progress: Progress = no_progress) -> nn.Module:

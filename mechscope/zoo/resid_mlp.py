@@ -116,13 +116,10 @@ def _rank(M: Tensor) -> int:
 
 class ResidMLPTask(Task):
     family = "resid-mlp"
+    name = "resid-mlp"  # registered settings pass their own name and summary
+    summary = ""
     Cfg = ResidMLPConfig
     config: ResidMLPConfig
-
-    def __init__(self, config: Config | None = None, name: str = "resid-mlp", summary: str = "") -> None:
-        super().__init__(config)
-        self.name = name  # type: ignore[misc]
-        self.summary = summary  # type: ignore[misc]
 
     @property
     def n_features(self) -> int:

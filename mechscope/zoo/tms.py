@@ -95,13 +95,10 @@ class TMSModel(nn.Module):
 
 class TMSTask(Task):
     family = "tms"
+    name = "tms"  # registered settings pass their own name and summary
+    summary = ""
     Cfg = TMSConfig
     config: TMSConfig
-
-    def __init__(self, config: Config | None = None, name: str = "tms", summary: str = "") -> None:
-        super().__init__(config)
-        self.name = name  # type: ignore[misc]
-        self.summary = summary  # type: ignore[misc]
 
     @property
     def n_features(self) -> int:
