@@ -23,6 +23,7 @@ depend on Δ at all; B(u) depending on u (as in Mamba) keeps the point moving wi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -34,6 +35,16 @@ from mechscope.zoo import register_task
 from mechscope.zoo.base import GroundTruth, Progress, Task, no_progress
 from mechscope.zoo.cache import seeded_generator
 from mechscope.zoo.rnn_tasks import ExpectedStructure
+
+
+def unroll(step: Callable[[Tensor, Tensor], Tensor], u: Tensor, state_size: int, dtype: torch.dtype) -> Tensor:
+    """States [B, T, n] of `h ← step(h, u_t)` from h = 0 over inputs u [B, T, m]."""
+    h = torch.zeros(u.shape[0], state_size, dtype=dtype)
+    out = []
+    for t in range(u.shape[1]):
+        h = step(h, u[:, t])
+        out.append(h)
+    return torch.stack(out, dim=1)
 
 
 class LinearRNNConfig(Config):
@@ -61,12 +72,7 @@ class LinearRNN(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         """Run from h = 0 over u [B, T, m]; returns states [B, T, n]."""
-        h = torch.zeros(u.shape[0], self.state_size, dtype=self.A.dtype)
-        out = []
-        for t in range(u.shape[1]):
-            h = self.step(h, u[:, t])
-            out.append(h)
-        return torch.stack(out, dim=1)
+        return unroll(self.step, u, self.state_size, self.A.dtype)
 
     def fixed_point(self, u: Tensor) -> Tensor:
         """Closed form h* = (I − A)⁻¹ B u for one input u [m]."""
@@ -145,12 +151,7 @@ class SelectiveSSM(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         """Run from h = 0 over u [B, T, m]; returns states [B, T, D·N]."""
-        h = torch.zeros(u.shape[0], self.state_size, dtype=self.a.dtype)
-        out = []
-        for t in range(u.shape[1]):
-            h = self.step(h, u[:, t])
-            out.append(h)
-        return torch.stack(out, dim=1)
+        return unroll(self.step, u, self.state_size, self.a.dtype)
 
     def fixed_point(self, u: Tensor) -> Tensor:
         """Closed form h* = B̄ x / (1 − Ā) for one input u [m], flattened."""
