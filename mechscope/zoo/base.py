@@ -68,6 +68,9 @@ class GroundTruth:
     comparison (residual MLP: onto span(W_E), since the rest of W_in is never used on data)."""
     output_kind: Literal["mse", "logits"] = "mse"
     notes: list[str] = field(default_factory=list)
+    hierarchy: list[tuple[int, int]] = field(default_factory=list)
+    """(parent feature, child feature) pairs of a hierarchical task: the parent is active whenever
+    the child is. Scored by `absorption` (does the child's component take over the parent's?)."""
 
     def in_space(self, space: Space, site: str | None = None) -> list[Mechanism]:
         return [m for m in self.mechanisms if m.space == space and (site is None or m.site == site)]
