@@ -19,12 +19,19 @@ adds `task`, `method`, `seed`, `target_seed`, `wall_s`, `peak_mem_mb`):
     faithfulness                MSE (KL for logits) of forward_with(all on) vs the target on `data`
     shrinkage                   only for methods whose `reconstruct` is non-empty (`onehot`)
     ablation_specificity        mean over the recovery space's matched pairs
+    absorption, absorption_data only when truth.hierarchy is non-empty: over (parent, child) pairs,
+                                how often the child's matched component fires while the parent's
+                                does not, on the `hierarchy` probe set / on `data` (absorption.py)
+    latent_f1, latent_precision, latent_recall   activation space, SAELens's synthetic-benchmark
+                                definition: every latent vs its closest true feature on `data`,
+                                averaged over latents (latent_f1.py); also in spaces.activation
     n_features, represented[list], n_represented, truth_notes[list]
     unscored_sites{space: [site]}   truth sites left out (not decomposed / dense-only, see score.py)
     spaces.<parameter|activation>.<recovery key>    every present space
     sites.<site>.<key>          per site: recovery_space + its recovery keys (one space per site:
                                 the top one where the site has it), l0, n_alive, n_components,
-                                dead_frac, shrinkage, ablation_specificity
+                                dead_frac, shrinkage, ablation_specificity, absorption,
+                                absorption_data, latent_f1, latent_precision, latent_recall
 
 Recovery keys = n_true, true_rank, mmcs, mcc, uniqueness, coverage, activity_f1,
 activity_f1_data, ml2r, mmcs_colwise, ml2r_colwise, dense_cos, dense_l2r, dense_rank.

@@ -15,6 +15,8 @@ a site whose parameter truth is one dense rank-k mechanism, for methods with par
 components there (DESIGN: a rank-k mechanism has no activation direction; its rank-1 pieces are
 not per-feature writes). The top-level recovery keys come from parameter space when present,
 else activation space; `sites.<site>` holds one space per site (its `recovery_space`).
+Two additions read the matches afterwards: `absorption`/`absorption_data` (only when the truth has a
+hierarchy; top space's pairs) and `latent_precision/recall/f1` (activation space, every latent).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import torch
 from torch import Tensor
 
 from mechscope.decompose.base import Decomposition
+from mechscope.metrics import absorption as absn
 from mechscope.metrics import activity as act
+from mechscope.metrics import latent_f1 as lf1
 from mechscope.metrics import recovery as rec
 from mechscope.metrics.eval_sets import EvalSets, eval_sets
 from mechscope.metrics.faithfulness import AblationPair, ablation_specificity, faithfulness, shrinkage_by_site
@@ -253,6 +257,62 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _absorption(
+    dec: Decomposition,
+    truth: GroundTruth,
+    sets: EvalSets,
+    by_space: dict[Space, list[SiteResult]],
+    top: Space,
+    fires_data: dict[str, Tensor],
+    metrics: dict[str, Any],
+    sites: dict[str, dict[str, Any]],
+) -> None:
+    """`absorption` (the `hierarchy` probe set) and `absorption_data` (`data`), top level from the
+    top space's matches, per site from the site's recovery space (see metrics/absorption.py)."""
+    probe = absn.hierarchy_probe(truth.hierarchy, int(sets.data.shape[1]))
+    fires_probe = {s: f.cpu() for s, f in dec.fires(probe.to(target_device(dec))).items()}
+    top_probe: list[float] = []
+    top_data: list[float] = []
+    for space, results in by_space.items():
+        for r in results:
+            if not r.rank1:
+                continue
+            C, m = r.n_components, r.matching
+            fp = fires_probe.get(r.site, torch.zeros(probe.shape[0], C, dtype=torch.bool))
+            fd = fires_data.get(r.site, torch.zeros(sets.data.shape[0], C, dtype=torch.bool))
+            on_probe = absn.site_absorption(truth.hierarchy, r.rank1, m.truth, m.component, probe, fp)
+            on_data = absn.site_absorption(truth.hierarchy, r.rank1, m.truth, m.component, sets.data, fd)
+            on_data = [v for v in on_data if not math.isnan(v)]
+            if space == top:
+                top_probe += on_probe
+                top_data += on_data
+            if sites.get(r.site, {}).get("recovery_space") == space:
+                sites[r.site].update(absorption=_mean(on_probe), absorption_data=_mean(on_data))
+    metrics.update(absorption=_mean(top_probe), absorption_data=_mean(top_data))
+
+
+def _latent_f1(
+    results: list[SiteResult],
+    sets: EvalSets,
+    fires_data: dict[str, Tensor],
+    metrics: dict[str, Any],
+    sites: dict[str, dict[str, Any]],
+) -> None:
+    """`latent_precision/recall/f1` (SAELens's definition, metrics/latent_f1.py) on `data`, from
+    the activation space: top level (every latent of every site), `spaces.activation`, per site."""
+    per_site = []
+    for r in results:
+        if not r.rank1:
+            continue
+        fd = fires_data.get(r.site, torch.zeros(sets.data.shape[0], r.n_components, dtype=torch.bool))
+        ls = lf1.latent_scores(r.sim, active_matrix(r.rank1, sets.data), fd)
+        per_site.append(ls)
+        sites.setdefault(r.site, {}).update(lf1.mean_scores([ls]))
+    pooled = lf1.mean_scores(per_site)
+    metrics.update(pooled)
+    metrics["spaces"]["activation"].update(pooled)
+
+
 def score(
     decomposition: Decomposition,
     task: Task,
@@ -328,6 +388,12 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
             m for site in truth.sites(top) for part in scored(truth.in_space(top, site)) for m in part
         ]
         metrics["l0_true"] = act.l0_true(active_matrix(scored_top, sets.data), [m.rank for m in scored_top])
+
+    # --- absorption (hierarchical truth) and per-latent F1 (activation space) -------------------
+    if top is not None and truth.hierarchy:
+        _absorption(dec, truth, sets, by_space, top, fires_data, metrics, sites)
+    if "activation" in by_space:
+        _latent_f1(by_space["activation"], sets, fires_data, metrics, sites)
 
     # --- activity ------------------------------------------------------------------------------
     n_total, n_alive_total = 0, 0
