@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -37,8 +37,14 @@ from mechscope.config import Config, config_hash
 from mechscope.decompose import spd_losses as L
 from mechscope.decompose.base import Mask, ParameterDecomposition
 from mechscope.decompose.registry import FitContext, MethodSpec, register
+from mechscope.decompose.spd_components import (
+    SiteComponents,
+    as_components,
+    masked_output,
+    masked_sites,
+    target_pass,
+)
 from mechscope.decompose.spd_presets import (
-    Kind,
     Preset,
     Site,
     SPDSettings,
@@ -48,7 +54,6 @@ from mechscope.decompose.spd_presets import (
     select_sites,
     weight_matrix,
 )
-from mechscope.hooks import capture, replace_output
 from mechscope.zoo.base import GroundTruth, Space, Task, active_matrix
 
 
@@ -69,6 +74,7 @@ class SPDConfig(Config):
     layerwise_coeff: float | None = Field(None, ge=0)
     importance_coeff: float | None = Field(None, ge=0)
     pnorm: float | None = Field(None, gt=0)
+    dense_importance: float | None = Field(None, ge=0)
     importance_warmup_frac: float | None = Field(None, ge=0, le=1)
     faithfulness_warmup_steps: int | None = Field(None, ge=0)
     fused: bool | None = None
@@ -81,127 +87,22 @@ class SPDConfig(Config):
     checkpoint_every: int = Field(2000, ge=1)
 
 
-# --- the subcomponents and their causal-importance MLPs --------------------------------------------
-class SiteComponents(nn.Module):
-    """U [d_out, C], V [C, d_in] and the per-component CI MLP (1 → H → 1, GELU)."""
-
-    def __init__(self, d_out: int, d_in: int, C: int, hidden: int) -> None:
-        super().__init__()
-        self.U = nn.Parameter(torch.zeros(d_out, C))
-        self.V = nn.Parameter(torch.zeros(C, d_in))
-        self.w1 = nn.Parameter(torch.zeros(C, hidden))
-        self.b1 = nn.Parameter(torch.zeros(C, hidden))
-        self.w2 = nn.Parameter(torch.zeros(C, hidden))
-        self.b2 = nn.Parameter(torch.zeros(C))
-
-    @classmethod
-    def for_site(cls, site: Site, C: int, hidden: int) -> SiteComponents:
-        d_out, d_in = weight_matrix(site).shape
-        return cls(d_out, d_in, C, hidden)
-
-    def init_(self, W: Tensor, gen: torch.Generator, reads: Tensor | None = None) -> None:
-        """Unit-norm random read/write vectors, each write scaled by its overlap uᵀ W v with W;
-        CI MLPs Kaiming-normal (fan-in 1 in, fan-in H out), zero biases (reference code).
-
-        With `reads` [k, d_in] (unit rows; see `frequent_directions`) the first k components start
-        as P_c = (W v_c) v_cᵀ, what W does along an input direction that recurs in the data, and
-        the others at zero (U = 0), free to take up whatever W − Σ P_c is left."""
-        C, H = self.w1.shape
-        with torch.no_grad():
-            V = torch.randn(self.V.shape, generator=gen)
-            U = torch.randn(self.U.shape, generator=gen)
-            V /= V.norm(dim=1, keepdim=True)
-            U /= U.norm(dim=0, keepdim=True)
-            U *= torch.einsum("oc,oi,ci->c", U, W.float(), V)  # overlap, (C,)
-            if reads is not None:
-                k = reads.shape[0]
-                V[:k] = reads
-                U[:, :k] = W.float() @ reads.T  # (d_out, k)
-                U[:, k:] = 0
-            self.V.copy_(V)
-            self.U.copy_(U)
-            self.w1.copy_(torch.randn(C, H, generator=gen) * 2**0.5)
-            self.w2.copy_(torch.randn(C, H, generator=gen) * (2 / H) ** 0.5)
-            if reads is not None:  # the spare components start unimportant (g = 0 on every input)
-                self.w2[reads.shape[0] :] = 0
-                self.b2[reads.shape[0] :] = -1
-
-    def read(self, kind: Kind, a: Tensor) -> Tensor:
-        """Component activations V[c, :]·a, [..., C] (an embedding reads V's column at the index)."""
-        return nn.functional.embedding(a, self.V.T) if kind == "embedding" else a @ self.V.T
-
-    def ci_pre(self, inner: Tensor) -> Tensor:
-        return L.ci_mlp(inner, self.w1, self.b1, self.w2, self.b2)  # (..., C)
-
-    def weight(self) -> Tensor:
-        return self.U @ self.V  # (d_out, d_in)
-
-
-def as_components(comps: nn.ModuleList) -> list[SiteComponents]:
-    """The typed view of a ModuleList of SiteComponents."""
-    return [c for c in comps if isinstance(c, SiteComponents)]
-
-
-def _fit_mask(m: Tensor, inner: Tensor) -> Tensor:
-    """Broadcast a mask given per example ([B, C] or [C]) to component activations [B, ..., C]."""
-    if m.dim() == 1 or m.shape == inner.shape:
-        return m
-    if m.dim() == 2 and m.shape[0] == inner.shape[0]:
-        return m.reshape(m.shape[0], *([1] * (inner.dim() - 2)), m.shape[-1])
-    return m.reshape(inner.shape)
-
-
-def masked_output(site: Site, comp: SiteComponents, a: Tensor, m: Tensor, transpose: bool, module: nn.Module) -> Tensor:
-    """Σ_c m_c P_c a (+ bias) in factored form: ((a Vᵀ) ⊙ m) Uᵀ, or ((a U) ⊙ m) V for a tied Wᵀ."""
-    inner = a @ comp.U if transpose else comp.read(site.kind, a)  # (..., C)
-    out = (inner * _fit_mask(m, inner)) @ (comp.V if transpose else comp.U.T)  # (..., d)
-    bias = getattr(module, "bias", None)
-    return out + bias if isinstance(bias, Tensor) else out
-
-
-@contextmanager
-def masked_sites(
-    target: nn.Module, sites: list[Site], comps: nn.ModuleList, masks: dict[str, list[Tensor | None]]
-) -> Iterator[None]:
-    """Within the context the target runs its sites from subcomponents with the given masks.
-
-    The batch is G groups stacked along dim 0 (G = len of each list): group g of site s runs masked
-    by masks[s][g], or with the original weight where that is None. One grouped forward computes the
-    all-sites and every one-site-at-a-time reconstruction in a single pass through the model."""
-    modules = dict(target.named_modules())
-
-    def hook(site: Site, comp: SiteComponents, group_masks: list[Tensor | None], name: str, transpose: bool) -> Any:
-        def fn(inputs: tuple[Any, ...], output: Tensor) -> Tensor:
-            a, module = inputs[0], modules[name]
-            if len(group_masks) == 1 and group_masks[0] is not None:
-                return masked_output(site, comp, a, group_masks[0], transpose, module)
-            chunks = zip(a.chunk(len(group_masks)), output.chunk(len(group_masks)), group_masks, strict=True)
-            return torch.cat(
-                [o if m is None else masked_output(site, comp, ai, m, transpose, module) for ai, o, m in chunks]
-            )
-
-        return fn
-
-    with ExitStack() as stack:
-        for site, comp in zip(sites, as_components(comps), strict=True):
-            gm = masks.get(site.name)
-            if gm is None or all(m is None for m in gm):
-                continue
-            stack.enter_context(replace_output(target, site.name, hook(site, comp, gm, site.name, False)))
-            for alias in site.aliases:
-                stack.enter_context(replace_output(target, alias, hook(site, comp, gm, alias, True)))
-        yield
+__all__ = [
+    "SPDConfig",
+    "SPDDecomposition",
+    "Site",
+    "SiteComponents",
+    "fit",
+    "masked_output",
+    "masked_sites",
+    "select_sites",
+    "spd_loss",
+    "target_pass",
+    "weight_matrix",
+]  # fmt: skip
 
 
 # --- training --------------------------------------------------------------------------------------
-def target_pass(target: nn.Module, sites: list[Site], x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """The target's output on x and the input of every site and tied alias (what the CI MLPs read)."""
-    names = [n for s in sites for n in (s.name, *s.aliases)]
-    with torch.no_grad(), capture(target, names, where="input") as acts:
-        y = target(x)
-    return y, dict(acts)
-
-
 def spd_loss(
     target: nn.Module,
     sites: list[Site],
@@ -260,7 +161,7 @@ def spd_loss(
         "faithfulness": L.faithfulness_loss([weight_matrix(site).detach() for site in sites], [c.weight() for c in cs]),
         "stochastic": recon[0],
         "layerwise": torch.stack(recon[1:]).mean() if layerwise else torch.zeros(()),
-        "importance": L.importance_minimality_loss(g_upper, s.pnorm, weights),
+        "importance": L.importance_minimality_loss(g_upper, s.pnorm, weights, scales=[c.importance_scale for c in cs]),
     }
     total = (
         s.faithfulness_coeff * terms["faithfulness"]
@@ -331,14 +232,16 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
         pool = task.sample(s.init_pool, ctx.generator(4)).to(device)
         _, pool_acts = target_pass(target, sites, pool)
     for site, comp in zip(sites, as_components(comps), strict=True):
-        reads = None
+        reads, dense = None, False
         if s.init == "data" and pool_acts[site.name].is_floating_point():
             # More recurring directions than input dimensions are superposed, not read vectors: then
-            # start from the input's principal axes (a dense mechanism such as +ID's identity).
+            # the site is one dense mechanism (+ID's identity, the residual MLP's mlp_out) and its
+            # components start on the input's principal axes, always important.
             a = pool_acts[site.name].cpu()
             reads = L.frequent_directions(a, min(s.C, comp.V.shape[1]))
+            dense = reads is None
             reads = reads if reads is not None else L.principal_directions(a, s.C)
-        comp.init_(weight_matrix(site).detach().cpu(), init_gen, reads)
+        comp.init_(weight_matrix(site).detach().cpu(), init_gen, reads, dense, s.dense_importance)
     comps.to(device)
     data_gen = ctx.generator(2)
     mask_gen = torch.Generator(device).manual_seed(ctx.seed * 1_000_003 + 3)

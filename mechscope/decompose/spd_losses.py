@@ -71,14 +71,18 @@ def recon_loss(pred: Tensor, target: Tensor, kind: OutputLoss) -> Tensor:
     return F.kl_div(logp, logq, log_target=True, reduction="batchmean")
 
 
-def importance_minimality_loss(g_upper: list[Tensor], p: float, weights: Tensor | None = None, eps: float = 1e-12) -> Tensor:
-    """Σ_sites Σ_c mean_batch (g + ε)^p; g_upper [batch, ..., C] per site, already ≥ 0.
+def importance_minimality_loss(
+    g_upper: list[Tensor], p: float, weights: Tensor | None = None, eps: float = 1e-12, scales: list[Tensor] | None = None
+) -> Tensor:
+    """Σ_sites Σ_c scale_c mean_batch (g + ε)^p; g_upper [batch, ..., C] per site, already ≥ 0.
 
-    `weights` [batch] (summing to 1) replaces the plain mean when rows stand for several examples."""
+    `weights` [batch] (summing to 1) replaces the plain mean when rows stand for several examples;
+    `scales` ([C] per site, default 1) weights each component's term (see spd_components.init_)."""
     total = torch.zeros(())
-    for g in g_upper:
+    for i, g in enumerate(g_upper):
         gp = ((g + eps) ** p).flatten(1, -2).mean(1) if g.dim() > 2 else (g + eps) ** p  # (batch, C)
-        total = total + (gp.mean(0) if weights is None else weights @ gp).sum()
+        per_c = gp.mean(0) if weights is None else weights @ gp  # (C,)
+        total = total + (per_c if scales is None else per_c * scales[i]).sum()
     return total
 
 

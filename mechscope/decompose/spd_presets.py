@@ -44,6 +44,10 @@ class SPDSettings(Config):
     faithfulness_warmup_steps: int = 0
     """Steps of faithfulness-only training (lr `faithfulness_warmup_lr`) before the main loop."""
     faithfulness_warmup_lr: float = 1e-2
+    dense_importance: float = 1.0
+    """Importance-minimality weight of a dense site (init "data" finds more recurring input
+    directions than input dimensions: +ID's identity, the residual MLP's mlp_out). 1 is plain SPD;
+    at 0 its components, which start always important, stay so."""
     leaky_alpha: float = 0.01
     fused: bool = True
     """Run the all-sites and the one-site-at-a-time masked forwards as one batched forward."""
@@ -84,7 +88,9 @@ PAPER: dict[str, dict[str, Any]] = {
 #   sparse data), so SPD refines a near-clean decomposition instead of untangling a random one;
 # - skip_zero_rows: the ~77 % of TMS inputs that are all-zero leave the masked forwards (exact);
 # - batch 1024 and 1k steps at a 3× higher lr instead of 4096 × 40k.
-_FAST = {"init": "data", "skip_zero_rows": True, "layerwise_when_single": False, "threads": 1}
+# - dense_importance 0: a dense site's pieces (+ID's identity, mlp_out) stay always important
+#   instead of being carved off the inputs where they matter least (see SiteComponents.init_).
+_FAST = {"init": "data", "skip_zero_rows": True, "layerwise_when_single": False, "threads": 1, "dense_importance": 0.0}
 _FAST_40_10 = {"steps": 1_000, "batch_size": 1024, "lr": 3e-3, "importance_coeff": 1e-3, "pnorm": 1.0}
 FAST: dict[str, dict[str, Any]] = {
     "tms-5-2": {**PAPER["tms-5-2"], **_FAST, "steps": 1_000, "batch_size": 1024, "lr": 3e-3},

@@ -18,9 +18,9 @@ from mechscope.decompose.spd_presets import SPDSettings, resolve
 from mechscope.zoo.tms import TMSConfig, TMSModel, TMSTask
 
 
-def pentagon_target() -> TMSModel:
+def pentagon_target(identity: bool = False) -> TMSModel:
     """A hand-built clean TMS 5-2 target: W's columns on a regular pentagon, norm 1.1."""
-    model = TMSModel(5, 2, identity=False)
+    model = TMSModel(5, 2, identity=identity)
     angles = torch.arange(5) * 2 * math.pi / 5
     with torch.no_grad():
         model.W.weight.copy_(1.1 * torch.stack([angles.cos(), angles.sin()]))
@@ -28,8 +28,8 @@ def pentagon_target() -> TMSModel:
     return model.eval()
 
 
-def tms_task() -> TMSTask:
-    return TMSTask(TMSConfig(), name="tms-5-2")
+def tms_task(identity: bool = False) -> TMSTask:
+    return TMSTask(TMSConfig(identity=identity), name="tms-5-2-id" if identity else "tms-5-2")
 
 
 def true_decomposition(target: TMSModel, C: int = 7) -> SPDDecomposition:
@@ -65,6 +65,12 @@ def test_importance_minimality_by_hand() -> None:
     assert float(L.importance_minimality_loss([g, g], p=1.0)) == pytest.approx(1.5)  # summed over sites
     w = torch.tensor([0.25, 0.75])  # rows standing for 1 and 3 examples
     assert float(L.importance_minimality_loss([g], p=1.0, weights=w)) == pytest.approx(0.25 + 0.375)
+
+
+def test_importance_minimality_weights_each_component() -> None:
+    g = torch.tensor([[1.0, 0.5], [1.0, 0.0]])
+    assert float(L.importance_minimality_loss([g], p=1.0, scales=[torch.tensor([0.0, 2.0])])) == pytest.approx(0.5)
+    assert float(L.importance_minimality_loss([g, g], p=1.0, scales=[torch.ones(2), torch.zeros(2)])) == pytest.approx(1.25)
 
 
 def test_stochastic_mask_keeps_important_components_and_randomises_the_rest() -> None:
@@ -259,6 +265,24 @@ def test_fast_preset_recovers_a_clean_pentagon() -> None:
     assert torch.all(tensors["ci_pattern.W"][:, :5].diagonal() > 0.9)
 
 
+def test_identity_site_is_found_dense_and_stays_always_active() -> None:
+    """+ID: the identity's input has 5 recurring directions in 2 dims, so the site is dense; its 2
+    principal pieces start and stay always important, the spares stay dead, the features stay clean."""
+    target, task = pentagon_target(identity=True), tms_task(identity=True)
+    dec = fit(target, task, SPDConfig(steps=300), FitContext(seed=0))
+    truth = task.ground_truth(target)
+    comp = dec._comp("identity")
+    assert comp.importance_scale.tolist() == [0.0, 0.0] + [1.0] * 18
+    ci = dec.activity(task.onehot())
+    assert torch.all(ci["identity"][:, :2] > 0.9) and not torch.any(ci["identity"][:, 2:] > 0.1)
+    torch.testing.assert_close(dec.components("identity")[:2].sum(0), torch.eye(2), atol=0.02, rtol=0)
+    assert int((ci["W"] > 0.1).any(0).sum()) == 5
+    assert dec.extra_metrics(task, truth)["ci_pattern_errors"] == 0.0
+    # dense_importance = 1 is plain SPD: every piece under importance minimality.
+    plain = fit(target, task, SPDConfig(steps=1, dense_importance=1.0), FitContext(seed=0))
+    assert plain._comp("identity").importance_scale.tolist() == [1.0] * 20
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0])
 def test_spd_recovers_tms_5_2_ground_truth(seed: int) -> None:
@@ -274,4 +298,23 @@ def test_spd_recovers_tms_5_2_ground_truth(seed: int) -> None:
     assert m["mmcs"] >= 0.99
     assert 0.95 <= m["ml2r"] <= 1.05
     assert m["n_alive"] == m["true_rank"] == len(task.ground_truth(target).represented)
+    assert dec.extra_metrics(task, task.ground_truth(target))["ci_pattern_errors"] == 0.0  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0])
+def test_spd_recovers_tms_5_2_id_with_an_always_active_identity(seed: int) -> None:
+    """The issue's +ID bar: features at the bar and the identity as 2 always-active components."""
+    from mechscope.metrics import score
+    from mechscope.zoo import get_task
+
+    task = get_task("tms-5-2-id")
+    target = task.make_target(seed)
+    spec = get_method("spd")
+    dec = spec.fit(target, task, spec.Cfg(), FitContext(seed=seed))
+    m = score(dec, task).metrics
+    assert m["mmcs"] >= 0.99
+    assert 0.95 <= m["ml2r"] <= 1.05
+    assert m["n_alive"] == m["true_rank"] == len(task.ground_truth(target).represented) + 2
+    assert m["dense_rank"] == 2 and m["dense_cos"] > 0.99
     assert dec.extra_metrics(task, task.ground_truth(target))["ci_pattern_errors"] == 0.0  # type: ignore[attr-defined]
