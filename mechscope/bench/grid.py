@@ -4,7 +4,9 @@
     run_bench(bench, workers=2)           # trains each target once, then runs the missing cells
 
 Layout of a bench directory: `runs/<task>/<method>/seed-<n>/` (one run dir per cell, as
-`mechscope decompose` writes), `results.parquet` (one row per cell) and `report.html`.
+`mechscope decompose` writes; `runs/<task>/<method>@k=4/seed-<n>/` for a cell of a preset's knob
+sweep), `results.parquet` (one row per cell) and `report.html`. A cell is keyed by
+(task, method, seed, knob), the knob "" where the preset does not sweep one.
 
 Resume: a cell is finished when its row in `results.parquet` — or, after a kill between a cell
 finishing and the table being rewritten, its run dir's `metrics.json` — carries the same
@@ -32,7 +34,7 @@ from typing import Any
 import torch
 import yaml
 
-from mechscope.bench.presets import Preset, get_preset
+from mechscope.bench.presets import Knob, Preset, get_preset
 from mechscope.bench.progress import BenchProgress
 from mechscope.bench.results import RESULTS, make_row, read_results, write_results
 from mechscope.bench.run import (
@@ -48,7 +50,8 @@ from mechscope.bench.run import (
 from mechscope.config import ConfigError
 from mechscope.zoo import TASKS
 
-Key = tuple[str, str, int]
+Key = tuple[str, str, int, str]
+"""(task, method, seed, knob label)."""
 
 
 @dataclass
@@ -56,14 +59,19 @@ class PlannedCell:
     request: CellRequest
     cell: Cell
     run_dir: Path
+    knob: Knob = field(default_factory=Knob)
 
     @property
     def key(self) -> Key:
-        return (self.request.task, self.request.method, self.request.seed)
+        return (self.request.task, self.request.method, self.request.seed, self.knob.label)
 
     @property
     def label(self) -> str:
-        return f"{self.request.task} · {self.request.method} · seed {self.request.seed}"
+        knob = f" @ {self.knob.label}" if self.knob.label else ""
+        return f"{self.request.task} · {self.request.method}{knob} · seed {self.request.seed}"
+
+    def row(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return make_row(metrics, self.cell.config_hash, knob=self.knob.label, knob_default=self.knob.default)
 
 
 @dataclass
@@ -97,7 +105,7 @@ def parse_list(value: str | None, what: str) -> list[str] | None:
 
 def plan_bench(
     out: str | Path,
-    preset: str = "quick",
+    preset: str | Preset = "quick",
     tasks: Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
     seeds: int | None = None,
@@ -107,7 +115,7 @@ def plan_bench(
     sets: Sequence[str] = (),
 ) -> Bench:
     """Resolve the whole grid; raise `ConfigError` (one line) on any bad argument, before any work."""
-    spec = get_preset(preset)
+    spec = preset if isinstance(preset, Preset) else get_preset(preset)
     if seeds is not None and seeds <= 0:
         raise ConfigError(f"--seeds must be a positive number of seeds (0 … N−1), got {seeds}")
     for name in tasks or ():
@@ -121,11 +129,14 @@ def plan_bench(
     cells = []
     for task in task_list:
         for method in method_list:
-            for seed in range(seeds if seeds is not None else spec.seeds_for(task)):
-                soft = (*preset_sets(spec, task, method), *user_sets)
-                request = CellRequest(task, method, seed, device=device, preset_sets=soft)
-                run_dir = out / "runs" / task / method / f"seed-{seed}"
-                cells.append(PlannedCell(request, resolve(request), run_dir))
+            soft = (*preset_sets(spec, task, method), *user_sets)
+            for knob in spec.knobs_for(task, method):
+                hard = (knob.setting,) if knob.setting else ()
+                folder = f"{method}@{knob.label}" if knob.label else method
+                for seed in range(seeds if seeds is not None else spec.seeds_for(task)):
+                    request = CellRequest(task, method, seed, sets=hard, device=device, preset_sets=soft)
+                    run_dir = out / "runs" / task / folder / f"seed-{seed}"
+                    cells.append(PlannedCell(request, resolve(request), run_dir, knob))
     _check_sets_used(user_sets, cells)
     _check_writable(out)
     bench = Bench(out, cells, threads=threads)
@@ -182,27 +193,27 @@ def _load_finished(bench: Bench) -> None:
     stored = read_results(bench.out / RESULTS)
     wanted = {c.key: c for c in bench.cells}
     for row in stored:
-        key = (row["task"], row["method"], int(row["seed"]))
+        key = (row["task"], row["method"], int(row["seed"]), row.get("knob") or "")
         cell = wanted.get(key)
         if cell is None:
             bench.other_rows.append(row)
         elif row["config_hash"] == cell.cell.config_hash and row["status"] in ("ok", "n/a"):
-            bench.rows[key] = row
+            bench.rows[key] = {**row, "knob": key[3], "knob_default": cell.knob.default}  # tables from before knobs
     for cell in bench.cells:
         if cell.key not in bench.rows:
-            found = row_from_run_dir(cell.run_dir, cell.cell.config_hash)
+            found = row_from_run_dir(cell)
             if found is not None and found["status"] in ("ok", "n/a"):
                 bench.rows[cell.key] = found
 
 
-def row_from_run_dir(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
-    """The row of a finished run dir whose config matches, else None."""
+def row_from_run_dir(cell: PlannedCell) -> dict[str, Any] | None:
+    """The row of the cell's run dir if it finished with the same config, else None."""
     try:
-        stored_hash = yaml.safe_load((run_dir / "config.yaml").read_text()).get("config_hash")
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        stored_hash = yaml.safe_load((cell.run_dir / "config.yaml").read_text()).get("config_hash")
+        metrics = json.loads((cell.run_dir / "metrics.json").read_text())
     except (OSError, ValueError, AttributeError):
         return None
-    return make_row(metrics, config_hash) if stored_hash == config_hash else None
+    return cell.row(metrics) if stored_hash == cell.cell.config_hash else None
 
 
 # --- execution --------------------------------------------------------------------------------
@@ -229,7 +240,7 @@ def run_bench(bench: Bench, workers: int = 1, backend: str = "local", show: bool
 
 def record(bench: Bench, cell: PlannedCell, metrics: dict[str, Any]) -> None:
     """Store a finished cell's row and rewrite the table (atomically)."""
-    bench.rows[cell.key] = make_row(metrics, cell.cell.config_hash)
+    bench.rows[cell.key] = cell.row(metrics)
     write_results(bench.out / RESULTS, bench.table_rows())
 
 
@@ -237,7 +248,7 @@ def _finish_na_cells(bench: Bench, progress: BenchProgress) -> None:
     for cell in bench.pending:
         if cell.cell.na_reason is not None:
             metrics = run_cell_safely(cell.cell, cell.run_dir)
-            bench.rows[cell.key] = make_row(metrics, cell.cell.config_hash)
+            bench.rows[cell.key] = cell.row(metrics)
             progress.cell_done()
     write_results(bench.out / RESULTS, bench.table_rows())
 

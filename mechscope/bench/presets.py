@@ -4,16 +4,54 @@ A preset's `sets` are `(task glob, method glob, ("scope.key=value", ...))` rules
 `--set`, a preset setting is *soft*: it applies only where the task's or method's config has that
 field, so one rule ("every method trains 1,500 steps") covers methods with different configs.
 
+A preset's `sweeps` add a fourth grid axis, the method's sparsity knob: a `Sweep(tasks, methods,
+"method.k", ("1", "2", "4"), default="2")` expands each matching cell into one cell per value
+(cell key, run dir `runs/<task>/<method>@k=4/seed-<n>`, and the table's `knob` column "k=4" all
+carry it). The first sweep matching a (task, method) wins; tasks matching `default_knob_only` run
+only the sweep's default value (the random-init controls: one reference point, not a curve).
+
 - `quick`: every task family and every method at small settings — the README's main job, sized to
   finish in ≤ 10 minutes on 2 CPU cores including target training on an empty cache.
 - `full`: the published settings (each method's `paper` preset, the tasks' own defaults), 3 seeds.
-- `stress`: the quick settings over many seeds, to exercise the runner (workers, resume) at scale.
+- `stress`: issue 9's grid: stress variants, their random-init controls, knob sweeps — see `_STRESS_DOC`.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sparsity knob swept over `values` in the cells whose task and method match the globs."""
+
+    tasks: str
+    methods: str
+    key: str
+    """A `method.FIELD` (or `task.FIELD`) setting, applied as a hard `--set` (a typo is an error)."""
+    values: tuple[str, ...]
+    default: str
+    """The value the report calls "the default knob" (and the controls' only one); one of `values`."""
+
+    def __post_init__(self) -> None:
+        if self.default not in self.values:
+            raise ValueError(f"sweep {self.key}: default {self.default!r} is not one of {self.values}")
+
+    def label(self, value: str) -> str:
+        """The `knob` column's text: "k=4" for `method.k` = 4."""
+        return f"{self.key.split('.', 1)[-1]}={value}"
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One cell's point on its sweep ("" label: the cell is not swept)."""
+
+    label: str = ""
+    setting: str | None = None
+    """The `scope.key=value` that puts the cell there."""
+    default: bool | None = None
+    """Whether this is the sweep's default value (None when not swept)."""
 
 
 @dataclass(frozen=True)
@@ -26,9 +64,22 @@ class Preset:
     sets: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
     task_seeds: tuple[tuple[str, int], ...] = ()
     """(task glob, seeds): fewer seeds for expensive tasks (unless `--seeds` is given)."""
+    sweeps: tuple[Sweep, ...] = ()
+    default_knob_only: tuple[str, ...] = ()
+    """Task globs whose swept cells run only at the sweep's default value."""
 
     def seeds_for(self, task: str) -> int:
         return next((n for pattern, n in self.task_seeds if fnmatch.fnmatch(task, pattern)), self.seeds)
+
+    def knobs_for(self, task: str, method: str) -> list[Knob]:
+        """The knob points of a (task, method): one unswept `Knob()` unless a sweep matches."""
+        sweep = next((s for s in self.sweeps if fnmatch.fnmatch(task, s.tasks) and fnmatch.fnmatch(method, s.methods)),
+                     None)
+        if sweep is None:
+            return [Knob()]
+        only_default = any(fnmatch.fnmatch(task, g) for g in self.default_knob_only)
+        values = (sweep.default,) if only_default else sweep.values
+        return [Knob(sweep.label(v), f"{sweep.key}={v}", v == sweep.default) for v in values]
 
 
 _QUICK_TASKS = (
@@ -64,13 +115,74 @@ _QUICK_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("*", "fixed-points", ("method.n_starts=256", "method.max_iters=300")),
 )
 
+_STRESS_DOC = """The `stress` preset (issue 9): every stress variant and its random-init control, every method
+that applies (oracle, random, the four SAEs, SPD; transcoders and fixed points are n/a rows), 3 seeds,
+each method's sparsity knob swept over three values on the real variants (controls, and the
+tms-40-10 pair, run the default value only: one reference point each).
+
+Knob values — half, equal to and twice the natural setting, so each curve brackets the default:
+- sae-topk, sae-batchtopk: `k` ∈ {½, 1, 2} × the variant's true mean L0 (rounded, ≥ 1); the default
+  is round(L0), which is also the method's own default (`k=None`): {1, 2, 4} (default 2) on iid,
+  correlated, anticorrelated and overcomplete (L0 = 2); {2, 3, 6} (3) on hierarchical (L0 ≈ 3.35);
+  {2, 5, 10} (5) on dense (L0 = 5); {1, 2, 4} (1) on zipf (L0 ≈ 0.8).
+- sae-relu: `l1_coef` ∈ {0.1, 0.3, 1.0}, default 0.3 (the method's default).
+- sae-jumprelu: `l0_coef` ∈ {0.01, 0.05, 0.25}, default 0.05 (the method's default).
+- spd: `importance_coeff` (importance minimality) ∈ {3e-4, 1e-3, 3e-3}, default 1e-3 (the fast
+  preset's TMS 40-10 value; the stress targets have the same 10 × 40 shape).
+
+Budget: sized to finish in ≤ 45 min on 2 CPU cores with `--workers 2` (measured CPU time per cell on
+stress-iid: ~1.7 s for oracle/random — scoring and figures —, ~4.5 s for a 400-step SAE, ~7 s for a
+300-step SPD with C = 50): SAEs train 400 steps, SPD 300 steps with SPD's fast-preset recipe
+(data init, zero rows skipped, p = 1). stress-overcomplete caps the dictionary at 40 latents and
+SPD at C = 40 components for its 80 features (what gets merged). synth-sae-bench (1,024 features in
+d = 128) runs with a 1,024-latent dictionary (SynthSAEBench's size: one latent per feature) and
+fewer steps. Its 16,384 × 768 GPU version is not in this preset: run it with
+`mechscope bench --preset stress --tasks synth-sae-bench-16k --device cuda`.
+"""
+
+_STRESS_VARIANTS = ("stress-iid", "stress-correlated", "stress-anticorrelated", "stress-hierarchical", "stress-zipf",
+                    "stress-dense", "stress-overcomplete", "synth-sae-bench")
+_STRESS_TASKS = (*(x for t in _STRESS_VARIANTS for x in (t, f"{t}-control")), "tms-40-10", "tms-40-10-control")
+
+_STRESS_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("*", "sae-*", ("method.steps=400",)),
+    ("*", "spd", ("method.steps=300", "method.C=50", "method.init=data", "method.skip_zero_rows=true",
+                  "method.layerwise_when_single=false", "method.batch_size=1024", "method.lr=3e-3",
+                  "method.pnorm=1.0", "method.importance_coeff=1e-3")),
+    # More true features (80) than latents / components: the method must merge some.
+    ("stress-overcomplete*", "sae-*", ("method.n_latents=40",)),
+    ("stress-overcomplete*", "spd", ("method.C=40",)),
+    # The classic TMS 40-10 target and its control, as the quick preset trains it (one cached target).
+    ("tms-40-10*", "*", ("target_seed=0", "task.steps=2000", "task.batch_size=2048")),
+    ("tms-40-10*", "spd", ("method.C=60",)),
+    # SynthSAEBench at CPU size: one latent per feature, fewer steps on the 128-d stream.
+    ("synth-sae-bench*", "sae-*", ("method.n_latents=1024", "method.steps=300")),
+    ("synth-sae-bench*", "spd", ("method.C=1024", "method.steps=200", "method.batch_size=512")),
+)
+
+
+def _k_sweep(tasks: str, values: tuple[str, str, str]) -> tuple[Sweep, ...]:
+    return tuple(Sweep(tasks, m, "method.k", values, default=values[1]) for m in ("sae-topk", "sae-batchtopk"))
+
+
+_STRESS_SWEEPS: tuple[Sweep, ...] = (
+    *_k_sweep("stress-hierarchical*", ("2", "3", "6")),
+    *_k_sweep("stress-dense*", ("2", "5", "10")),
+    *(Sweep("stress-zipf*", m, "method.k", ("1", "2", "4"), default="1") for m in ("sae-topk", "sae-batchtopk")),
+    *_k_sweep("*", ("1", "2", "4")),
+    Sweep("*", "sae-relu", "method.l1_coef", ("0.1", "0.3", "1.0"), default="0.3"),
+    Sweep("*", "sae-jumprelu", "method.l0_coef", ("0.01", "0.05", "0.25"), default="0.05"),
+    Sweep("*", "spd", "method.importance_coeff", ("3e-4", "1e-3", "3e-3"), default="1e-3"),
+)
+
 PRESETS: dict[str, Preset] = {
     "quick": Preset("quick", "every task family and method, small settings (≤ 10 min on 2 cores)",
                     _QUICK_TASKS, seeds=2, sets=_QUICK_SETS, task_seeds=(("resid-mlp*", 1),)),
     "full": Preset("full", "paper settings, 3 seeds", (*_QUICK_TASKS, "tms-40-10-id"), seeds=3,
                    sets=(("*", "*", ("method.preset=paper",)),)),
-    "stress": Preset("stress", "quick settings over 10 seeds (exercises workers and resume)",
-                     _QUICK_TASKS, seeds=10, sets=_QUICK_SETS),
+    "stress": Preset("stress", "issue 9: stress variants + random-init controls, every method, 3 seeds, knob sweeps",
+                     _STRESS_TASKS, seeds=3, sets=_STRESS_SETS, sweeps=_STRESS_SWEEPS,
+                     default_knob_only=("*-control", "tms-40-10*")),
 }
 
 

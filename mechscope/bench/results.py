@@ -1,7 +1,9 @@
 """The bench's results table: `results.parquet`, one row per cell, written atomically.
 
 Columns (DESIGN.md): `task`, `method`, `seed`, `target_seed`, `config_hash`, `status`
-(`ok` / `n/a` / `failed`), then every metric key flattened with dots (`spaces.parameter.mmcs`,
+(`ok` / `n/a` / `failed`), then — our addition — `knob` (the cell's point on a preset's sparsity
+sweep, e.g. "k=4"; "" when not swept) and `knob_default` (whether that point is the sweep's default;
+null when not swept), then every metric key flattened with dots (`spaces.parameter.mmcs`,
 `sites.W.l0`; null where a cell has no such key), then `wall_s`, `peak_mem_mb`. `reason` holds why a
 cell is `n/a` or how it failed. Lists are stored as JSON strings. Rows are ordered by the grid, and
 column types are inferred from the values alone, so the same cells give the same file whichever
@@ -25,8 +27,10 @@ import pyarrow.parquet as pq
 
 RESULTS = "results.parquet"
 KEY_COLUMNS = ["task", "method", "seed", "target_seed", "config_hash", "status"]
+KNOB_COLUMNS = ["knob", "knob_default"]
 TAIL_COLUMNS = ["wall_s", "peak_mem_mb"]
-_SKIP = {"task", "method", "seed", "target_seed", "status", "error", "reason", "config_hash", *TAIL_COLUMNS}
+_SKIP = {"task", "method", "seed", "target_seed", "status", "error", "reason", "config_hash", *KNOB_COLUMNS,
+         *TAIL_COLUMNS}
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -43,8 +47,9 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def make_row(metrics: Mapping[str, Any], config_hash: str) -> dict[str, Any]:
-    """The table row of one cell from its metrics.json body."""
+def make_row(metrics: Mapping[str, Any], config_hash: str, knob: str = "",
+             knob_default: bool | None = None) -> dict[str, Any]:
+    """The table row of one cell from its metrics.json body (and its point on a knob sweep)."""
     flat = flatten({k: v for k, v in metrics.items() if k not in _SKIP})
     return {
         "task": metrics["task"],
@@ -53,6 +58,8 @@ def make_row(metrics: Mapping[str, Any], config_hash: str) -> dict[str, Any]:
         "target_seed": int(metrics["target_seed"]),
         "config_hash": config_hash,
         "status": metrics.get("status", "ok"),
+        "knob": knob,
+        "knob_default": knob_default,
         "reason": metrics.get("reason") or metrics.get("error"),
         **flat,
         "wall_s": metrics.get("wall_s"),
@@ -63,8 +70,9 @@ def make_row(metrics: Mapping[str, Any], config_hash: str) -> dict[str, Any]:
 def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     """Rows (dicts) → an arrow table with a deterministic column order and types."""
     rows = list(rows)
-    metric_keys = sorted({k for r in rows for k in r} - set(KEY_COLUMNS) - set(TAIL_COLUMNS) - {"reason"})
-    columns = [*KEY_COLUMNS, "reason", *metric_keys, *TAIL_COLUMNS]
+    fixed = {*KEY_COLUMNS, *KNOB_COLUMNS, "reason", *TAIL_COLUMNS}
+    metric_keys = sorted({k for r in rows for k in r} - fixed)
+    columns = [*KEY_COLUMNS, *KNOB_COLUMNS, "reason", *metric_keys, *TAIL_COLUMNS]
     arrays = {}
     for col in columns:
         values = [r.get(col) for r in rows]
@@ -79,6 +87,10 @@ def _column_type(col: str, values: list[Any]) -> pa.DataType:
     present = [v for v in values if v is not None]
     if col in ("seed", "target_seed"):
         return pa.int64()
+    if col == "knob_default":
+        return pa.bool_()
+    if col == "knob":
+        return pa.string()
     if present and all(isinstance(v, bool) for v in present):
         return pa.bool_()
     if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):

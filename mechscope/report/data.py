@@ -33,7 +33,7 @@ STRONG = 0.5
 
 @dataclass
 class Cell:
-    """One (task, method) over seeds."""
+    """One (task, method) — at one knob value — over seeds."""
 
     task: str
     method: str
@@ -41,6 +41,8 @@ class Cell:
     seeds: list[int] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)
     reason: str | None = None
+    knob: str = ""
+    """The knob label ("k=4") of a swept cell; "" when not swept."""
 
     def mean_std(self, key: str) -> tuple[float, float] | None:
         vals = [v for v in self.values.get(key, []) if v is not None and not math.isnan(v)]
@@ -53,22 +55,45 @@ def load_rows(bench: Path) -> list[dict[str, Any]]:
     return read_results(bench / RESULTS)
 
 
+def is_default_knob(row: dict[str, Any]) -> bool:
+    """A row not on a knob sweep, or at its sweep's default value."""
+    return not row.get("knob") or bool(row.get("knob_default"))
+
+
 def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Cell]:
-    """(task, method) → Cell, in table order. Status: `ok` if any seed is ok, else `failed`/`n/a`."""
+    """(task, method) → Cell at the default knob, in table order. Status: `ok` if any seed is ok,
+    else `failed`/`n/a`. The other points of a knob sweep are the stress section's (`aggregate_knobs`)."""
     out: dict[tuple[str, str], Cell] = {}
     for row in rows:
+        if not is_default_knob(row):
+            continue
         key = (row["task"], row["method"])
-        cell = out.setdefault(key, Cell(row["task"], row["method"], row["status"]))
-        if row["status"] == "ok":
-            cell.status = "ok"
-            cell.seeds.append(int(row["seed"]))
-            for k, v in row.items():
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    cell.values.setdefault(k, []).append(float(v))
-        elif cell.status != "ok":
-            cell.status = row["status"]
-            cell.reason = row.get("reason")
+        cell = out.setdefault(key, Cell(row["task"], row["method"], row["status"], knob=row.get("knob") or ""))
+        _add(cell, row)
     return out
+
+
+def aggregate_knobs(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], Cell]:
+    """(task, method, knob) → Cell over seeds, every point of every sweep, in table order."""
+    out: dict[tuple[str, str, str], Cell] = {}
+    for row in rows:
+        knob = row.get("knob") or ""
+        cell = out.setdefault((row["task"], row["method"], knob), Cell(row["task"], row["method"], row["status"],
+                                                                        knob=knob))
+        _add(cell, row)
+    return out
+
+
+def _add(cell: Cell, row: dict[str, Any]) -> None:
+    if row["status"] == "ok":
+        cell.status = "ok"
+        cell.seeds.append(int(row["seed"]))
+        for k, v in row.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                cell.values.setdefault(k, []).append(float(v))
+    elif cell.status != "ok":
+        cell.status = row["status"]
+        cell.reason = row.get("reason")
 
 
 @dataclass
@@ -86,12 +111,12 @@ class Artifacts:
         return None
 
 
-def run_dir(bench: Path, task: str, method: str, seed: int) -> Path:
-    return bench / "runs" / task / method / f"seed-{seed}"
+def run_dir(bench: Path, task: str, method: str, seed: int, knob: str = "") -> Path:
+    return bench / "runs" / task / (f"{method}@{knob}" if knob else method) / f"seed-{seed}"
 
 
-def artifacts(bench: Path, task: str, method: str, seed: int) -> Artifacts | None:
-    d = run_dir(bench, task, method, seed)
+def artifacts(bench: Path, task: str, method: str, seed: int, knob: str = "") -> Artifacts | None:
+    d = run_dir(bench, task, method, seed, knob)
     try:
         tensors = load_file(str(d / "tensors.safetensors"))
         info = json.loads((d / "matches.json").read_text())

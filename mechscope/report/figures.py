@@ -113,3 +113,68 @@ def tradeoff(points: Sequence[tuple[str, str, float, float]]) -> bytes:
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_title("recovery vs L0 across methods (mean over seeds)", fontsize=9)
     return png(fig)
+
+
+Series = tuple[str, Sequence[float], Sequence[float], Sequence[float], Sequence[float], Sequence[float]]
+"""(method, knob values, mmcs mean, mmcs std, activity_f1 mean, activity_f1 std) over seeds."""
+
+
+def knob_curves(title: str, panels: Sequence[tuple[str, Sequence[Series], float | None]], line: float = 0.9) -> bytes:
+    """Recovery vs a sparsity knob: one panel per knob (k, l1_coef, …) with its floor (random's mmcs,
+    dotted) or None; one colour per method; mmcs solid, activity_f1 dashed, bars ± std over seeds."""
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n + 1.6, 3.0), squeeze=False)
+    methods = sorted({s[0] for _, series, _ in panels for s in series})
+    cmap = plt.get_cmap("tab10")
+    for ax, (knob, series, floor) in zip(axes[0], panels, strict=True):
+        xs_all = [x for s in series for x in s[1]]
+        for method, xs, m, ms, f, fs in series:
+            colour = cmap(methods.index(method) % 10)
+            ax.errorbar(xs, m, yerr=ms, color=colour, marker="o", ms=4, lw=1.4, capsize=2, label=f"{method} mmcs")
+            ax.errorbar(xs, f, yerr=fs, color=colour, marker="s", ms=3, lw=1.0, ls="--", capsize=2, alpha=0.8,
+                        label=f"{method} activity_f1")
+        if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 4:
+            ax.set_xscale("log")
+        ax.axhline(line, color="gray", lw=0.8, ls="--")
+        if floor is not None:
+            ax.axhline(floor, color="black", lw=0.8, ls=":", label="random mmcs")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(knob, fontsize=8)
+        ax.set_ylabel("recovery", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="lower left", frameon=False)
+    fig.suptitle(title, fontsize=9)
+    return png(fig)
+
+
+def recovery_vs_probability(points: Sequence[tuple[str, np.ndarray, np.ndarray]], line: float = 0.9) -> bytes:
+    """Per-feature recovery (best similarity, mean over seeds) vs the feature's firing probability,
+    one colour per method: dots per feature, a line through log-spaced bins."""
+    fig, ax = plt.subplots(figsize=(7.0, 3.8))
+    cmap = plt.get_cmap("tab10")
+    for i, (method, probs, sims) in enumerate(points):
+        colour = cmap(i % 10)
+        ax.scatter(probs, sims, color=colour, s=10, alpha=0.45)
+        centres, means = binned(probs, sims)
+        ax.plot(centres, means, color=colour, lw=1.6, marker="o", ms=3, label=method)
+    ax.set_xscale("log")
+    ax.axhline(line, color="gray", lw=0.8, ls="--")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("firing probability of the feature")
+    ax.set_ylabel("best similarity (recovery of that feature)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_title("how fast recovery falls as features get rarer (mean over seeds)", fontsize=9)
+    return png(fig)
+
+
+def binned(probs: np.ndarray, values: np.ndarray, n_bins: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of `values` in `n_bins` log-spaced bins of `probs` (empty bins dropped): (geometric centres, means)."""
+    lo, hi = float(probs.min()), float(probs.max())
+    if not lo > 0 or hi <= lo:
+        return np.array([lo]), np.array([float(values.mean())])
+    edges = np.geomspace(lo, hi * (1 + 1e-9), n_bins + 1)
+    which = np.clip(np.searchsorted(edges, probs, side="right") - 1, 0, n_bins - 1)
+    keep = [b for b in range(n_bins) if (which == b).any()]
+    centres = np.array([np.sqrt(edges[b] * edges[b + 1]) for b in keep])
+    means = np.array([float(values[which == b].mean()) for b in keep])
+    return centres, means

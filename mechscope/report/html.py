@@ -4,7 +4,9 @@ Sections: the leaderboard (tasks × methods, mean ± std over seeds, each cell c
 task's `random` row (floor, red) and its `oracle` row (best, green)); per task, the true
 mechanisms next to what each method found (TMS: 2-D geometry; otherwise similarity matrices after
 matching), one-hot activity heatmaps permuted to the ground truth, and which mechanisms each method
-missed, split or merged; then a recovery-vs-L0 plot across methods.
+missed, split or merged; then a recovery-vs-L0 plot across methods. A bench with stress rows gets a
+"Stress tests" section after the leaderboard (stress.py). Swept cells enter the leaderboard and the
+task sections at their sweep's default knob.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mechscope.report.data import (
     load_rows,
     run_dir,
 )
+from mechscope.report.stress import stress_section
 
 DECOMPOSITION_METRICS = ("mmcs", "mcc", "coverage", "ml2r", "activity_f1", "faithfulness", "l0", "n_alive",
                          "dead_frac", "wall_s")
@@ -58,7 +61,8 @@ def build_report(bench: str | Path) -> Path:
              f"{sorted({int(r['seed']) for r in rows})}. Colour: each metric placed between the task's "
              "<b>random</b> row (floor, red) and its <b>oracle</b> row (best, green).</p>",
              "<h2 id='overview'>Overview: tasks × methods</h2>", overview(cells, tasks, methods),
-             "<h2 id='leaderboard'>Leaderboard</h2>", leaderboard(cells, tasks, methods)]
+             "<h2 id='leaderboard'>Leaderboard</h2>", leaderboard(cells, tasks, methods),
+             stress_section(bench, rows)]
     for task in tasks:
         parts.append(task_section(bench, task, [m for m in methods if (task, m) in cells], cells))
     parts.append(tradeoff_section(cells))
@@ -163,7 +167,8 @@ def _fmt(v: float) -> str:
 def task_section(bench: Path, task: str, methods: list[str], cells: dict[tuple[str, str], Cell]) -> str:
     ok = [m for m in methods if cells[(task, m)].status == "ok"]
     out = [f"<h2 id='{html.escape(task)}'>{html.escape(task)}</h2>"]
-    arts = {m: a for m in ok if (a := artifacts(bench, task, m, min(cells[(task, m)].seeds))) is not None}
+    arts = {m: a for m in ok
+            if (a := artifacts(bench, task, m, min(cells[(task, m)].seeds), cells[(task, m)].knob)) is not None}
     if not arts:
         out.append(_dynamics_figures(bench, task, ok, cells))
         return "\n".join(out)
@@ -240,7 +245,8 @@ def _diagnosis_table(arts: dict[str, Artifacts]) -> str:
 def _dynamics_figures(bench: Path, task: str, methods: list[str], cells: dict[tuple[str, str], Cell]) -> str:
     out: list[str] = []
     for m in methods:
-        figs = sorted((run_dir(bench, task, m, min(cells[(task, m)].seeds)) / "figures").glob("*.png"))[:3]
+        c = cells[(task, m)]
+        figs = sorted((run_dir(bench, task, m, min(c.seeds), c.knob) / "figures").glob("*.png"))[:3]
         out.extend(_img(p.read_bytes(), p.stem) for p in figs)
     return ("<h3>Fixed points (seed 0)</h3>" + "".join(out)) if out else ""
 
