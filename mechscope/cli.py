@@ -159,7 +159,9 @@ def fixed_points(
 
 @app.command()
 def bench(
-    preset: Annotated[str, typer.Option(help="quick, full or stress")] = "quick",
+    preset: Annotated[str, typer.Option(
+        help="quick, full or stress (issue 9: stress variants + random-init controls, 3 seeds, each method's "
+             "sparsity knob swept; add --tasks synth-sae-bench-16k --device cuda for the GPU-size benchmark)")] = "quick",
     tasks: Annotated[str | None, typer.Option(help="comma-separated task names (default: the preset's)")] = None,
     methods: Annotated[str | None, typer.Option(help="comma-separated method names (default: all)")] = None,
     seeds: Annotated[int | None, typer.Option(help="seeds 0 … N−1 (default: the preset's)")] = None,
@@ -170,7 +172,7 @@ def bench(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps")] = "cpu",
     set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE for every cell whose config has KEY")] = None,
 ) -> None:
-    """Run tasks × methods × seeds into OUT (results.parquet + report.html)."""
+    """Run tasks × methods × seeds (× knob values where the preset sweeps one) into OUT (results.parquet + report.html)."""
     report_path = _run_bench(out, preset, tasks, methods, seeds, backend, workers, resume, device, set_ or [])
     print(report_path)
 
