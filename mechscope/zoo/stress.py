@@ -87,31 +87,38 @@ class StressConfig(Config):
 
 # --- the target: a fixed feature dictionary -------------------------------------------------------
 def near_orthogonal(
-    n: int, d: int, generator: torch.Generator, steps: int, chunk: int = 4096, device: str = "cpu"
+    n: int,
+    d: int,
+    generator: torch.Generator,
+    steps: int,
+    chunk: int = 4096,
+    device: str = "cpu",
+    power: int = 8,
+    lr: float = 0.01,
 ) -> Tensor:
-    """[d, n] unit columns with small pairwise |cos|: Gaussian, then Adam on L = Σ_{i≠j} cos_ij⁸ / n.
+    """[d, n] unit columns with small pairwise |cos|: Gaussian, then Adam on L = Σ_{i≠j} cos_ij^power / n.
 
-    The 8th power weights the largest overlaps most (a soft max), which lowers the maximum |cos|
-    far below a random draw's (40 × 10: 0.96 → 0.39; Welch's bound is 0.28), where the plain
-    squared-cosine frame potential leaves it almost unchanged. The gradient is written out,
-    ∂L/∂U = (16/n) U G^⊙7 (elementwise power) projected onto the sphere, in column chunks so the
-    n × n Gram G never sits in memory whole (16,384 features). Deterministic given the generator."""
+    power = 8 weights the largest overlaps most (a soft max), which lowers the maximum |cos| far
+    below a random draw's (40 × 10: 0.96 → 0.39; Welch's bound is 0.28), where the plain squared
+    cosine (power = 2, SynthSAEBench's frame potential) leaves it almost unchanged. The gradient is
+    written out, ∂L/∂U = (2·power/n) U G^⊙(power−1) projected onto the sphere, in column chunks so
+    the n × n Gram G never sits in memory whole (16,384 features). Deterministic given the generator."""
     W = torch.randn(d, n, generator=generator).to(device)
     W = W / W.norm(dim=0)
     W.requires_grad_(True)
-    opt = torch.optim.Adam([W], lr=0.01)
+    opt = torch.optim.Adam([W], lr=lr)
     threads = torch.get_num_threads()
     if device == "cpu" and n * n * d < 10**8:  # tiny matmuls: extra threads only add sync cost
         torch.set_num_threads(1)  # (40 × 10 on a loaded 2-core box: 12 s of CPU with 2 threads, 0.2 s with 1)
     try:
-        _descend(W, opt, steps, chunk)
+        _descend(W, opt, steps, chunk, power)
     finally:
         torch.set_num_threads(threads)
     W = W.detach()
     return (W / W.norm(dim=0)).cpu()
 
 
-def _descend(W: Tensor, opt: torch.optim.Optimizer, steps: int, chunk: int) -> None:
+def _descend(W: Tensor, opt: torch.optim.Optimizer, steps: int, chunk: int, power: int) -> None:
     n = W.shape[1]
     for _ in range(steps):
         with torch.no_grad():
@@ -122,9 +129,9 @@ def _descend(W: Tensor, opt: torch.optim.Optimizer, steps: int, chunk: int) -> N
                 G = U[:, start : start + chunk].T @ U  # (c, n) cosines of this chunk with all
                 rows = torch.arange(G.shape[0], device=G.device)
                 G[rows, rows + start] = 0.0
-                grad[:, start : start + chunk] = U @ G.pow(7).T
+                grad[:, start : start + chunk] = U @ G.pow(power - 1).T
             grad = grad - U * (U * grad).sum(dim=0)  # tangent to the sphere: norms are not a loss
-            W.grad = grad * (16 / n) / norm
+            W.grad = grad * (2 * power / n) / norm
         opt.step()
 
 
