@@ -102,25 +102,25 @@ class SynthSAEBenchTask(Task):
         return self.config.n_features
 
     # --- the structure of the data distribution (a function of the config alone) ------------------
-    def levels(self) -> list[Tensor]:
-        """Feature indices per hierarchy level, breadth first: roots, then their children, …
+    def levels(self) -> list[tuple[int, int]]:
+        """[start, stop) feature range per hierarchy level, breadth first: roots, their children, …
 
-        Node m of level L has its children at level L + 1 positions m·b … m·b + b − 1."""
+        Node m of level L has its children at level L + 1 positions m·b … m·b + b − 1, so every
+        level is one contiguous slice and sampling gates it with views."""
         c = self.config
         out, start, width = [], 0, c.roots
         for _ in range(c.depth + 1 if c.roots else 0):
-            out.append(torch.arange(start, start + width))
+            out.append((start, start + width))
             start, width = start + width, width * c.branching
         return out
 
     def hierarchy(self) -> list[tuple[int, int]]:
         """(parent, child) pairs of every direct edge of the forest."""
-        lv = self.levels()
-        b = self.config.branching
+        lv, b = self.levels(), self.config.branching
         return [
-            (int(parent), int(lv[k + 1][m * b + j]))
+            (lv[k][0] + m, lv[k + 1][0] + m * b + j)
             for k in range(len(lv) - 1)
-            for m, parent in enumerate(lv[k])
+            for m in range(lv[k][1] - lv[k][0])
             for j in range(b)
         ]
 
@@ -137,14 +137,12 @@ class SynthSAEBenchTask(Task):
         if not (c.compensate and c.roots):
             return p.float()
         q = p.clone()
-        lv, b = self.levels(), c.branching
-        for k in range(len(lv) - 1):
-            parent_p = p[lv[k]].repeat_interleave(b)  # (children,) uncompensated, as SAELens
-            kids = lv[k + 1]
-            q[kids] = p[kids] / parent_p  # P(child | parent on) ≈ its Zipf probability / parent's
+        for (p0, p1), (c0, c1) in zip(self.levels(), self.levels()[1:], strict=False):
+            parent_p = p[p0:p1].repeat_interleave(c.branching)  # (children,) base p, as SAELens
+            q[c0:c1] = p[c0:c1] / parent_p  # P(child | parent on) ≈ its Zipf probability / parent's
             if c.exclusive:
-                siblings = p[kids].view(-1, b).sum(dim=1).repeat_interleave(b)
-                q[kids] *= 1 + (siblings - p[kids]) / parent_p  # expected rivals it must beat
+                rivals = p[c0:c1].view(-1, c.branching).sum(dim=1).repeat_interleave(c.branching) - p[c0:c1]
+                q[c0:c1] *= 1 + rivals / parent_p  # the expected number of siblings it must beat
         return q.clamp(max=1.0).float()
 
     def structure(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -171,26 +169,30 @@ class SynthSAEBenchTask(Task):
 
     # --- sampling --------------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        """[n, N] feature magnitudes, drawn on the generator's device (a CUDA generator samples 16k fast)."""
         c = self.config
-        F, unique, sigma, mu, threshold = self._cached_structure()
-        z = torch.randn(n, c.n_features, generator=generator) * unique  # (n, N)
+        dev = generator.device
+        F, unique, sigma, mu, threshold = (t.to(dev) for t in self._cached_structure())
+        z = torch.randn(n, c.n_features, generator=generator, device=dev) * unique  # (n, N) copula
         if c.corr_rank:
-            z = z + torch.randn(n, c.corr_rank, generator=generator) @ F.T
-        x = torch.where(z > threshold, mu + sigma * torch.randn(n, c.n_features, generator=generator), 0.0)
-        x = x.relu()
-        lv, b = self.levels(), c.branching
-        for k in range(len(lv) - 1):
-            kids = lv[k + 1]
-            parent_on = (x[:, lv[k]] > 0).repeat_interleave(b, dim=1)  # (n, children)
-            child = x[:, kids] * parent_on
+            z = z + torch.randn(n, c.corr_rank, generator=generator, device=dev) @ F.T  # low-rank part
+        rows, cols = (z > threshold).nonzero(as_tuple=True)  # only the firings get a magnitude
+        x = torch.zeros(n, c.n_features, device=dev)
+        x[rows, cols] = (
+            mu[cols] + sigma[cols] * torch.randn(rows.numel(), generator=generator, device=dev)
+        ).relu()
+        b = c.branching
+        for (p0, p1), (c0, c1) in zip(self.levels(), self.levels()[1:], strict=False):
+            groups = x[:, c0:c1].unflatten(1, (p1 - p0, b)) * (x[:, p0:p1] > 0).unsqueeze(-1)  # gate
             if c.exclusive:  # one uniformly random active child per parent survives
-                groups = child.view(n, -1, b)
-                score = torch.rand(groups.shape, generator=generator).masked_fill(groups <= 0, -1.0)
+                score = torch.rand(groups.shape, generator=generator, device=dev).masked_fill(
+                    groups <= 0, -1.0
+                )
                 keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(
                     2, score.argmax(2, keepdim=True), True
                 )
-                child = (groups * keep).view(n, -1)
-            x[:, kids] = child
+                groups = groups * keep
+            x[:, c0:c1] = groups.flatten(1)
         return x
 
     def feature_probs(self, n: int = 100_000) -> Tensor:
