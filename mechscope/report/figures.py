@@ -135,6 +135,9 @@ def knob_curves(title: str, panels: Sequence[tuple[str, Sequence[Series], float 
                         label=f"{method} activity_f1")
         if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 4:
             ax.set_xscale("log")
+        ticks = sorted(set(xs_all))
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
         ax.axhline(line, color="gray", lw=0.8, ls="--")
         if floor is not None:
             ax.axhline(floor, color="black", lw=0.8, ls=":", label="random mmcs")

@@ -266,7 +266,8 @@ def absorption_table(stress: Stress) -> str:
         return ""
     out = ["<h3>Feature absorption (hierarchical truth): how often a child's component takes over its parent's "
            "where both are active; lower is better</h3><table><tr><th>method</th>"
-           + "".join(f"<th>{html.escape(t)}<br>default knob</th><th>over knobs</th>" for t in tasks) + "</tr>"]
+           + "".join(f"<th>{html.escape(t)}<br>default knob</th><th>over knobs</th><th>on data<br>default knob</th>" for t in tasks)
+           + "</tr>"]
     for method in stress.methods:
         tds = []
         for task in tasks:
@@ -276,8 +277,35 @@ def absorption_table(stress: Stress) -> str:
                        f"<td>{ms[0]:.3f} <span class='std'>± {ms[1]:.3f}</span></td>")
             vals = [v[0] for p in stress.sweep.get((task, method), []) if (v := p.cell.mean_std("absorption"))]
             tds.append(f"<td>{min(vals):.3f} – {max(vals):.3f}</td>" if len(vals) > 1 else "<td class='na'>—</td>")
+            on_data = point.cell.mean_std("absorption_data") if point else None
+            tds.append("<td class='na'>—</td>" if on_data is None else f"<td>{on_data[0]:.3f}</td>")
         out.append(f"<tr><td class='name'>{html.escape(method)}</td>{''.join(tds)}</tr>")
     out.append("</table>")
+    return "\n".join(out)
+
+
+# --- SynthSAEBench: the SAELens-comparable scores ---------------------------------------------------------
+SYNTH_METRICS = ("mcc", "uniqueness", "latent_f1", "latent_precision", "latent_recall", "mmcs", "l0", "l0_true")
+
+
+def synth_table(stress: Stress) -> str:
+    """`mcc`, `uniqueness`, per-latent F1 … on the synth-sae-bench variants, as SAELens reports them."""
+    tasks = [t for t in stress.variants if t.startswith("synth-sae-bench")]
+    out = []
+    for task in tasks:
+        rows = []
+        for method in stress.methods:
+            point = stress.default.get((task, method))
+            if point is None:
+                continue
+            tds = "".join("<td class='na'>—</td>" if (ms := point.cell.mean_std(k)) is None else
+                          f"<td>{ms[0]:.3f} <span class='std'>± {ms[1]:.3f}</span></td>" for k in SYNTH_METRICS)
+            knob = f" <span class='std'>{html.escape(point.knob)}</span>" if point.knob else ""
+            rows.append(f"<tr><td class='name'>{html.escape(method)}{knob}</td>{tds}</tr>")
+        if rows:
+            out.append(f"<h3>{html.escape(task)}: SynthSAEBench scores (SAELens definitions; default knob)</h3><table>"
+                       "<tr><th>method</th>" + "".join(f"<th>{k}</th>" for k in SYNTH_METRICS) + "</tr>"
+                       + "".join(rows) + "</table>")
     return "\n".join(out)
 
 
@@ -318,6 +346,8 @@ class ControlRow:
 
     @property
     def verdict(self) -> str:
+        if self.method == "oracle":
+            return "calibration: handed the original target's truth, so it scores on the control by construction"
         shown = [m for m in CONTROL_METRICS if self.nothing_real(m)]
         missed = [f"{m} (control − floor up to {self.gap(m):+.3f})" for m in CONTROL_METRICS
                   if self.values.get(m) and m not in shown]
@@ -398,7 +428,7 @@ def stress_section(bench: Path, rows: list[dict[str, Any]]) -> str:
              "is the mean over seeds. The default knob is the preset's middle setting; red cells: mean mmcs "
              "&lt; 0.9.</p>",
              "<h3>Where each method's recovery drops below 0.9 mmcs</h3>", breakdown_table(stress),
-             control_table(stress), absorption_table(stress), zipf_block(bench, stress)]
+             control_table(stress), absorption_table(stress), zipf_block(bench, stress), synth_table(stress)]
     curves = [(t, fig) for t in stress.variants if (fig := knob_figure(stress, t)) is not None]
     if curves:
         parts.append("<h3>Recovery vs sparsity knob</h3>")
