@@ -52,6 +52,7 @@ from mechscope.decompose.spd_presets import (
     glob_escape,
     resolve,
     select_sites,
+    settings_task,
     weight_matrix,
 )
 from mechscope.zoo.base import GroundTruth, Space, Task, active_matrix
@@ -75,6 +76,7 @@ class SPDConfig(Config):
     importance_coeff: float | None = Field(None, ge=0)
     pnorm: float | None = Field(None, gt=0)
     dense_importance: float | None = Field(None, ge=0)
+    leaky_alpha: float | None = Field(None, ge=0, le=1)
     importance_warmup_frac: float | None = Field(None, ge=0, le=1)
     faithfulness_warmup_steps: int | None = Field(None, ge=0)
     fused: bool | None = None
@@ -217,7 +219,8 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
     """Train SPD on `target` with inputs from `task`; resumes from `ctx.checkpoint_dir` if set."""
     assert isinstance(config, SPDConfig)
     overrides = {k: v for k, v in config.model_dump().items() if k in SPDSettings.model_fields}
-    s = resolve(config.preset, overrides, task.name, task.family)
+    like = settings_task(task)
+    s = resolve(config.preset, overrides, like.name, like.family)
     output_loss: L.OutputLoss = (
         ("kl" if task.ground_truth(target).output_kind == "logits" else "mse")
         if config.output_loss == "auto"
@@ -225,7 +228,7 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
     )
     device = torch.device(ctx.device)
     target.to(device)
-    sites = select_sites(target, config.modules if config.modules is not None else default_patterns(task, target))
+    sites = select_sites(target, config.modules if config.modules is not None else default_patterns(like, target))
     comps = nn.ModuleList([SiteComponents.for_site(site, s.C, s.ci_hidden) for site in sites])
     init_gen = ctx.generator(1)
     if s.init == "data":
@@ -238,9 +241,9 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
             # the site is one dense mechanism (+ID's identity, the residual MLP's mlp_out) and its
             # components start on the input's principal axes, always important.
             a = pool_acts[site.name].cpu()
-            reads = L.frequent_directions(a, min(s.C, comp.V.shape[1]))
+            reads = L.frequent_directions(a, comp.V.shape[1])
             dense = reads is None
-            reads = reads if reads is not None else L.principal_directions(a, s.C)
+            reads = reads[: s.C] if reads is not None else L.principal_directions(a, s.C)  # most frequent first
         comp.init_(weight_matrix(site).detach().cpu(), init_gen, reads, dense, s.dense_importance)
     comps.to(device)
     data_gen = ctx.generator(2)

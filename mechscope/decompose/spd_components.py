@@ -48,9 +48,11 @@ class SiteComponents(nn.Module):
         """Unit-norm random read/write vectors, each write scaled by its overlap uᵀ W v with W;
         CI MLPs Kaiming-normal (fan-in 1 in, fan-in H out), zero biases (reference code).
 
-        With `reads` [k, d_in] (unit rows; see `frequent_directions`) the first k components start
-        as P_c = (W v_c) v_cᵀ, what W does along an input direction that recurs in the data, and
-        the others at zero (U = 0), free to take up whatever W − Σ P_c is left. With `dense` (the
+        With `reads` [k, d_in] (unit rows r_c; see `frequent_directions`) the first k components
+        start as P_c = (W r_c) d_cᵀ, what W does along an input direction that recurs in the data,
+        read through the dual vector d_c (rows of (R Rᵀ)⁺ R: d_c · r_j = δ_cj, so a component reads
+        exactly zero on the other recurring directions; d_c = r_c when they are orthonormal, as for
+        one-hot inputs), and the others at zero (U = 0), free to take up whatever W − Σ P_c is left. With `dense` (the
         reads are the input's principal axes: one dense mechanism, e.g. +ID's identity) those k
         start always important, g = 1 on every input (CI MLP output weights 0, bias 1.5), and their
         importance minimality is weighted by `dense_importance` (0: they stay always important; the
@@ -64,7 +66,7 @@ class SiteComponents(nn.Module):
             U *= torch.einsum("oc,oi,ci->c", U, W.float(), V)  # overlap, (C,)
             if reads is not None:
                 k = reads.shape[0]
-                V[:k] = reads
+                V[:k] = torch.linalg.pinv(reads @ reads.T) @ reads  # the dual read vectors
                 U[:, :k] = W.float() @ reads.T  # (d_out, k)
                 U[:, k:] = 0
             self.V.copy_(V)

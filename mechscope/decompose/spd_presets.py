@@ -80,6 +80,10 @@ PAPER: dict[str, dict[str, Any]] = {
     "resid-mlp-3l": {**_PAPER_RESID, "ci_hidden": 128},
     "tms": {**_PAPER_TMS, "C": 20, "importance_coeff": 3e-3, "pnorm": 1.0},
     "resid-mlp": _PAPER_RESID,
+    # Not in METHODS.md: the stress family (h = W x, one site W, 40 features in 10 dims unless
+    # noted) takes TMS 40-10's paper settings; SynthSAEBench's 1,024 features get C = 2 × 1,024.
+    "stress": {**_PAPER_TMS, "C": 200, "importance_coeff": 1e-4, "pnorm": 2.0},
+    "synth-sae-bench": {**_PAPER_TMS, "C": 2048, "importance_coeff": 1e-4, "pnorm": 2.0},
     "*": {"steps": 10_000, "batch_size": 256, "lr": 1e-3, "C": 100, "importance_coeff": 1e-4, "pnorm": 2.0},
 }
 
@@ -104,6 +108,8 @@ FAST: dict[str, dict[str, Any]] = {
     "resid-mlp-3l": {**PAPER["resid-mlp-3l"], **_FAST, "steps": 5_000},
     "tms": {**PAPER["tms"], **_FAST, "steps": 1_000, "batch_size": 1024, "lr": 3e-3},
     "resid-mlp": {**PAPER["resid-mlp"], **_FAST, "steps": 5_000},
+    "stress": {**PAPER["stress"], **_FAST, **_FAST_40_10},
+    "synth-sae-bench": {**PAPER["synth-sae-bench"], **_FAST, **_FAST_40_10, "batch_size": 256},
     "*": {**PAPER["*"], "skip_zero_rows": True},
 }
 
@@ -112,6 +118,13 @@ def preset_values(preset: Preset, task_name: str, family: str) -> dict[str, Any]
     """The preset's values for a task: by exact name, else by family, else the generic row."""
     table = PAPER if preset == "paper" else FAST
     return dict(table.get(task_name) or table.get(family) or table["*"])
+
+
+def settings_task(task: Task) -> Task:
+    """The task whose presets and default sites apply: a random-init control (`<name>-control`,
+    which has a `base()`) takes its original's, so that both are decomposed alike."""
+    base = getattr(task, "base", None)
+    return base() if callable(base) else task
 
 
 def resolve(preset: Preset, overrides: dict[str, Any], task_name: str, family: str) -> SPDSettings:

@@ -204,6 +204,15 @@ def test_presets_resolve_with_user_values_winning() -> None:
     assert resolve("paper", {"steps": 7}, "tms-5-2", "tms").steps == 7
     assert resolve("paper", {}, "tms-40-10", "tms").C == 200
     assert resolve("fast", {}, "tms-5-2", "tms").steps < paper.steps
+    # Stress tasks (40 features at one site) and random-init controls get their original's settings.
+    from mechscope.decompose.spd_presets import settings_task
+    from mechscope.zoo import get_task
+
+    assert resolve("fast", {}, "stress-iid", "stress").C == 200
+    for name, C in [("tms-40-10-control", 200), ("stress-iid-control", 200), ("synth-sae-bench-control", 2048)]:
+        like = settings_task(get_task(name))
+        assert like.name == name.removesuffix("-control")
+        assert resolve("fast", {}, like.name, like.family).C == C
 
 
 # --- training: determinism, exact shortcuts, resume, save/load --------------------------------------
@@ -318,3 +327,19 @@ def test_spd_recovers_tms_5_2_id_with_an_always_active_identity(seed: int) -> No
     assert m["n_alive"] == m["true_rank"] == len(task.ground_truth(target).represented) + 2
     assert m["dense_rank"] == 2 and m["dense_cos"] > 0.99
     assert dec.extra_metrics(task, task.ground_truth(target))["ci_pattern_errors"] == 0.0  # type: ignore[attr-defined]
+
+
+def test_data_init_reads_through_the_dual_vectors() -> None:
+    """Non-orthogonal recurring directions R: component c reads d_c with d_c · r_j = δ_cj, writes W r_c,
+    so Σ_c P_c = W Π (Π the projection onto span R), what W does on the data."""
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(4, 6, generator=gen)
+    R = torch.randn(3, 6, generator=gen)
+    R = R / R.norm(dim=1, keepdim=True)
+    comp = SiteComponents(4, 6, 5, 8)
+    comp.init_(W, torch.Generator().manual_seed(1), R)
+    V, U = comp.V.detach(), comp.U.detach()
+    torch.testing.assert_close(V[:3] @ R.T, torch.eye(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(U[:, :3], W @ R.T)
+    Pi = R.T @ torch.linalg.solve(R @ R.T, R)
+    torch.testing.assert_close(U @ V, W @ Pi, atol=1e-5, rtol=0)  # the spares start at U = 0
