@@ -186,7 +186,7 @@ def decompose_model(
 def planted(
     model: Annotated[str, Opt(help="local Hugging Face model directory")],
     out: Annotated[Path, Opt()],
-    methods: Annotated[str, Opt(help="comma-separated registered methods")] = "sae-topk,spd",
+    methods: Annotated[str, Opt(help="comma-separated registered methods, or 'all' (every registered method)")] = "all",
     seed: Annotated[int, Opt()] = 0,
     control: Annotated[bool, Opt(help="also score the randomly re-initialised control")] = True,
 ) -> None:
