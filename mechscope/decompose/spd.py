@@ -18,7 +18,8 @@ Which modules: `modules` is a list of fnmatch patterns over the target's module 
 task: TMS "W" and "identity"; residual MLP every `layers.*.mlp_in`/`mlp_out`). `nn.Linear`,
 `nn.Embedding` and Hugging Face `Conv1D` can be decomposed. A module the target ties to a site
 (`target.tied = {"W_T": "W"}`) reuses that site's subcomponents transposed, with the same mask.
-The losses and gates are in `spd_losses.py`, the per-task settings in `spd_presets.py`.
+The subcomponents, CI MLPs and masked forward are in `spd_components.py`, the losses and gates in
+`spd_losses.py`, the per-task settings in `spd_presets.py`.
 """
 
 from __future__ import annotations
@@ -81,10 +82,12 @@ class SPDConfig(Config):
     faithfulness_warmup_steps: int | None = Field(None, ge=0)
     fused: bool | None = None
     init: Literal["random", "data"] | None = None
+    ci_init: Literal["random", "ramp"] | None = None
     skip_zero_rows: bool | None = None
     layerwise_when_single: bool | None = None
     lr_warmup_frac: float | None = Field(None, ge=0, le=1)
     lr_final_frac: float | None = Field(None, ge=0, le=1)
+    lr_components: float | None = Field(None, gt=0)
     output_loss: Literal["auto", "mse", "kl"] = "auto"
     checkpoint_every: int = Field(2000, ge=1)
 
@@ -245,10 +248,17 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
             dense = reads is None
             reads = reads[: s.C] if reads is not None else L.principal_directions(a, s.C)  # most frequent first
         comp.init_(weight_matrix(site).detach().cpu(), init_gen, reads, dense, s.dense_importance)
+        if s.ci_init == "ramp" and reads is not None and not dense:
+            comp.ramp_ci_(reads.shape[0], pool_acts[site.name].cpu())
     comps.to(device)
     data_gen = ctx.generator(2)
     mask_gen = torch.Generator(device).manual_seed(ctx.seed * 1_000_003 + 3)
-    opt = torch.optim.Adam(comps.parameters(), lr=s.lr)
+    # U, V may take a smaller step than the CI MLPs: Adam moves every entry by ~lr per step, and a
+    # wide input (the residual MLP's d = 1000) has read-vector entries of only ~1/√d_in.
+    uv = [p for c in as_components(comps) for p in (c.U, c.V)]
+    ci = [p for c in as_components(comps) for p in (c.w1, c.b1, c.w2, c.b2)]
+    lr_uv = s.lr if s.lr_components is None else s.lr_components
+    opt = torch.optim.Adam([{"params": uv, "base_lr": lr_uv}, {"params": ci, "base_lr": s.lr}], lr=s.lr)
 
     # Draw `prefetch` steps of data and run the target on them at once (capped at ~64 MB).
     B = s.batch_size
@@ -283,7 +293,7 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
             for i in range(n):
                 step = chunk0 + i
                 for group in opt.param_groups:
-                    group["lr"] = L.cosine_lr(step, s.steps, s.lr, s.lr_warmup_frac, s.lr_final_frac)
+                    group["lr"] = L.cosine_lr(step, s.steps, group["base_lr"], s.lr_warmup_frac, s.lr_final_frac)
                 rows = slice(i * B, (i + 1) * B)
                 acts = {k: a[rows] for k, a in acts_all.items()}
                 imp = s.importance_coeff * min(1.0, (step + 1) / warm)

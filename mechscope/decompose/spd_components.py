@@ -81,6 +81,20 @@ class SiteComponents(nn.Module):
                 self.b2[: reads.shape[0]] = 1.5
                 self.importance_scale[: reads.shape[0]] = dense_importance
 
+    def ramp_ci_(self, k: int, a: Tensor, lo: float = 0.05, hi: float = 0.25) -> None:
+        """Start the first k CI MLPs on g(s) ≈ clamp((|s| − lo·τ) / ((hi − lo)·τ), 0, 1), τ the 90th
+        percentile of |s| = |V[c]·a| over the inputs a [N, d_in] that the component reads: important
+        wherever it reads its direction, of either sign, and not on the rest (two GELU units)."""
+        with torch.no_grad():
+            s = (a.reshape(-1, a.shape[-1]).float() @ self.V[:k].T).abs()  # (N, k)
+            tau = torch.stack([col[col > 1e-6].quantile(0.9) if (col > 1e-6).any() else col.new_ones(()) for col in s.T])
+            kappa = 8 / tau  # sharp enough that GELU ≈ ReLU at the ramp
+            self.w1[:k, :2] = torch.stack([kappa, -kappa], 1)
+            self.b1[:k, :2] = -(kappa * lo * tau).unsqueeze(1)
+            self.w2[:k] = 0
+            self.w2[:k, :2] = (1 / (kappa * (hi - lo) * tau)).unsqueeze(1)
+            self.b2[:k] = 0
+
     def read(self, kind: Kind, a: Tensor) -> Tensor:
         """Component activations V[c, :]·a, [..., C] (an embedding reads V's column at the index)."""
         return nn.functional.embedding(a, self.V.T) if kind == "embedding" else a @ self.V.T

@@ -32,6 +32,8 @@ class SPDSettings(Config):
     lr: float
     lr_warmup_frac: float = 0.0
     lr_final_frac: float = 0.0
+    lr_components: float | None = None
+    """Adam's lr for U and V (None: `lr`, the CI MLPs' lr)."""
     C: int
     ci_hidden: int = 16
     faithfulness_coeff: float = 1.0
@@ -56,6 +58,9 @@ class SPDSettings(Config):
     init: Literal["random", "data"] = "random"
     """"data": start components on input directions that recur in a sample of the data."""
     init_pool: int = 16_384
+    ci_init: Literal["random", "ramp"] = "random"
+    """"ramp" (with init "data"): the data-aligned components' CI MLPs start important wherever
+    they read their direction, of either sign (see SiteComponents.ramp_ci_); "random": Kaiming."""
     skip_zero_rows: bool = False
     """Leave examples on which every decomposed module reads zero out of the masked forwards: exact,
     as their error is 0 whatever the masks (see `spd_losses.live_rows`); ~4× fewer rows on TMS 5-2."""
@@ -96,6 +101,12 @@ PAPER: dict[str, dict[str, Any]] = {
 #   instead of being carved off the inputs where they matter least (see SiteComponents.init_).
 _FAST = {"init": "data", "skip_zero_rows": True, "layerwise_when_single": False, "threads": 1, "dense_importance": 0.0}
 _FAST_40_10 = {"steps": 1_000, "batch_size": 1024, "lr": 3e-3, "importance_coeff": 1e-3, "pnorm": 1.0}
+# Residual MLP: the data init already reads through the true dual vectors d_i (mmcs 0.999 at step
+# 0), so U, V take 20× smaller steps than the CI MLPs (at lr 2e-3 Adam's ~lr-per-entry steps on
+# ~1/√1000-sized read entries mixed features into shared components: mmcs 0.89 after 1.5k steps),
+# and the CI MLPs start on the ramp (important on ±x_i; plain Kaiming left ~30 % of the components
+# unimportant on −x_i, where the target's MLP output is 7× smaller).
+_FAST_RESID = {"steps": 1_500, "batch_size": 1024, "lr_components": 1e-4, "ci_init": "ramp"}
 FAST: dict[str, dict[str, Any]] = {
     "tms-5-2": {**PAPER["tms-5-2"], **_FAST, "steps": 1_000, "batch_size": 1024, "lr": 3e-3},
     "tms-5-2-id": {**PAPER["tms-5-2-id"], **_FAST, "steps": 2_000, "batch_size": 1024, "lr": 3e-3},
@@ -103,11 +114,11 @@ FAST: dict[str, dict[str, Any]] = {
     # are barely penalised and every component fires on most one-hot inputs after 1k steps.
     "tms-40-10": {**PAPER["tms-40-10"], **_FAST, **_FAST_40_10},
     "tms-40-10-id": {**PAPER["tms-40-10-id"], **_FAST, **_FAST_40_10},
-    "resid-mlp-1l": {**PAPER["resid-mlp-1l"], **_FAST, "steps": 5_000},
-    "resid-mlp-2l": {**PAPER["resid-mlp-2l"], **_FAST, "steps": 5_000},
-    "resid-mlp-3l": {**PAPER["resid-mlp-3l"], **_FAST, "steps": 5_000},
+    "resid-mlp-1l": {**PAPER["resid-mlp-1l"], **_FAST, **_FAST_RESID},
+    "resid-mlp-2l": {**PAPER["resid-mlp-2l"], **_FAST, **_FAST_RESID},
+    "resid-mlp-3l": {**PAPER["resid-mlp-3l"], **_FAST, **_FAST_RESID},
     "tms": {**PAPER["tms"], **_FAST, "steps": 1_000, "batch_size": 1024, "lr": 3e-3},
-    "resid-mlp": {**PAPER["resid-mlp"], **_FAST, "steps": 5_000},
+    "resid-mlp": {**PAPER["resid-mlp"], **_FAST, **_FAST_RESID},
     "stress": {**PAPER["stress"], **_FAST, **_FAST_40_10},
     "synth-sae-bench": {**PAPER["synth-sae-bench"], **_FAST, **_FAST_40_10, "batch_size": 256},
     "*": {**PAPER["*"], "skip_zero_rows": True},

@@ -329,6 +329,24 @@ def test_spd_recovers_tms_5_2_id_with_an_always_active_identity(seed: int) -> No
     assert dec.extra_metrics(task, task.ground_truth(target))["ci_pattern_errors"] == 0.0  # type: ignore[attr-defined]
 
 
+def test_ramp_ci_starts_important_on_either_sign_of_the_read_only() -> None:
+    comp = SiteComponents(2, 3, 3, 8)
+    comp.init_(torch.randn(2, 3, generator=torch.Generator().manual_seed(0)), torch.Generator().manual_seed(1), torch.eye(3))
+    gen = torch.Generator().manual_seed(2)
+    a = torch.rand(1000, 3, generator=gen) * (torch.rand(1000, 3, generator=gen) < 0.3)
+    comp.ramp_ci_(3, a)
+    g = L.hard_sigmoid(comp.ci_pre(comp.read("linear", torch.tensor([[0.75, -0.75, 0.0], [0.01, -0.01, 0.02]]))))
+    assert g[0, :2].tolist() == [1.0, 1.0] and float(g[0, 2]) < 0.01
+    assert float(g[1].max()) < 0.01
+
+
+def test_residual_mlp_preset_steps_the_components_slower_than_the_ci_mlps() -> None:
+    s = resolve("fast", {}, "resid-mlp-1l", "resid-mlp")
+    assert s.lr_components is not None and s.lr_components < s.lr
+    assert (s.init, s.ci_init, s.dense_importance) == ("data", "ramp", 0.0)
+    assert resolve("fast", {}, "tms-5-2", "tms").lr_components is None  # TMS: one lr for everything
+
+
 def test_data_init_reads_through_the_dual_vectors() -> None:
     """Non-orthogonal recurring directions R: component c reads d_c with d_c · r_j = δ_cj, writes W r_c,
     so Σ_c P_c = W Π (Π the projection onto span R), what W does on the data."""
@@ -343,3 +361,19 @@ def test_data_init_reads_through_the_dual_vectors() -> None:
     torch.testing.assert_close(U[:, :3], W @ R.T)
     Pi = R.T @ torch.linalg.solve(R @ R.T, R)
     torch.testing.assert_close(U @ V, W @ Pi, atol=1e-5, rtol=0)  # the spares start at U = 0
+
+
+@pytest.mark.slow
+def test_spd_recovers_resid_mlp_1l_features_and_a_dense_mlp_out() -> None:
+    """The issue's residual-MLP bar (about 200 CPU-s): one mlp_in subcomponent per feature, mlp_out
+    as 50 always-active pieces."""
+    from mechscope.metrics import score
+    from mechscope.zoo import get_task
+
+    task = get_task("resid-mlp-1l")
+    target = task.make_target(0)
+    spec = get_method("spd")
+    dec = spec.fit(target, task, spec.Cfg(), FitContext(seed=0))
+    m = score(dec, task).metrics
+    assert m["mmcs"] >= 0.95 and m["activity_f1"] >= 0.9
+    assert m["dense_rank"] == 50 and m["dense_cos"] > 0.99
