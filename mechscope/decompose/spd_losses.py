@@ -124,12 +124,17 @@ def ci_pattern_match(fires: Tensor, truth_active: Tensor, ranks: list[int]) -> t
     return errors, torch.tensor(first + rest, dtype=torch.long)
 
 
-def frequent_directions(a: Tensor, max_k: int, min_count: int = 4, decimals: int = 3) -> Tensor | None:
+def frequent_directions(
+    a: Tensor, max_k: int, min_count: int = 4, decimals: int = 3, min_frac: float = 5e-4
+) -> Tensor | None:
     """Unit input directions that recur exactly in a sample of a site's inputs a [N, d_in], most
     frequent first; None if there are more than `max_k` of them (no small recurring set).
 
     Sparse data puts most inputs on one mechanism at a time, so the input directions that recur —
-    the same line hit by many samples — are the candidate read vectors of single mechanisms."""
+    the same line hit by many samples — are the candidate read vectors of single mechanisms. A line
+    must be hit by max(min_count, min_frac · non-zero inputs) samples: two features with continuous
+    magnitudes land on the same rounded line a few times by chance (stress-correlated: 4 hits vs
+    35–63 for the single features), and one such line in 40 dimensions would read as superposed."""
     a = a.reshape(-1, a.shape[-1]).float()
     a = a[a.ne(0).any(1)]
     if a.shape[0] == 0:
@@ -138,7 +143,7 @@ def frequent_directions(a: Tensor, max_k: int, min_count: int = 4, decimals: int
     sign = torch.sign(u.gather(1, u.abs().argmax(1, keepdim=True)))  # a line, not a ray
     key = torch.round(u * sign * 10**decimals)
     _, inverse, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
-    frequent = (counts >= min_count).nonzero().squeeze(1)
+    frequent = (counts >= max(min_count, min_frac * a.shape[0])).nonzero().squeeze(1)
     if frequent.numel() == 0 or frequent.numel() > max_k:
         return None
     frequent = frequent[counts[frequent].argsort(descending=True, stable=True)]

@@ -106,6 +106,12 @@ def test_frequent_directions_finds_the_recurring_inputs() -> None:
     assert dirs is not None and dirs.shape == (5, 5)
     assert torch.allclose(dirs.abs().sort(0).values[-1], torch.ones(5), atol=1e-4)  # the 5 basis vectors
     assert L.frequent_directions(x, max_k=4) is None  # more recurring directions than allowed
+    # A line hit a few times by chance among 20k inputs is not a recurring direction.
+    gen = torch.Generator().manual_seed(1)
+    rows = torch.eye(5)[torch.randint(0, 5, (20_000,), generator=gen)] * torch.rand(20_000, 1, generator=gen)
+    chance = torch.tensor([[0.3, 0.6, 0, 0, 0]]) * torch.tensor([[1.0], [1.5], [0.5], [2.0], [1.2]])
+    dirs = L.frequent_directions(torch.cat([rows, chance]), max_k=5)
+    assert dirs is not None and dirs.shape == (5, 5)
 
 
 # --- the masked forward ----------------------------------------------------------------------------
