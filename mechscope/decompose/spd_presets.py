@@ -89,6 +89,7 @@ PAPER: dict[str, dict[str, Any]] = {
     # noted) takes TMS 40-10's paper settings; SynthSAEBench's 1,024 features get C = 2 × 1,024.
     "stress": {**_PAPER_TMS, "C": 200, "importance_coeff": 1e-4, "pnorm": 2.0},
     "synth-sae-bench": {**_PAPER_TMS, "C": 2048, "importance_coeff": 1e-4, "pnorm": 2.0},
+    "synth-sae-bench-16k": {**_PAPER_TMS, "C": 32_768, "importance_coeff": 1e-4, "pnorm": 2.0},  # GPU size
     "*": {"steps": 10_000, "batch_size": 256, "lr": 1e-3, "C": 100, "importance_coeff": 1e-4, "pnorm": 2.0},
 }
 
@@ -121,6 +122,7 @@ FAST: dict[str, dict[str, Any]] = {
     "resid-mlp": {**PAPER["resid-mlp"], **_FAST, **_FAST_RESID},
     "stress": {**PAPER["stress"], **_FAST, **_FAST_40_10},
     "synth-sae-bench": {**PAPER["synth-sae-bench"], **_FAST, **_FAST_40_10, "batch_size": 256},
+    "synth-sae-bench-16k": {**PAPER["synth-sae-bench-16k"], **_FAST, **_FAST_40_10, "batch_size": 256, "threads": 0},
     "*": {**PAPER["*"], "skip_zero_rows": True},
 }
 
