@@ -105,7 +105,7 @@ _FAST_40_10 = {"steps": 1_000, "batch_size": 1024, "lr": 3e-3, "importance_coeff
 # Residual MLP: the data init already reads through the true dual vectors d_i (mmcs 0.999 at step
 # 0), so U, V take 20× smaller steps than the CI MLPs (at lr 2e-3 Adam's ~lr-per-entry steps on
 # ~1/√1000-sized read entries mixed features into shared components: mmcs 0.89 after 1.5k steps),
-# and the CI MLPs start on the ramp (important on ±x_i; plain Kaiming left ~30 % of the components
+# and the CI MLPs start on the ramp (important on ±x_i; plain Kaiming left 41 % of the components
 # unimportant on −x_i, where the target's MLP output is 7× smaller).
 _FAST_RESID = {"steps": 1_500, "batch_size": 1024, "lr_components": 1e-4, "ci_init": "ramp"}
 FAST: dict[str, dict[str, Any]] = {
