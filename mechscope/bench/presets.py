@@ -130,10 +130,14 @@ Knob values — half, equal to and twice the natural setting, so each curve brac
 - spd: `importance_coeff` (importance minimality) ∈ {3e-4, 1e-3, 3e-3}, default 1e-3 (the fast
   preset's TMS 40-10 value; the stress targets have the same 10 × 40 shape).
 
-Budget: sized to finish in ≤ 45 min on 2 CPU cores with `--workers 2` (measured CPU time per cell on
-stress-iid: ~1.7 s for oracle/random — scoring and figures —, ~4.5 s for a 400-step SAE, ~7 s for a
-300-step SPD with C = 50): SAEs train 400 steps, SPD 300 steps with SPD's fast-preset recipe
-(data init, zero rows skipped, p = 1). stress-overcomplete caps the dictionary at 40 latents and
+Budget (2 CPU cores, `--workers 2`): measured CPU time per cell on stress-iid is ~1.7 s for
+oracle/random (scoring and figures), ~4.5 s for a 400-step SAE, ~7 s for a 300-step SPD with C = 50,
+so the 40-feature part (~530 cells) needs ~1,900 CPU s (≈ 16 min on two free cores); SAEs train 400
+steps, SPD 300 steps with SPD's fast-preset recipe (data init, zero rows skipped, p = 1). A
+synth-sae-bench cell costs ~30–50 CPU s, so its 42 cells add ≈ 15–30 min: ≈ 45 min in all on an
+idle box (estimated from CPU time). Measured on the shared 2-core box, load average 3–8 from other
+jobs: the whole preset (588 cells + 162 n/a rows) took 89 min wall, 14 synth-sae-bench cells ≈ 16 min.
+stress-overcomplete caps the dictionary at 40 latents and
 SPD at C = 40 components for its 80 features (what gets merged). synth-sae-bench (1,024 features in
 d = 128) runs with a 1,024-latent dictionary (SynthSAEBench's size: one latent per feature; SPD
 C = 1,024), 300 SAE / 200 SPD steps, at the default knob only: one of its cells costs ~30–50 CPU s,
