@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -39,6 +39,9 @@ from mechscope.zoo import get_task, register_task
 from mechscope.zoo import tms as _tms  # noqa: F401  (tms-40-10 must be registered for its control)
 from mechscope.zoo.base import GroundTruth, Mechanism, Progress, Task, no_progress
 from mechscope.zoo.cache import load_target, save_target, seeded_generator, target_path
+
+if TYPE_CHECKING:
+    from mechscope.zoo.synth_sae_bench import SynthConfig
 
 Prob = Annotated[float, Field(gt=0, le=1)]
 
@@ -166,17 +169,51 @@ def feature_truth(W: Tensor, hierarchy: list[tuple[int, int]], notes: list[str])
     return GroundTruth(mechs, n_features=n, represented=list(range(n)), notes=notes, hierarchy=hierarchy)
 
 
-# --- the task ------------------------------------------------------------------------------------
-class StressTask(Task):
+# --- the tasks -----------------------------------------------------------------------------------
+class DictionaryTask(Task):
+    """A task whose target is a constructed feature dictionary h = W x (no training): subclasses say
+    how W is drawn (`build`) and how x is sampled; the target, its cache and its truth are shared."""
+
     family = "stress"
-    name = "stress"  # registered settings pass their own name and summary
-    summary = ""
-    Cfg = StressConfig
-    config: StressConfig
+    config: StressConfig | SynthConfig
 
     @property
     def n_features(self) -> int:
         return self.config.n_features
+
+    def build(self, target_seed: int) -> StressModel:
+        raise NotImplementedError
+
+    def target_info(self, W: Tensor) -> dict[str, object]:
+        """What is recorded next to the cached dictionary (its overlap statistics)."""
+        return {"max_abs_cos": max_abs_cos(W), "norms": W.norm(dim=0).tolist()}
+
+    def hierarchy(self) -> list[tuple[int, int]]:
+        return []
+
+    def make_target(self, target_seed: int, progress: Progress = no_progress) -> nn.Module:
+        path = target_path(self.name, self.config, target_seed)
+        model = StressModel(self.config.n_features, self.config.d)
+        if load_target(path, model) is None:
+            model = self.build(target_seed)
+            save_target(path, model, self.target_info(model.W.weight.detach()))
+        progress(1, 1)
+        model.eval()
+        return model
+
+    def ground_truth(self, target: nn.Module) -> GroundTruth:
+        assert isinstance(target, StressModel)
+        return feature_truth(target.W.weight.detach(), self.hierarchy(), [])
+
+    def activation_sites(self) -> list[str]:
+        return ["W"]
+
+
+class StressTask(DictionaryTask):
+    name = "stress"  # registered settings pass their own name and summary
+    summary = ""
+    Cfg = StressConfig
+    config: StressConfig
 
     def hierarchy(self) -> list[tuple[int, int]]:
         """(parent, child) pairs: trees of 1 parent + `children` children, parent first."""
@@ -253,23 +290,6 @@ class StressTask(Task):
             model.W.weight.copy_(W)
         return model
 
-    def make_target(self, target_seed: int, progress: Progress = no_progress) -> nn.Module:
-        path = target_path(self.name, self.config, target_seed)
-        model = StressModel(self.config.n_features, self.config.d)
-        if load_target(path, model) is None:
-            model = self.build(target_seed)
-            W = model.W.weight.detach()
-            save_target(path, model, {"max_abs_cos": max_abs_cos(W), "norms": W.norm(dim=0).tolist()})
-        progress(1, 1)
-        model.eval()
-        return model
-
-    def ground_truth(self, target: nn.Module) -> GroundTruth:
-        assert isinstance(target, StressModel)
-        return feature_truth(target.W.weight.detach(), self.hierarchy(), [])
-
-    def activation_sites(self) -> list[str]:
-        return ["W"]
 
 
 # --- random-init controls ------------------------------------------------------------------------

@@ -37,13 +37,12 @@ from typing import Annotated
 
 import torch
 from pydantic import Field, model_validator
-from torch import Tensor, nn
+from torch import Tensor
 
 from mechscope.config import Config
 from mechscope.zoo import register_task
-from mechscope.zoo.base import GroundTruth, Progress, Task, no_progress
-from mechscope.zoo.cache import load_target, save_target, seeded_generator, target_path
-from mechscope.zoo.stress import StressModel, feature_truth, near_orthogonal, register_control
+from mechscope.zoo.cache import seeded_generator
+from mechscope.zoo.stress import DictionaryTask, StressModel, near_orthogonal, register_control
 
 MIN_UNIQUE_VARIANCE = 0.01
 """A feature's own copula noise keeps at least this variance (its correlation row is capped)."""
@@ -90,16 +89,11 @@ def tree_size(branching: int, depth: int) -> int:
     return sum(branching**k for k in range(depth + 1))
 
 
-class SynthSAEBenchTask(Task):
-    family = "stress"
+class SynthSAEBenchTask(DictionaryTask):
     name = "synth-sae-bench"
     summary = ""
     Cfg = SynthConfig
     config: SynthConfig
-
-    @property
-    def n_features(self) -> int:
-        return self.config.n_features
 
     # --- the structure of the data distribution (a function of the config alone) ------------------
     def levels(self) -> list[tuple[int, int]]:
@@ -210,8 +204,10 @@ class SynthSAEBenchTask(Task):
         return self._probs
 
     # --- the target ------------------------------------------------------------------------------
-    def build(self, target_seed: int, device: str = "cpu") -> StressModel:
+    def build(self, target_seed: int) -> StressModel:
+        """Near-orthogonal unit columns; the GPU-size dictionary is descended on CUDA when present."""
         c = self.config
+        device = "cuda" if torch.cuda.is_available() and c.n_features * c.d > 10**6 else "cpu"
         W = near_orthogonal(
             c.n_features,
             c.d,
@@ -226,24 +222,8 @@ class SynthSAEBenchTask(Task):
             model.W.weight.copy_(W)
         return model
 
-    def make_target(self, target_seed: int, progress: Progress = no_progress) -> nn.Module:
-        c = self.config
-        path = target_path(self.name, c, target_seed)
-        model = StressModel(c.n_features, c.d)
-        if load_target(path, model) is None:
-            device = "cuda" if torch.cuda.is_available() and c.n_features * c.d > 10**6 else "cpu"
-            model = self.build(target_seed, device)
-            save_target(path, model, {"mean_max_abs_cos": mean_max_abs_cos(model.W.weight.detach())})
-        progress(1, 1)
-        model.eval()
-        return model
-
-    def ground_truth(self, target: nn.Module) -> GroundTruth:
-        assert isinstance(target, StressModel)
-        return feature_truth(target.W.weight.detach(), self.hierarchy(), [])
-
-    def activation_sites(self) -> list[str]:
-        return ["W"]
+    def target_info(self, W: Tensor) -> dict[str, object]:
+        return {"mean_max_abs_cos": mean_max_abs_cos(W)}
 
 
 def mean_max_abs_cos(W: Tensor, chunk: int = 4096) -> float:
