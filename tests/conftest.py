@@ -1,6 +1,7 @@
 """Test tiers: fast by default; `--runslow` adds the ground-truth recovery runs."""
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -22,3 +23,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _deterministic_threads() -> None:
     torch.set_num_threads(int(os.environ.get("MECHSCOPE_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A throw-away target cache for one test module (small targets built or trained once there)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MECHSCOPE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield

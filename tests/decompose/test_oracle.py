@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,13 +67,6 @@ def assert_perfect(metrics: dict[str, object], task: Task, dec: OracleDecomposit
         assert math.isclose(space["mmcs"], 1.0, abs_tol=1e-5)
         assert math.isclose(space["activity_f1"], 1.0, abs_tol=1e-9)
 
-
-@pytest.fixture(scope="module")
-def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Small targets train once per module into a throw-away cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MECHSCOPE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
 
 
 @pytest.fixture(scope="module")

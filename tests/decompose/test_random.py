@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +26,6 @@ def shared_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     else:
         monkeypatch.setenv("MECHSCOPE_CACHE", SHARED_CACHE)
 
-
-@pytest.fixture(scope="module")
-def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MECHSCOPE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
 
 
 def fit(name: str, task: Task, seed: int = 0) -> Decomposition:
