@@ -6,6 +6,9 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+SHARED_CACHE = os.environ.get("MECHSCOPE_CACHE")
+"""The cache the session started with, where the real zoo targets live."""
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run slow recovery tests")
@@ -31,3 +34,12 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MECHSCOPE_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield
+
+
+@pytest.fixture
+def shared_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real zoo targets live in the shared cache, even after `private_cache` swapped it."""
+    if SHARED_CACHE is None:
+        monkeypatch.delenv("MECHSCOPE_CACHE", raising=False)
+    else:
+        monkeypatch.setenv("MECHSCOPE_CACHE", SHARED_CACHE)

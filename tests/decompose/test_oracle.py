@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,6 @@ from mechscope.zoo.resid_mlp import ResidMLPConfig, ResidMLPTask
 from mechscope.zoo.tms import TMSConfig, TMSTask
 
 PERFECT = ("mmcs", "mcc", "coverage", "ml2r", "activity_f1", "activity_f1_data")
-
-SHARED_CACHE = os.environ.get("MECHSCOPE_CACHE")
-
-
-def shared_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real zoo targets live in the shared cache, even after a module fixture swapped it."""
-    if SHARED_CACHE is None:
-        monkeypatch.delenv("MECHSCOPE_CACHE", raising=False)
-    else:
-        monkeypatch.setenv("MECHSCOPE_CACHE", SHARED_CACHE)
-
 
 def small_tasks() -> list[Task]:
     """Fast versions of each zoo family with ground truth in weights (short training)."""
@@ -135,9 +123,8 @@ ZOO = [name for name in TASKS if get_task(name).kind == "decomposition" and "-16
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
-def test_oracle_is_perfect_on_every_zoo_task(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_oracle_is_perfect_on_every_zoo_task(name: str, shared_cache: None) -> None:
     """The real zoo targets (the shared cache, trained on first use)."""
-    shared_cache(monkeypatch)
     task = get_task(name)
     dec = fit_oracle(task)
     assert_perfect(score(dec, task).metrics, task, dec)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -15,17 +14,6 @@ from mechscope.metrics import score
 from mechscope.zoo.base import Task
 from mechscope.zoo.resid_mlp import ResidMLPConfig, ResidMLPTask
 from mechscope.zoo.tms import TMSConfig, TMSTask
-
-SHARED_CACHE = os.environ.get("MECHSCOPE_CACHE")
-
-
-def shared_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real zoo targets live in the shared cache, even after a module fixture swapped it."""
-    if SHARED_CACHE is None:
-        monkeypatch.delenv("MECHSCOPE_CACHE", raising=False)
-    else:
-        monkeypatch.setenv("MECHSCOPE_CACHE", SHARED_CACHE)
-
 
 
 def fit(name: str, task: Task, seed: int = 0) -> Decomposition:
@@ -88,11 +76,10 @@ def test_random_on_resid_covers_every_truth_site() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tms-40-10", "resid-mlp-1l"])
-def test_random_far_below_oracle_on_zoo_targets(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_random_far_below_oracle_on_zoo_targets(name: str, shared_cache: None) -> None:
     """On the real zoo targets (shared cache). ml2r is left out on purpose: random components are
     scaled to ‖W‖/√C, so their matched norm ratio is ≈ 1 on TMS — a norm ratio says nothing
     without a good match, which is why ml2r is read next to mmcs."""
-    shared_cache(monkeypatch)
     from mechscope.zoo import get_task
 
     task = get_task(name)
