@@ -34,9 +34,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from mechscope.config import Config, ConfigError, config_hash, split_overrides, with_overrides
-from mechscope.decompose.registry import METHODS, FitContext, MethodSpec, get_method
+from mechscope.core import Task
+from mechscope.decompose.registry import METHODS, FitContext, MethodSpec, fit_blind, get_method
 from mechscope.zoo import TASKS, get_task
-from mechscope.zoo.base import Task
 
 FIXED_POINTS = "fixed-points"
 """The bench's name for the fixed-point analysis: the one 'method' of dynamics tasks."""
@@ -230,7 +230,7 @@ def _run_decomposition(
     torch.manual_seed(cell.seed)
     with PeakMemory(cell.device) as mem:
         start = time.perf_counter()
-        decomposition = cell.spec.fit(target, cell.task, cell.method_config, ctx)
+        decomposition = fit_blind(cell.spec, target, cell.task, cell.method_config, ctx)
         wall = time.perf_counter() - start
     decomposition.save(run_dir / "decomposition")
     progress("score", 0, 1)

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mechscope.core import TaskFacts
 from mechscope.hooks import Where, capture, get_module
-from mechscope.zoo.base import Task
 
 Source = Callable[[int], tuple[Tensor, Tensor]]
 Site = tuple[str, Where]
@@ -45,7 +45,7 @@ def _read(model: nn.Module, inputs: Any, read: Site, write: Site) -> tuple[Tenso
         return _flat(xs[read[0]]), _flat(ys[write[0]])
 
 
-def task_source(model: nn.Module, task: Task, read: Site, write: Site, generator: torch.Generator) -> Source:
+def task_source(model: nn.Module, task: TaskFacts, read: Site, write: Site, generator: torch.Generator) -> Source:
     """Activations of `model` on fresh samples of `task` (the zoo's infinite data)."""
     get_module(model, read[0]), get_module(model, write[0])  # a bad site name fails here, clearly
 

@@ -31,8 +31,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from mechscope.core import Space
 from mechscope.hooks import replace_output
-from mechscope.zoo.base import Space
 
 Mask = dict[str, Tensor]
 

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mechscope.config import Config, ConfigError
+from mechscope.core import Progress, no_progress
 from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
-from mechscope.zoo.base import Progress, no_progress
 
 Activation = Literal["relu", "topk", "batchtopk", "jumprelu"]
 ACTIVATIONS: tuple[Activation, ...] = ("relu", "topk", "batchtopk", "jumprelu")

@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mechscope.core import Space
 from mechscope.decompose.base import Decomposition, Mask
 from mechscope.decompose.dictionary import SparseCoder
 from mechscope.hooks import Where, capture, get_module, replace_output
-from mechscope.zoo.base import Space
 
 
 @dataclass

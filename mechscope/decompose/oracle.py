@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.config import Config
+from mechscope.core import ActiveRule, GroundTruth, Mechanism, Space, TaskFacts
 from mechscope.decompose.base import (
     Decomposition,
     Mask,
@@ -35,9 +36,8 @@ from mechscope.decompose.base import (
     _batch_mask,
     factored_masked_output,
 )
-from mechscope.decompose.registry import FitContext, MethodSpec, register
+from mechscope.decompose.registry import FitContext, MethodSpec, always_reads_truth, register
 from mechscope.hooks import replace_output
-from mechscope.zoo.base import ActiveRule, GroundTruth, Mechanism, Space, Task
 
 
 class OracleConfig(Config):
@@ -220,9 +220,9 @@ def build_oracle(target: nn.Module, truth: GroundTruth, tol: float = 1e-6) -> Or
     return OracleDecomposition(target, param, act)
 
 
-def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> Decomposition:
+def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> Decomposition:
     assert isinstance(config, OracleConfig)
-    return build_oracle(target, task.ground_truth(target), config.remainder_tol)
+    return build_oracle(target, ctx.require_truth("the oracle"), config.remainder_tol)
 
 
 register(
@@ -230,6 +230,7 @@ register(
         name="oracle",
         summary="the true mechanisms as components (calibration: every metric at its best)",
         Cfg=OracleConfig,
+        reads_truth=always_reads_truth,
         fit=fit,
         family="calibration",
     )

@@ -18,10 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.config import Config
+from mechscope.core import GroundTruth, Space, TaskFacts
 from mechscope.decompose.base import Decomposition, Mask, ParameterDecomposition, factored_masked_output
-from mechscope.decompose.registry import FitContext, MethodSpec, register
+from mechscope.decompose.registry import FitContext, MethodSpec, always_reads_truth, register
 from mechscope.hooks import capture
-from mechscope.zoo.base import GroundTruth, Space, Task
 
 
 class RandomConfig(Config):
@@ -127,9 +127,9 @@ def build_random(
     return RandomDecomposition(target, param, act)
 
 
-def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> Decomposition:
+def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> Decomposition:
     assert isinstance(config, RandomConfig)
-    return build_random(target, task.ground_truth(target), ctx.generator(), config.n_components)
+    return build_random(target, ctx.require_truth("random (sized like the truth)"), ctx.generator(), config.n_components)
 
 
 register(
@@ -137,6 +137,7 @@ register(
         name="random",
         summary="random rank-1 components, as many as the true rank (calibration: the floor)",
         Cfg=RandomConfig,
+        reads_truth=always_reads_truth,
         fit=fit,
         family="calibration",
     )

@@ -1,21 +1,25 @@
 """The method registry: every decomposition method, by name.
 
 A method is one file in `mechscope/decompose/` that defines a pydantic config and
-`fit(target, task, config, ctx) -> Decomposition`, and adds one `register(...)` line at its
+`fit(target, facts, config, ctx) -> Decomposition`, and adds one `register(...)` line at its
 bottom. `mechscope/decompose/__init__.py` imports each method file once so registration happens.
+
+Fits are blind: `facts` is the task's public face (`TaskFacts`: sampler, sites, settings) and its
+`ground_truth` raises. A method that is sized from the truth says so through `reads_truth(config)`;
+the runner then hands it the truth in `ctx.truth`, and the run's config records it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mechscope.config import Config
+from mechscope.core import GroundTruth, Progress, Task, TaskFacts, facts_of, no_progress, seeded_generator
 from mechscope.decompose.base import Decomposition
-from mechscope.zoo.base import Progress, Task, no_progress
 
 
 @dataclass
@@ -27,13 +31,28 @@ class FitContext:
     progress: Progress = no_progress
     checkpoint_dir: str | None = None
     """Where a long-running method may keep checkpoints to resume from (inside the run dir)."""
-    extras: dict[str, object] = field(default_factory=dict)
+    truth: GroundTruth | None = None
+    """The ground truth, handed over only to a method whose spec `reads_truth` for its config
+    (calibrations, truth-sized runs); None for every blind fit."""
 
     def generator(self, offset: int = 0) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + offset)
+        return seeded_generator(self.seed, offset)
+
+    def require_truth(self, why: str) -> GroundTruth:
+        if self.truth is None:
+            raise RuntimeError(f"{why} needs the ground truth, but this fit is blind (reads_truth is False)")
+        return self.truth
 
 
-FitFn = Callable[[nn.Module, Task, Config, FitContext], Decomposition]
+FitFn = Callable[[nn.Module, TaskFacts, Config, FitContext], Decomposition]
+
+
+def never_reads_truth(config: Config) -> bool:
+    return False
+
+
+def always_reads_truth(config: Config) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -46,6 +65,8 @@ class MethodSpec:
     """Returns None when the method makes sense on `task`, else why not (the cell is `n/a`)."""
     family: str = "calibration"
     """"calibration", "activation", "parameter" or "dynamics"."""
+    reads_truth: Callable[[Config], bool] = never_reads_truth
+    """Whether a fit with this config is handed the ground truth (`ctx.truth`)."""
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -64,3 +85,11 @@ def get_method(name: str) -> MethodSpec:
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
     return METHODS[name]
+
+
+def fit_blind(spec: MethodSpec, target: nn.Module, task: Task, config: Config, ctx: FitContext) -> Decomposition:
+    """Fit `spec` on `task` the one way every caller does: through the task's public facts, with the
+    ground truth handed over only when the spec says this config reads it."""
+    if spec.reads_truth(config):
+        ctx = FitContext(ctx.seed, ctx.device, ctx.progress, ctx.checkpoint_dir, task.ground_truth(target))
+    return spec.fit(target, facts_of(task), config, ctx)

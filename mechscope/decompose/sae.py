@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from mechscope.config import Config, ConfigError
+from mechscope.core import Task, TaskFacts
 from mechscope.decompose.activation_buffer import loader_source, task_source
 from mechscope.decompose.dictionary import (
     BatchTopKOptions,
@@ -29,7 +30,6 @@ from mechscope.decompose.dictionary import (
 )
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
 from mechscope.decompose.registry import FitContext, MethodSpec, register
-from mechscope.zoo.base import Task
 
 
 class _SiteOption(Config):
@@ -53,7 +53,7 @@ class SAEJumpReLUConfig(JumpReLUOptions, _SiteOption):
     pass
 
 
-def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> DictionaryDecomposition:
+def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> DictionaryDecomposition:
     """Train one SAE per activation site of `task` on the target's activations."""
     assert isinstance(config, DictionaryConfig) and isinstance(config, _SiteOption)
     sites = [config.site] if config.site else task.activation_sites()

@@ -9,7 +9,7 @@ important (importance minimality). Clean SPD of a toy model gives one live subco
 mechanism and lets all the others die.
 
     method = get_method("spd")
-    dec = method.fit(target, task, method.Cfg(), FitContext(seed=0))
+    dec = fit_blind(method, target, task, method.Cfg(), FitContext(seed=0))
     dec.activity(x)["W"]           # [batch, C] causal importance (fires above 0.1)
     dec.directions("W", "parameter")  # [C, d_out·d_in] the rank-1 subcomponents
     dec.forward_with(x, {"W": keep})  # the target with only the kept subcomponents
@@ -35,6 +35,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from mechscope.config import Config, config_hash
+from mechscope.core import GroundTruth, Space, Task, TaskFacts, active_matrix, seeded_generator
 from mechscope.decompose import spd_losses as L
 from mechscope.decompose.base import Mask, ParameterDecomposition
 from mechscope.decompose.registry import FitContext, MethodSpec, register
@@ -56,7 +57,6 @@ from mechscope.decompose.spd_presets import (
     settings_task,
     weight_matrix,
 )
-from mechscope.zoo.base import GroundTruth, Space, Task, active_matrix
 
 
 class SPDConfig(Config):
@@ -218,14 +218,14 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDecomposition:
+def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> SPDDecomposition:
     """Train SPD on `target` with inputs from `task`; resumes from `ctx.checkpoint_dir` if set."""
     assert isinstance(config, SPDConfig)
     overrides = {k: v for k, v in config.model_dump().items() if k in SPDSettings.model_fields}
     like = settings_task(task)
     s = resolve(config.preset, overrides, like.name, like.family)
     output_loss: L.OutputLoss = (
-        ("kl" if task.ground_truth(target).output_kind == "logits" else "mse")
+        ("kl" if task.output_kind == "logits" else "mse")
         if config.output_loss == "auto"
         else config.output_loss
     )
@@ -252,7 +252,7 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
             comp.ramp_ci_(reads.shape[0], pool_acts[site.name].cpu())
     comps.to(device)
     data_gen = ctx.generator(2)
-    mask_gen = torch.Generator(device).manual_seed(ctx.seed * 1_000_003 + 3)
+    mask_gen = seeded_generator(ctx.seed, 3, device)
     # U, V may take a smaller step than the CI MLPs: Adam moves every entry by ~lr per step, and a
     # wide input (the residual MLP's d = 1000) has read-vector entries of only ~1/√d_in.
     uv = [p for c in as_components(comps) for p in (c.U, c.V)]
@@ -279,9 +279,6 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
             mask_gen.set_state(state["mask_gen"])
             start = int(state["step"])
 
-    # ctx.extras["monitor"](step, decomposition) is called every extras["monitor_every"] steps.
-    monitor: Any = ctx.extras.get("monitor")
-    monitor_every = int(ctx.extras.get("monitor_every", 500))  # type: ignore[call-overload]
     with _frozen(target), _threads(s.threads or torch.get_num_threads()):
         if start == 0 and s.faithfulness_warmup_steps:
             _faithfulness_warmup(sites, comps, s)
@@ -301,11 +298,8 @@ def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> SPDDe
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if (step + 1) % 100 == 0:
-                    ctx.progress(step + 1, s.steps)
-                if monitor is not None and (step + 1) % monitor_every == 0:
-                    monitor(step + 1, SPDDecomposition(target, sites, comps, s))
             done = chunk0 + n
+            ctx.progress(done, s.steps)
             if ckpt is not None and done % every == 0 and done < s.steps:
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 state = {"key": key, "step": done, "comps": comps.state_dict(), "opt": opt.state_dict(),

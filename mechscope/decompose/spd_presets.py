@@ -19,7 +19,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from mechscope.config import Config, ConfigError
-from mechscope.zoo.base import Task
+from mechscope.core import TaskFacts
 
 Preset = Literal["fast", "paper"]
 
@@ -133,7 +133,7 @@ def preset_values(preset: Preset, task_name: str, family: str) -> dict[str, Any]
     return dict(table.get(task_name) or table.get(family) or table["*"])
 
 
-def settings_task(task: Task) -> Task:
+def settings_task(task: TaskFacts) -> TaskFacts:
     """The task whose presets and default sites apply: a random-init control (`<name>-control`,
     which has a `base()`) takes its original's, so that both are decomposed alike."""
     base = getattr(task, "base", None)
@@ -178,7 +178,7 @@ def weight_matrix(site: Site) -> Tensor:
     return w if site.kind == "linear" else w.T  # Embedding is [vocab, d], Conv1D is [d_in, d_out]
 
 
-def default_patterns(task: Task, target: nn.Module) -> list[str]:
+def default_patterns(task: TaskFacts, target: nn.Module) -> list[str]:
     names = {n for n, _ in target.named_modules()}
     if task.family == "tms":
         return [p for p in ("W", "identity") if p in names]

@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from mechscope.config import Config, ConfigError
+from mechscope.core import Task, TaskFacts
 from mechscope.decompose.activation_buffer import loader_source, task_source
 from mechscope.decompose.dictionary import (
     DictionaryConfig,
@@ -31,7 +32,6 @@ from mechscope.decompose.dictionary import (
 )
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
 from mechscope.decompose.registry import FitContext, MethodSpec, register
-from mechscope.zoo.base import Task
 
 
 class _MLPOption(Config):
@@ -47,7 +47,7 @@ class TranscoderJumpReLUConfig(JumpReLUOptions, _MLPOption):
     pass
 
 
-def fit(target: nn.Module, task: Task, config: Config, ctx: FitContext) -> DictionaryDecomposition:
+def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> DictionaryDecomposition:
     """Train one transcoder per MLP of `task` (or the one named by `site`)."""
     assert isinstance(config, DictionaryConfig) and isinstance(config, _MLPOption)
     mlps = task.mlp_sites()

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from mechscope.config import ConfigError, split_overrides, with_overrides
+from mechscope.core import Task
 from mechscope.dynamics.finder import FinderConfig, FixedPoints, NoFixedPointsError, find_fixed_points
 from mechscope.dynamics.plot import plot_fixed_points
 from mechscope.dynamics.scoring import (
@@ -34,7 +35,6 @@ from mechscope.dynamics.scoring import (
 )
 from mechscope.dynamics.wrappers import StepFunction, as_step
 from mechscope.zoo import TASKS, get_task
-from mechscope.zoo.base import Task
 from mechscope.zoo.cache import load_target, seeded_generator
 
 N_TRAJECTORIES = 64

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from mechscope.zoo.base import Mechanism, active_matrix
+from mechscope.core import Mechanism, active_matrix
 
 PROBE_VALUE = 0.75
 """The magnitude of every feature that is on in a `hierarchy` probe row (the `onehot` value)."""

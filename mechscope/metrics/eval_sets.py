@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mechscope.zoo.base import Task
+from mechscope.core import Task
 
 EVAL_DATA_SEED = 987_654_321
 EVAL_DATA_SIZE = 4096

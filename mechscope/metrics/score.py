@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mechscope.core import SPACES, GroundTruth, Mechanism, Space, Task, active_matrix
 from mechscope.decompose.base import Decomposition
 from mechscope.metrics import absorption as absn
 from mechscope.metrics import activity as act
@@ -46,7 +47,6 @@ from mechscope.metrics.matching import (
     signed_tiebreak,
 )
 from mechscope.metrics.result import Match, Score
-from mechscope.zoo.base import SPACES, GroundTruth, Mechanism, Space, Task, active_matrix
 
 COMPARABLE_NORM = 1e-6
 """A component whose (read-projected) norm is below this fraction of its site's largest is zero."""

@@ -36,10 +36,10 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from mechscope.config import config_hash
+from mechscope.core import Progress, no_progress
 from mechscope.decompose.activation_buffer import Source
 from mechscope.hooks import capture
 from mechscope.real.models import resolve_sites
-from mechscope.zoo.base import Progress, no_progress
 
 CacheDtype = Literal["float32", "float16"]
 _TORCH = {"float32": torch.float32, "float16": torch.float16}

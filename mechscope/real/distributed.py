@@ -30,10 +30,10 @@ from pydantic import Field
 from torch import Tensor
 
 from mechscope.config import ConfigError
+from mechscope.core import Progress, no_progress, seeded_generator
 from mechscope.decompose.activation_buffer import geometric_median
 from mechscope.decompose.dictionary import SparseCoder, TopKOptions, lr_lambda
 from mechscope.real.activation_cache import ActivationCache
-from mechscope.zoo.base import Progress, no_progress
 
 Sync = Callable[[list[Tensor]], None]
 
@@ -113,7 +113,7 @@ def train_topk_sae(
         raise ConfigError(f"batch_size={cfg.batch_size} must be divisible by the number of processes ({world})")
     if cfg.batch_size > cache.n_rows:
         raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {cache.n_rows} cached rows")
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + 100)
+    gen = seeded_generator(seed, 100)
     probe = cache.rows(site, torch.randperm(cache.n_rows, generator=gen)[:8_192])  # same on every rank
     s = float(probe.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
     coder = SparseCoder(probe.shape[1], probe.shape[1], cfg.n_latents, "topk", cfg.k, True, gen)

@@ -33,9 +33,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from mechscope.config import Config, ConfigError
+from mechscope.core import GroundTruth, Mechanism, Progress, Task, no_progress, seeded_generator
 from mechscope.hooks import capture
 from mechscope.real.models import LoadedModel, load_model, minilm_path
-from mechscope.zoo.base import GroundTruth, Mechanism, Progress, Task, no_progress
 
 CONTEXT = "The committee approved the new budget after a long debate about schools and roads."
 _MODELS: dict[str, LoadedModel] = {}
@@ -136,7 +136,7 @@ class PlantedTask(Task):
         if cfg.layer >= len(layers):
             raise ConfigError(f"layer={cfg.layer} does not exist; the model has layers 0..{len(layers) - 1}")
         model = copy.deepcopy(lm.model)
-        gen = torch.Generator().manual_seed(target_seed * 1_000_003 + 7)
+        gen = seeded_generator(target_seed, 7)
         ids = lm.tokenizer(CONTEXT, return_tensors="pt")["input_ids"]
         states = _context_states(lm.model, ids, cfg.layer)  # planted directions: from the real model
         if cfg.random_init:
@@ -146,7 +146,7 @@ class PlantedTask(Task):
         d, K = base.shape[0], cfg.n_features
         # Directions orthogonal to every context state: planted reads never see the context.
         Q_ctx, _ = torch.linalg.qr(states.T)  # (d, T)
-        R = torch.randn(d, 2 * K, generator=torch.Generator().manual_seed(target_seed * 1_000_003 + 11))
+        R = torch.randn(d, 2 * K, generator=seeded_generator(target_seed, 11))
         R = R - Q_ctx @ (Q_ctx.T @ R)
         Q, _ = torch.linalg.qr(R)  # (d, 2K) orthonormal, ⊥ context
         alpha = float(states[0].norm()) * cfg.scale
@@ -241,7 +241,7 @@ def run_planted(
     """Fit and score each method (`"all"`: every registered one) on the planted model and its random
     control: one row each, with the CPU seconds of fit + score (`cpu_s`); `on_row` sees each row
     as soon as it is measured. A method that does not apply gets a row with status `n/a: why`."""
-    from mechscope.decompose.registry import FitContext, get_method
+    from mechscope.decompose.registry import FitContext, fit_blind, get_method
     from mechscope.metrics import score
 
     settings = {**FAST_SETTINGS, **(settings or {})}
@@ -260,7 +260,7 @@ def run_planted(
                     {k: v for k, v in settings.get(name, {}).items() if k in spec.Cfg.model_fields}
                 )
                 t0 = time.process_time()
-                metrics = score(spec.fit(target, task, cfg, FitContext(seed=seed)), task).metrics
+                metrics = score(fit_blind(spec, target, task, cfg, FitContext(seed=seed)), task).metrics
                 row |= {"status": "ok", "cpu_s": time.process_time() - t0}
                 row |= {k: metrics[k] for k in REPORTED if k in metrics}
             rows.append(row)

@@ -27,6 +27,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from mechscope.config import Config, ConfigError
+from mechscope.core import Progress, derive_seed, no_progress, seeded_generator
 from mechscope.decompose import spd_losses as L
 from mechscope.decompose.spd import (
     Site,
@@ -38,7 +39,6 @@ from mechscope.decompose.spd import (
     weight_matrix,
 )
 from mechscope.decompose.spd_presets import SPDSettings
-from mechscope.zoo.base import Progress, no_progress
 
 OutputKind = Literal["kl", "mse"]
 
@@ -88,7 +88,7 @@ def cosine(pred: Tensor, target: Tensor) -> Tensor:
 
 def _noise(seed: int, step: int, k: int, shape: tuple[int, ...], rows: slice, device: torch.device) -> Tensor:
     """Uniform noise for the global batch at `step` (k: which site/group), sliced to `rows`."""
-    gen = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1_009 + k) % 2**63)
+    gen = seeded_generator(derive_seed(seed, step), k)
     return torch.rand(shape, generator=gen)[rows].to(device)
 
 
@@ -153,7 +153,7 @@ def fit_spd_real(
     device = next(model.parameters()).device
     sites = select_sites(model, config.modules)
     comps = nn.ModuleList([SiteComponents(*_shape(site), s.C, s.ci_hidden) for site in sites])
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + 1)
+    gen = seeded_generator(seed, 1)
     for site, comp in zip(sites, _parts(comps), strict=True):
         comp.init_(weight_matrix(site).detach().float().cpu(), gen)
     comps.to(device)

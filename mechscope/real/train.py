@@ -14,12 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.config import ConfigError
+from mechscope.core import Progress, no_progress
 from mechscope.decompose.dictionary import DictionaryConfig, SparseCoder, TopKOptions, train_coder
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
 from mechscope.decompose.registry import FitContext
 from mechscope.hooks import Where
 from mechscope.real.activation_cache import ActivationCache
-from mechscope.zoo.base import Progress, no_progress
 
 
 def fve(x: Tensor, x_hat: Tensor) -> float:

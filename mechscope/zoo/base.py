@@ -1,159 +1,31 @@
-"""Tasks: models whose mechanisms are known, and the ground truth they expose.
+"""Tasks: models whose mechanisms are known — the vocabulary lives in `mechscope.core`.
 
-A task trains (or builds) a target network from a seed, samples inputs from its data
-distribution, and says which mechanisms the target really uses:
-
-    task = get_task("tms-5-2")
-    target = task.make_target(target_seed=0)        # cached on disk after the first call
-    truth = task.ground_truth(target)               # Mechanisms in parameter / activation space
-    x = task.sample(4096, torch.Generator().manual_seed(1))
-    truth.active(x, "parameter")                    # bool[batch, n_true]
-
-A *mechanism* lives at one site (a named module of the target) in one space:
-- parameter space: a matrix T (d_out × d_in) of that module's weight;
-- activation space: a vector t in that module's output (`direction`), optionally with the vector it
-  reads from the module's input (`read`, for transcoders on an MLP).
-It has a rank (1 for features; k for a dense mechanism such as the +ID identity) and an activity
-rule: which inputs use it.
+This module re-exports it for the zoo's task files; `decompose/`, `metrics/` and `dynamics/` import
+`mechscope.core` directly and never the zoo.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from mechscope.core import (
+    SPACES,
+    ActiveRule,
+    GroundTruth,
+    Mechanism,
+    Progress,
+    Space,
+    Task,
+    active_matrix,
+    no_progress,
+)
 
-import torch
-from torch import Tensor, nn
-
-from mechscope.config import Config
-
-Space = Literal["parameter", "activation"]
-SPACES: tuple[Space, ...] = ("parameter", "activation")
-
-# How a mechanism's activity is read off the task's input features x[batch, n_features]:
-#   "pos": x[:, feature] > 0      "neg": x[:, feature] < 0      "nonzero": x[:, feature] != 0
-#   "dense": any feature non-zero (rank-k mechanisms used on every non-empty input)
-#   "never": never used on data (e.g. the part of W_in outside span(W_E))
-ActiveRule = Literal["pos", "neg", "nonzero", "dense", "never"]
-
-
-@dataclass(frozen=True)
-class Mechanism:
-    """One true mechanism at one site in one space."""
-
-    name: str
-    space: Space
-    site: str
-    direction: Tensor
-    """parameter space: T [d_out, d_in]; activation space: t [d] in the site's output."""
-    rank: int
-    rule: ActiveRule
-    feature: int | None = None
-    read: Tensor | None = None
-    """activation space only: the direction it reads in the site's input (transcoders)."""
-
-
-@dataclass
-class GroundTruth:
-    """The true mechanisms of one target, and what the target represents."""
-
-    mechanisms: list[Mechanism]
-    n_features: int
-    represented: list[int]
-    """Features the trained target actually represents; only these are scored."""
-    read_projection: dict[str, Tensor] = field(default_factory=dict)
-    """Per parameter site, a [d_in, d_in] projection applied to a component's read side before
-    comparison (residual MLP: onto span(W_E), since the rest of W_in is never used on data)."""
-    output_kind: Literal["mse", "logits"] = "mse"
-    notes: list[str] = field(default_factory=list)
-    hierarchy: list[tuple[int, int]] = field(default_factory=list)
-    """(parent feature, child feature) pairs of a hierarchical task: the parent is active whenever
-    the child is. Scored by `absorption` (does the child's component take over the parent's?)."""
-
-    def in_space(self, space: Space, site: str | None = None) -> list[Mechanism]:
-        return [m for m in self.mechanisms if m.space == space and (site is None or m.site == site)]
-
-    def sites(self, space: Space) -> list[str]:
-        return sorted({m.site for m in self.mechanisms if m.space == space})
-
-    def active(self, x: Tensor, space: Space, site: str | None = None) -> Tensor:
-        """bool[batch, n]: which inputs use each mechanism of `space` (in `in_space` order)."""
-        return active_matrix(self.in_space(space, site), x)
-
-
-def active_matrix(mechanisms: list[Mechanism], x: Tensor) -> Tensor:
-    """bool[batch, len(mechanisms)] from each mechanism's rule applied to features x."""
-    any_feature = (x != 0).any(dim=-1)
-    cols = []
-    for m in mechanisms:
-        if m.rule == "dense":
-            cols.append(any_feature)
-        elif m.rule == "never":
-            cols.append(torch.zeros_like(any_feature))
-        else:
-            assert m.feature is not None, m.name
-            xi = x[:, m.feature]
-            cols.append({"pos": xi > 0, "neg": xi < 0, "nonzero": xi != 0}[m.rule])
-    if not cols:
-        return torch.zeros(x.shape[0], 0, dtype=torch.bool)
-    return torch.stack(cols, dim=1)
-
-
-Progress = Callable[[int, int], None]
-"""A progress callback: `progress(done, total)`; the CLI draws it as a rich bar."""
-
-
-def no_progress(done: int, total: int) -> None:
-    """The default progress callback: silent."""
-
-
-class Task(ABC):
-    """A ground-truth task. Subclasses set `name`, `summary`, `Cfg` and implement the methods."""
-
-    name: ClassVar[str]
-    summary: ClassVar[str]
-    family: ClassVar[str]
-    """"tms", "resid-mlp", "rnn", …: which zoo family, for grouping in reports."""
-    kind: ClassVar[Literal["decomposition", "dynamics"]] = "decomposition"
-    Cfg: ClassVar[type[Config]]
-
-    def __init__(self, config: Config | None = None, name: str | None = None, summary: str | None = None) -> None:
-        """`name`/`summary` let one Task class serve several registered settings (tms-5-2, tms-40-10…)."""
-        self.config = config if config is not None else self.Cfg()
-        if name is not None:
-            self.name = name  # type: ignore[misc]
-        if summary is not None:
-            self.summary = summary  # type: ignore[misc]
-
-    @abstractmethod
-    def make_target(self, target_seed: int, progress: Progress = no_progress) -> nn.Module:
-        """The target network for this seed: trained (and cached) or constructed."""
-
-    @abstractmethod
-    def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        """n inputs from the task's data distribution, [n, n_features]."""
-
-    @abstractmethod
-    def ground_truth(self, target: nn.Module) -> GroundTruth:
-        """The target's true mechanisms."""
-
-    def onehot(self, value: float = 0.75) -> Tensor:
-        """The `onehot` evaluation set: each feature alone at `value` (SPD paper).
-
-        Tasks with signed features add each feature alone at −value too."""
-        n = self.n_features
-        return torch.eye(n) * value
-
-    @property
-    @abstractmethod
-    def n_features(self) -> int: ...
-
-    def activation_sites(self) -> list[str]:
-        """Sites where an activation dictionary (SAE) is trained by default."""
-        return []
-
-    def mlp_sites(self) -> list[tuple[str, str]]:
-        """(input site, output site) pairs of the target's MLPs, for transcoders; [] if none."""
-        return []
+__all__ = [
+    "SPACES",
+    "ActiveRule",
+    "GroundTruth",
+    "Mechanism",
+    "Progress",
+    "Space",
+    "Task",
+    "active_matrix",
+    "no_progress",
+]

@@ -12,11 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mechscope.config import Config, config_hash
+from mechscope.core import seeded_generator
+
+__all__ = ["cache_dir", "load_target", "save_target", "seeded_generator", "target_path"]
 
 
 def cache_dir() -> Path:
@@ -52,6 +54,3 @@ def save_target(path: Path, module: nn.Module, info: dict[str, Any]) -> None:
             f.unlink()
         tmp.rmdir()
 
-
-def seeded_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)

@@ -303,7 +303,7 @@ def redraw(model: nn.Module, seed: int) -> nn.Module:
     Frozen parameters and buffers (e.g. a fixed identity) stay as they are; tied weights stay tied
     (deepcopy keeps the sharing). A zero tensor stays zero."""
     control = copy.deepcopy(model)
-    gen = seeded_generator(seed * 1_000_003 + CONTROL_SALT)
+    gen = seeded_generator(seed, CONTROL_SALT)
     with torch.no_grad():
         for _, p in sorted(control.named_parameters()):
             if not p.requires_grad:

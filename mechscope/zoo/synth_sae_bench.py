@@ -142,7 +142,7 @@ class SynthSAEBenchTask(DictionaryTask):
     def structure(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(F [N, r] correlation factor, unique std [N], σ_i [N], μ_i [N]) from `data_seed`."""
         c = self.config
-        gen = seeded_generator(c.data_seed * 1_000_003 + 17)
+        gen = seeded_generator(c.data_seed, 17)
         F = torch.randn(c.n_features, c.corr_rank, generator=gen) * c.corr_scale
         sq = F.pow(2).sum(dim=1)
         cap = sq > 1 - MIN_UNIQUE_VARIANCE

@@ -10,6 +10,7 @@ import torch
 
 from mechscope.decompose import FitContext, get_method, load_decomposition
 from mechscope.decompose.base import Decomposition
+from mechscope.decompose.registry import fit_blind
 from mechscope.metrics import score
 from mechscope.zoo.base import Task
 from mechscope.zoo.resid_mlp import ResidMLPConfig, ResidMLPTask
@@ -18,7 +19,7 @@ from mechscope.zoo.tms import TMSConfig, TMSTask
 
 def fit(name: str, task: Task, seed: int = 0) -> Decomposition:
     spec = get_method(name)
-    return spec.fit(task.make_target(0), task, spec.Cfg(), FitContext(seed=seed))
+    return fit_blind(spec, task.make_target(0), task, spec.Cfg(), FitContext(seed=seed))
 
 
 @pytest.fixture(scope="module")

@@ -241,13 +241,13 @@ def test_stop_and_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     cfg = SPDConfig(**SHORT)
     full = fit(target, task, cfg, FitContext(seed=1))
 
-    def stop(step: int, _dec: object) -> None:
-        if step == 24:  # after the checkpoint at step 16
+    def stop(done: int, _total: int) -> None:
+        if done == 32:  # reported before the checkpoint at step 32 is written: resumes from 16
             raise Stop
 
     ckpt = str(tmp_path / "ckpt")
     with pytest.raises(Stop):
-        fit(target, task, cfg, FitContext(seed=1, checkpoint_dir=ckpt, extras={"monitor": stop, "monitor_every": 8}))
+        fit(target, task, cfg, FitContext(seed=1, checkpoint_dir=ckpt, progress=stop))
     assert (tmp_path / "ckpt" / "spd-checkpoint.pt").exists()
     resumed = fit(target, task, cfg, FitContext(seed=1, checkpoint_dir=ckpt))
     torch.testing.assert_close(resumed.components("W"), full.components("W"), atol=0, rtol=0)
