@@ -12,6 +12,9 @@ A Decomposition splits a target network, at named *sites* (module names), into c
   (mask {site: [batch, C] or [C]}, 1 = keep); sites absent from `mask` run all components.
 - `save(dir)` / `load_decomposition(dir, target)`: safetensors + JSON, loadable without the
   method's training code.
+- `admissible(x)` / `forward_admissible(x, masks)`: the box of masks the method itself calls
+  harmless on each input, and the differentiable forward under them — what the worst-case
+  ablation `pgd_faithfulness` (metrics/pgd.py) searches.
 
 `ParameterDecomposition` implements `forward_with` for any set of weight components by hooking the
 site modules; methods that split weights (oracle, random, SPD) subclass it.
@@ -24,6 +27,7 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +41,17 @@ from mechscope.hooks import replace_output
 Mask = dict[str, Tensor]
 
 _CLASSES: dict[str, type[Decomposition]] = {}
+
+
+@dataclass(frozen=True)
+class Admissible:
+    """Per site, the masks an adversary may choose on each input: `lo` ≤ m ≤ `hi`, each
+    [rows, n_free(site)] (rows: the inputs, or a sequence model's tokens). `start` is the method's
+    own evaluation point, the one `faithfulness` runs (all components on)."""
+
+    lo: dict[str, Tensor]
+    hi: dict[str, Tensor]
+    start: dict[str, Tensor]
 
 
 class Decomposition(ABC):
@@ -81,6 +96,20 @@ class Decomposition(ABC):
 
     def all_on(self, batch: int) -> Mask:
         return {s: torch.ones(batch, self.n_components(s)) for s in self.sites}
+
+    # --- worst-case ablation (metrics/pgd.py) ----------------------------------------------
+    def admissible(self, x: Tensor) -> Admissible:
+        """Default box: a component that fires on an input is kept (mask 1); one that does not is
+        claimed irrelevant there, so any mask in [0, 1] must leave the output unchanged."""
+        with torch.no_grad():
+            fires = self.fires(x)
+        lo = {s: f.float() for s, f in fires.items()}
+        ones = {s: torch.ones_like(v) for s, v in lo.items()}
+        return Admissible(lo, ones, ones)
+
+    def forward_admissible(self, x: Tensor, masks: Mask) -> Tensor:
+        """Target output under masks from `admissible(x)`, differentiable in the masks."""
+        return self.forward_with(x, masks)
 
     # --- persistence -----------------------------------------------------------------------
     @abstractmethod
@@ -157,6 +186,15 @@ class ParameterDecomposition(Decomposition):
         # Activation space: what the component writes into the module's output.
         U, _, _ = torch.linalg.svd(P, full_matrices=False)
         return U[:, :, 0]
+
+    def admissible(self, x: Tensor) -> Admissible:
+        """SPD's own bounds (Bushnaq et al. 2025, VPD): component c may be masked anywhere in
+        [g_c(x), 1], g_c its causal importance (here `activity`, clamped to [0, 1]); all on is
+        where `faithfulness` sits."""
+        with torch.no_grad():
+            lo = {s: a.float().clamp(0.0, 1.0) for s, a in self.activity(x).items()}
+        ones = {s: torch.ones_like(v) for s, v in lo.items()}
+        return Admissible(lo, ones, ones)
 
     def forward_with(self, x: Tensor, mask: Mask) -> Tensor:
         tied: dict[str, str] = getattr(self.target, "tied", {})

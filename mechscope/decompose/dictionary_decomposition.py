@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.core import Space
-from mechscope.decompose.base import Decomposition, Mask
+from mechscope.decompose.base import Admissible, Decomposition, Mask
 from mechscope.decompose.dictionary import SparseCoder
 from mechscope.hooks import Where, capture, get_module, replace_output
 
@@ -119,6 +119,52 @@ class DictionaryDecomposition(Decomposition):
             if m is not None:
                 z = z * _rows_mask(m, z.shape[0], coder.n_latents, site).to(z.dtype)
             return coder.decode(z).reshape(output.shape)
+
+        return fn
+
+    # --- worst-case ablation (metrics/pgd.py) -----------------------------------------------
+    def admissible(self, x: Tensor) -> Admissible:
+        """Per site C + 1 free values per row. Latent j's coefficient is m_j · relu(pre_j(x)): a
+        firing latent is kept (m_j = 1); a silent one may take any fraction m_j ∈ [0, 1] of the value
+        its encoder computed before the sparsity gate dropped it (TopK's selection, JumpReLU's and
+        BatchTopK's thresholds; a silent ReLU latent has nothing to give). The last column scales
+        the reconstruction error a − x̂(a) in [0, 1]: 0 is the spliced reconstruction that
+        `faithfulness` runs, 1 the clean activation."""
+        with torch.no_grad():
+            fires = self.fires(x)
+        lo: dict[str, Tensor] = {}
+        hi: dict[str, Tensor] = {}
+        for s, f in fires.items():
+            lo[s] = torch.cat([f.float(), torch.zeros(f.shape[0], 1, device=f.device)], dim=1)
+            hi[s] = torch.ones_like(lo[s])
+        return Admissible(lo, hi, lo)
+
+    def forward_admissible(self, x: Tensor, masks: Mask) -> Tensor:
+        with ExitStack() as stack:
+            for site, sc in self.coders.items():
+                reads = None
+                if not sc.is_sae(site):
+                    reads = stack.enter_context(capture(self.target, [sc.read[0]], sc.read[1]))
+                fn = self._admissible_replacer(site, sc, masks.get(site), reads)
+                stack.enter_context(replace_output(self.target, site, fn))
+            return self.target(x)
+
+    def _admissible_replacer(
+        self, site: str, sc: SiteCoder, m: Tensor | None, reads: dict[str, Tensor] | None
+    ) -> Any:
+        coder = sc.coder
+
+        def fn(_inputs: tuple[Any, ...], output: Tensor) -> Tensor:
+            a = output if reads is None else reads[sc.read[0]]
+            flat = a.reshape(-1, a.shape[-1])
+            x_hat = coder(flat)
+            if m is None:
+                return x_hat.reshape(output.shape)
+            mm = _rows_mask(m, flat.shape[0], coder.n_latents + 1, site).to(flat.dtype)
+            ungated = coder.pre_acts(flat).relu()  # (rows, C)
+            err = output.reshape(-1, output.shape[-1]) - x_hat
+            out = coder.decode(mm[:, :-1] * ungated) + mm[:, -1:] * err
+            return out.reshape(output.shape)
 
         return fn
 

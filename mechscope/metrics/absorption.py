@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from mechscope.core import Mechanism, active_matrix
+from mechscope.core import Mechanism
 
 PROBE_VALUE = 0.75
 """The magnitude of every feature that is on in a `hierarchy` probe row (the `onehot` value)."""
@@ -73,16 +73,15 @@ def site_absorption(
     rank1: list[Mechanism],
     truth: list[int],
     component: list[int],
-    x: Tensor,
+    active: Tensor,
     fires: Tensor,
 ) -> list[float]:
-    """Absorption of every pair scored at one site (NaN where no input of x has both active).
+    """Absorption of every pair scored at one site (NaN where no input has both active).
 
     rank1: the site's scored mechanisms; truth/component: its Hungarian pairs (indices into rank1 and
-    the components); x: input features [batch, n_features]; fires: bool[batch, C] on x."""
+    the components); active: `active_matrix(rank1, x)` bool[batch, n]; fires: bool[batch, C] on x."""
     by_feature = {m.feature: t for t, m in enumerate(rank1) if m.feature is not None}
     matched = dict(zip(truth, component, strict=True))
-    active = active_matrix(rank1, x)
     out = []
     for p, c in hierarchy:
         tp, tc = by_feature.get(p), by_feature.get(c)

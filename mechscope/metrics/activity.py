@@ -12,6 +12,8 @@ importance, 0 for dictionary latents) — `Decomposition.fires` decides, not thi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -35,9 +37,10 @@ def f1_per_truth(active: Tensor, fires: Tensor, truth: list[int], component: lis
     return [f1(active[:, t], fires[:, matched[t]]) if t in matched else 0.0 for t in range(active.shape[1])]
 
 
-def activity_f1(active: Tensor, fires: Tensor, truth: list[int], component: list[int]) -> float:
-    scores = f1_per_truth(active, fires, truth, component)
-    return sum(scores) / len(scores) if scores else float("nan")
+def activity_f1(per_site: Sequence[Sequence[float]]) -> float:
+    """Mean over every true mechanism of every site of its `f1_per_truth` (one list per site)."""
+    v = [f for site in per_site for f in site]
+    return sum(v) / len(v) if v else float("nan")
 
 
 def l0(fires: Tensor) -> float:

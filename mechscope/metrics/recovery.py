@@ -1,7 +1,9 @@
 """Recovery metrics: how well components line up with the true mechanisms.
 
-All functions take a similarity matrix `sim` [n_true, C] (rows: rank-1 true mechanisms of one
-site and space; columns: that site's components) and/or the Hungarian `Matching` on it.
+Per site, a similarity matrix `sim` [n_true, C] (rows: rank-1 true mechanisms of one site and
+space; columns: that site's components) and the Hungarian `Matching` on it. Each pooled metric
+takes one entry per site (a list of one for a single site) and is the one definition `score` uses
+(DESIGN.md's metric table):
 
 - `mmcs`: mean over true mechanisms of the best similarity to any component.
 - `mcc`: mean similarity over Hungarian-matched pairs (SAELens synthetic benchmark).
@@ -16,6 +18,8 @@ site and space; columns: that site's components) and/or the Hungarian `Matching`
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,45 +31,50 @@ COVERAGE_THRESHOLD = 0.9
 DENSE_FRACTION = 0.9
 
 
-def mmcs(sim: Tensor) -> float:
-    """Mean over rows (true mechanisms) of the max over columns (components)."""
-    if sim.shape[0] == 0:
-        return float("nan")
-    if sim.shape[1] == 0:
-        return 0.0
-    return float(sim.max(dim=1).values.mean())
-
-
 def best_similarity(sim: Tensor) -> Tensor:
     """[n_true] the best similarity of each true mechanism (0 when there are no components)."""
     return sim.max(dim=1).values if sim.shape[1] > 0 else torch.zeros(sim.shape[0])
 
 
-def mcc(matching: Matching) -> float:
-    """Mean similarity over matched pairs."""
-    s = matching.similarity
-    return sum(s) / len(s) if s else float("nan")
+def mmcs(sims: Sequence[Tensor]) -> float:
+    """Mean over every true mechanism (row) of every site of its best similarity to a component of
+    its site (0 where the site has none); NaN when there are no true mechanisms."""
+    best = torch.cat([best_similarity(s) for s in sims]) if sims else torch.zeros(0)
+    return float(best.mean()) if best.numel() else math.nan
 
 
-def distinct_best(sim: Tensor) -> int:
-    """How many distinct true mechanisms are some component's best match (uniqueness numerator)."""
-    if sim.shape[0] == 0 or sim.shape[1] == 0:
+def mcc(matchings: Sequence[Matching]) -> float:
+    """Mean similarity over the Hungarian-matched pairs of every site (SAELens's
+    `mean_correlation_coefficient`: min(n_true, C) pairs per site)."""
+    s = [v for m in matchings for v in m.similarity]
+    return sum(s) / len(s) if s else math.nan
+
+
+def distinct_best(key: Tensor) -> int:
+    """How many distinct true mechanisms are some component's best match (argmax over rows of
+    each column of `key` [n_true, C]; ties go to the first, as `argmax` does in SAELens)."""
+    if key.shape[0] == 0 or key.shape[1] == 0:
         return 0
-    return int(sim.argmax(dim=0).unique().numel())
+    return int(key.argmax(dim=0).unique().numel())
 
 
-def uniqueness(sim: Tensor) -> float:
-    """Distinct best-matched true mechanisms / number of components."""
-    return distinct_best(sim) / sim.shape[1] if sim.shape[1] > 0 else float("nan")
+def uniqueness(keys: Sequence[Tensor]) -> float:
+    """Σ_sites distinct best-matched true mechanisms / Σ_sites components (SAELens's
+    `feature_uniqueness`: every latent counts in the denominator, dead or zero ones included).
+
+    `keys` are what components rank truths by: the similarity, plus in activation space the
+    scorer's 1e-6 signed tie-break that tells ±t apart (`matching.signed_tiebreak`)."""
+    n_comp = sum(int(k.shape[1]) for k in keys)
+    return sum(distinct_best(k) for k in keys) / n_comp if n_comp else math.nan
 
 
 def n_covered(matching: Matching, threshold: float = COVERAGE_THRESHOLD) -> int:
     return sum(1 for s in matching.similarity if s >= threshold)
 
 
-def coverage(matching: Matching, n_true: int, threshold: float = COVERAGE_THRESHOLD) -> float:
-    """True mechanisms matched with similarity ≥ threshold / number of true mechanisms."""
-    return n_covered(matching, threshold) / n_true if n_true else float("nan")
+def coverage(matchings: Sequence[Matching], n_true: int, threshold: float = COVERAGE_THRESHOLD) -> float:
+    """True mechanisms matched with similarity ≥ threshold / number of true mechanisms (all sites)."""
+    return sum(n_covered(m, threshold) for m in matchings) / n_true if n_true else math.nan
 
 
 def l2r_pairs(P: Tensor, T: Tensor, matching: Matching) -> list[float]:
@@ -73,9 +82,10 @@ def l2r_pairs(P: Tensor, T: Tensor, matching: Matching) -> list[float]:
     return [norm_ratio(P[c], T[t]) for t, c in zip(matching.truth, matching.component, strict=True)]
 
 
-def ml2r(P: Tensor, T: Tensor, matching: Matching) -> float:
-    r = l2r_pairs(P, T, matching)
-    return sum(r) / len(r) if r else float("nan")
+def ml2r(pair_ratios: Sequence[Sequence[float]]) -> float:
+    """Mean of ‖P_c‖/‖T‖ (`l2r_pairs`, one list per site) over every matched pair."""
+    r = [v for site in pair_ratios for v in site]
+    return sum(r) / len(r) if r else math.nan
 
 
 @dataclass(frozen=True)
@@ -116,14 +126,20 @@ def colwise(P: Tensor, T: Tensor) -> Colwise | None:
     return Colwise(cos, l2r)
 
 
-def mmcs_colwise(P: Tensor, T: Tensor) -> float | None:
-    cw = colwise(P, T)
-    return None if cw is None or not cw.cos else sum(cw.cos) / len(cw.cos)
+def mmcs_colwise(cws: Sequence[Colwise | None]) -> float:
+    """Mean best column cosine over every true mechanism; NaN unless every site has `colwise`."""
+    if not cws or any(cw is None for cw in cws):
+        return math.nan
+    v = [c for cw in cws if cw is not None for c in cw.cos]
+    return sum(v) / len(v) if v else math.nan
 
 
-def ml2r_colwise(P: Tensor, T: Tensor) -> float | None:
-    cw = colwise(P, T)
-    return None if cw is None or not cw.l2r else sum(cw.l2r) / len(cw.l2r)
+def ml2r_colwise(cws: Sequence[Colwise | None]) -> float:
+    """Mean column norm ratio of each true mechanism's best column; NaN as `mmcs_colwise`."""
+    if not cws or any(cw is None for cw in cws):
+        return math.nan
+    v = [r for cw in cws if cw is not None for r in cw.l2r]
+    return sum(v) / len(v) if v else math.nan
 
 
 @dataclass(frozen=True)

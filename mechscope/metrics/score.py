@@ -46,10 +46,8 @@ from mechscope.metrics.matching import (
     read_basis,
     signed_tiebreak,
 )
+from mechscope.metrics.pgd import PGD_STEPS, check_pgd_steps, pgd_faithfulness
 from mechscope.metrics.result import Match, Score
-
-COMPARABLE_NORM = 1e-6
-"""A component whose (read-projected) norm is below this fraction of its site's largest is zero."""
 
 
 def scored(mechs: list[Mechanism]) -> tuple[list[Mechanism], list[Mechanism]]:
@@ -69,21 +67,32 @@ class SiteResult:
     sim: Tensor  # (n_rank1, C)
     matching: Matching
     n_components: int
-    comparable: Tensor
-    """bool[C]: non-zero after the read projection. A component lying wholly in the part of the
-    weight that data never reads (the oracle's W_in (I − Π) pieces) is compared to nothing and
-    left out of `uniqueness`, whose denominator counts only comparable components."""
     key: Tensor
     """(n_rank1, C) what matching and best-match rank by: `sim` plus a sign tie-break."""
+    active_onehot: Tensor
+    """bool[n_onehot, n_rank1] `active_matrix` of the rank-1 mechanisms, computed once per set."""
+    active_data: Tensor
+    """bool[n_data, n_rank1 + n_dense] on `data`: rank-1 columns first, then the dense mechanisms."""
+    fires_data: Tensor
+    """bool[n_data, C] the site's components firing on `data`."""
     l2r: list[float] = field(default_factory=list)
     f1: list[float] = field(default_factory=list)
     f1_data: list[float] = field(default_factory=list)
     colwise: rec.Colwise | None = None
-    read_best: list[float] = field(default_factory=list)
-    """Transcoder truth only: best |cos| of each true read vector with any encoder row."""
+    read_sim: Tensor | None = None
+    """Transcoder truth only: [n_rank1, C] |cos| of each true read vector with each encoder row."""
     read_pairs: list[float] = field(default_factory=list)
     """… and with the encoder row of its matched (by write direction) component."""
     dense: list[tuple[Mechanism, rec.Dense]] = field(default_factory=list)
+
+    @property
+    def active_data_rank1(self) -> Tensor:
+        return self.active_data[:, : len(self.rank1)]
+
+    @property
+    def ranks(self) -> list[int]:
+        """Rank of every column of `active_data` (what `l0_true` weighs by)."""
+        return [m.rank for m in self.rank1] + [m.rank for m, _ in self.dense]
 
 
 def dense_only(truth: GroundTruth, site: str) -> bool:
@@ -105,6 +114,7 @@ def site_recovery(
     fires_onehot: dict[str, Tensor],
     fires_data: dict[str, Tensor],
     bases: dict[str, Tensor | None],
+    any_feature: Tensor,
 ) -> SiteResult | None:
     """Similarities, matching, F1 and dense groups of one site; None if nothing is scored there."""
     rank1, dense = scored(truth.in_space(space, site))
@@ -147,26 +157,23 @@ def site_recovery(
     key = sim.double() + signed_tiebreak(P, T) if space == "activation" else sim.double()
     C = int(P.shape[0])
     matching = hungarian(sim, key)
-    norms = P.flatten(1).norm(dim=1)  # (C,)
-    comparable = norms > COMPARABLE_NORM * float(norms.max()) if C else torch.zeros(0, dtype=torch.bool)
-    res = SiteResult(space, site, rank1, sim, matching, C, comparable, key)
     n_in = sets.onehot.shape[0], sets.data.shape[0]
     fo = fires_onehot.get(site, torch.zeros(n_in[0], C, dtype=torch.bool))
     fd = fires_data.get(site, torch.zeros(n_in[1], C, dtype=torch.bool))
+    active_onehot = active_matrix(rank1, sets.onehot)
+    active_data = active_matrix(rank1 + dense, sets.data)
+    res = SiteResult(space, site, rank1, sim, matching, C, key, active_onehot, active_data, fd)
     if space == "activation" and read_sim is not None:
-        res.read_best = rec.best_similarity(read_sim).tolist()
+        res.read_sim = read_sim
         res.read_pairs = [
             float(read_sim[t, c]) for t, c in zip(matching.truth, matching.component, strict=True)
         ]
     if rank1:
-        res.f1 = act.f1_per_truth(active_matrix(rank1, sets.onehot), fo, matching.truth, matching.component)
-        res.f1_data = act.f1_per_truth(
-            active_matrix(rank1, sets.data), fd, matching.truth, matching.component
-        )
+        res.f1 = act.f1_per_truth(active_onehot, fo, matching.truth, matching.component)
+        res.f1_data = act.f1_per_truth(res.active_data_rank1, fd, matching.truth, matching.component)
     if space == "parameter":
         res.l2r = rec.l2r_pairs(P, T, matching)
         res.colwise = rec.colwise(P, T) if rank1 and colwise_ok else None
-        any_feature = (sets.data != 0).any(dim=-1)
         group = rec.dense_group(fd, any_feature)
         for m, (Pm, Tm) in zip(dense, dense_pairs, strict=True):
             res.dense.append((m, rec.dense_score(Pm, Tm, group)))
@@ -211,34 +218,32 @@ def _mean(xs: list[float]) -> float:
 
 
 def pool(results: list[SiteResult], space: Space) -> dict[str, Any]:
-    """Recovery keys over a set of site results (one site, or all sites of a space)."""
+    """Recovery keys over a set of site results (one site, or all sites of a space): each key is
+    one call of its definition in recovery.py / activity.py (DESIGN.md's metric table)."""
     out: dict[str, Any] = {}
     r1 = [r for r in results if r.rank1]
     n1 = sum(len(r.rank1) for r in r1)
     dense = [d for r in results for d in r.dense]
     out["n_true"] = n1 + len(dense)
     out["true_rank"] = n1 + sum(m.rank for m, _ in dense)
+    if results:
+        active = torch.cat([r.active_data for r in results], dim=1)
+        out["l0_true"] = act.l0_true(active, [k for r in results for k in r.ranks])
     if n1:
-        best = torch.cat([rec.best_similarity(r.sim) for r in r1])
-        pair_sims = [s for r in r1 for s in r.matching.similarity]
-        n_comp = sum(int(r.comparable.sum()) for r in r1)
-        out["mmcs"] = float(best.mean())
-        out["mcc"] = _mean(pair_sims)
-        distinct = sum(rec.distinct_best(r.key[:, r.comparable]) for r in r1)
-        out["uniqueness"] = distinct / n_comp if n_comp else math.nan
-        out["coverage"] = sum(rec.n_covered(r.matching) for r in r1) / n1
-        out["activity_f1"] = _mean([f for r in r1 for f in r.f1])
-        out["activity_f1_data"] = _mean([f for r in r1 for f in r.f1_data])
-        read_best = [v for r in r1 for v in r.read_best]
-        if read_best:
-            out["read_mmcs"] = _mean(read_best)
-            out["read_mcc"] = _mean([v for r in r1 for v in r.read_pairs])
+        out["mmcs"] = rec.mmcs([r.sim for r in r1])
+        out["mcc"] = rec.mcc([r.matching for r in r1])
+        out["uniqueness"] = rec.uniqueness([r.key for r in r1])
+        out["coverage"] = rec.coverage([r.matching for r in r1], n1)
+        out["activity_f1"] = act.activity_f1([r.f1 for r in r1])
+        out["activity_f1_data"] = act.activity_f1([r.f1_data for r in r1])
+        reads = [r for r in r1 if r.read_sim is not None]
+        if reads:
+            out["read_mmcs"] = rec.mmcs([r.read_sim for r in reads if r.read_sim is not None])
+            out["read_mcc"] = _mean([v for r in reads for v in r.read_pairs])
         if space == "parameter":
-            out["ml2r"] = _mean([v for r in r1 for v in r.l2r])
-            cws = [r.colwise for r in r1]
-            if all(cw is not None for cw in cws):
-                out["mmcs_colwise"] = _mean([v for cw in cws if cw for v in cw.cos])
-                out["ml2r_colwise"] = _mean([v for cw in cws if cw for v in cw.l2r])
+            out["ml2r"] = rec.ml2r([r.l2r for r in r1])
+            out["mmcs_colwise"] = rec.mmcs_colwise([r.colwise for r in r1])
+            out["ml2r_colwise"] = rec.ml2r_colwise([r.colwise for r in r1])
     if dense:
         out["dense_cos"] = _mean([d.cos for _, d in dense])
         out["dense_l2r"] = _mean([d.l2r for _, d in dense])
@@ -257,60 +262,53 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+SiteKeys = dict[str, dict[str, float]]
+"""{site: {key: value}} that a helper hands back for `sites.<site>`."""
+
+
 def _absorption(
-    dec: Decomposition,
-    truth: GroundTruth,
-    sets: EvalSets,
-    by_space: dict[Space, list[SiteResult]],
-    top: Space,
-    fires_data: dict[str, Tensor],
-    metrics: dict[str, Any],
-    sites: dict[str, dict[str, Any]],
-) -> None:
-    """`absorption` (the `hierarchy` probe set) and `absorption_data` (`data`), top level from the
+    dec: Decomposition, truth: GroundTruth, n_features: int, by_space: dict[Space, list[SiteResult]],
+    top: Space, site_space: dict[str, Space],
+) -> tuple[dict[str, float], SiteKeys]:  # fmt: skip
+    """`absorption` (the `hierarchy` probe set) and `absorption_data` (`data`): top level from the
     top space's matches, per site from the site's recovery space (see metrics/absorption.py)."""
-    probe = absn.hierarchy_probe(truth.hierarchy, int(sets.data.shape[1]))
+    probe = absn.hierarchy_probe(truth.hierarchy, n_features)
     fires_probe = {s: f.cpu() for s, f in dec.fires(probe.to(target_device(dec))).items()}
     top_probe: list[float] = []
     top_data: list[float] = []
+    per_site: SiteKeys = {}
     for space, results in by_space.items():
         for r in results:
             if not r.rank1:
                 continue
-            C, m = r.n_components, r.matching
-            fp = fires_probe.get(r.site, torch.zeros(probe.shape[0], C, dtype=torch.bool))
-            fd = fires_data.get(r.site, torch.zeros(sets.data.shape[0], C, dtype=torch.bool))
-            on_probe = absn.site_absorption(truth.hierarchy, r.rank1, m.truth, m.component, probe, fp)
-            on_data = absn.site_absorption(truth.hierarchy, r.rank1, m.truth, m.component, sets.data, fd)
+            m = r.matching
+            fp = fires_probe.get(r.site, torch.zeros(probe.shape[0], r.n_components, dtype=torch.bool))
+            active_probe = active_matrix(r.rank1, probe)
+            on_probe = absn.site_absorption(truth.hierarchy, r.rank1, m.truth, m.component, active_probe, fp)
+            on_data = absn.site_absorption(
+                truth.hierarchy, r.rank1, m.truth, m.component, r.active_data_rank1, r.fires_data
+            )
             on_data = [v for v in on_data if not math.isnan(v)]
             if space == top:
                 top_probe += on_probe
                 top_data += on_data
-            if sites.get(r.site, {}).get("recovery_space") == space:
-                sites[r.site].update(absorption=_mean(on_probe), absorption_data=_mean(on_data))
-    metrics.update(absorption=_mean(top_probe), absorption_data=_mean(top_data))
+            if site_space.get(r.site) == space:
+                per_site[r.site] = {"absorption": _mean(on_probe), "absorption_data": _mean(on_data)}
+    return {"absorption": _mean(top_probe), "absorption_data": _mean(top_data)}, per_site
 
 
-def _latent_f1(
-    results: list[SiteResult],
-    sets: EvalSets,
-    fires_data: dict[str, Tensor],
-    metrics: dict[str, Any],
-    sites: dict[str, dict[str, Any]],
-) -> None:
+def _latent_f1(results: list[SiteResult]) -> tuple[dict[str, float], SiteKeys]:
     """`latent_precision/recall/f1` (SAELens's definition, metrics/latent_f1.py) on `data`, from
-    the activation space: top level (every latent of every site), `spaces.activation`, per site."""
-    per_site = []
+    the activation space: pooled over every latent of every site, and per site."""
+    per_site: SiteKeys = {}
+    scores = []
     for r in results:
         if not r.rank1:
             continue
-        fd = fires_data.get(r.site, torch.zeros(sets.data.shape[0], r.n_components, dtype=torch.bool))
-        ls = lf1.latent_scores(r.sim, active_matrix(r.rank1, sets.data), fd)
-        per_site.append(ls)
-        sites.setdefault(r.site, {}).update(lf1.mean_scores([ls]))
-    pooled = lf1.mean_scores(per_site)
-    metrics.update(pooled)
-    metrics["spaces"]["activation"].update(pooled)
+        ls = lf1.latent_scores(r.sim, r.active_data_rank1, r.fires_data)
+        scores.append(ls)
+        per_site[r.site] = lf1.mean_scores([ls])
+    return lf1.mean_scores(scores), per_site
 
 
 def score(
@@ -320,6 +318,7 @@ def score(
     *,
     sets: EvalSets | None = None,
     ablation: bool = True,
+    pgd_steps: int = PGD_STEPS,
 ) -> Score:
     """Score `decomposition` (of `decomposition.target`) against the task's ground truth.
 
@@ -328,25 +327,29 @@ def score(
         task: supplies the evaluation sets (`onehot`, `data`) and, by default, the truth.
         truth: the ground truth; default `task.ground_truth(decomposition.target)`.
         sets: override the evaluation sets (tests); default `eval_sets(task)`.
-        ablation: compute `ablation_specificity` (the only metric needing extra forwards).
+        ablation: compute `ablation_specificity` (extra forwards, one batch per 8k rows).
+        pgd_steps: ascent steps of the worst-case ablation `pgd_faithfulness` (≥ 0; 0 = a random
+            admissible mask only), recorded as `pgd_steps`.
     Returns:
         `Score` with `metrics` (the metrics.json body, without task/method/seed/wall_s),
         `matches` (Hungarian pairs, every space) and `tensors` (similarity and onehot activity).
     """
+    check_pgd_steps(pgd_steps)
     dec = decomposition
     truth = truth if truth is not None else task.ground_truth(dec.target)
     sets = sets if sets is not None else eval_sets(task)
     with torch.no_grad():
-        return _score(dec, truth, sets, ablation)
+        return _score(dec, truth, sets, ablation, pgd_steps)
 
 
-def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: bool) -> Score:
+def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: bool, pgd_steps: int) -> Score:
     kind = truth.output_kind
     dev = target_device(dec)
     onehot_dev, data_dev = sets.onehot.to(dev), sets.data.to(dev)
     act_onehot = {s: a.detach().float().cpu() for s, a in dec.activity(onehot_dev).items()}
     fires_onehot = {s: a > dec.fire_threshold for s, a in act_onehot.items()}
     fires_data = {s: f.cpu() for s, f in dec.fires(data_dev).items()}
+    any_feature = (sets.data != 0).any(dim=-1)
     tensors: dict[str, Tensor] = {f"onehot_activity.{s}": a.detach().float() for s, a in act_onehot.items()}
     matches: list[Match] = []
 
@@ -357,7 +360,7 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
     for space in SPACES:
         results, skipped = [], []
         for site in truth.sites(space):
-            r = site_recovery(dec, truth, space, site, sets, fires_onehot, fires_data, bases)
+            r = site_recovery(dec, truth, space, site, sets, fires_onehot, fires_data, bases, any_feature)
             if r is not None:
                 results.append(r)
             elif any(scored(truth.in_space(space, site))):
@@ -377,23 +380,29 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
 
     metrics: dict[str, Any] = {"recovery_space": top}
     sites: dict[str, dict[str, Any]] = {s: {} for s in dec.sites}
+    site_space: dict[str, Space] = {}  # one space per site: the top one where the site has it
     if top is not None:
+        # l0_true comes with the pool: the truth of the scored sites only (issue 13)
         metrics.update(pool(by_space[top], top))
         metrics["spaces"] = {sp: pool(by_space[sp], sp) for sp in present}
-        for space in present:  # one space per site: the top one where the site has it
+        for space in present:
             for r in by_space[space]:
-                if "recovery_space" not in sites.setdefault(r.site, {}):
-                    sites[r.site].update(recovery_space=space, **pool([r], space))
-        scored_top = [
-            m for site in truth.sites(top) for part in scored(truth.in_space(top, site)) for m in part
-        ]
-        metrics["l0_true"] = act.l0_true(active_matrix(scored_top, sets.data), [m.rank for m in scored_top])
+                if r.site not in site_space:
+                    site_space[r.site] = space
+                    sites.setdefault(r.site, {}).update(recovery_space=space, **pool([r], space))
 
     # --- absorption (hierarchical truth) and per-latent F1 (activation space) -------------------
     if top is not None and truth.hierarchy:
-        _absorption(dec, truth, sets, by_space, top, fires_data, metrics, sites)
+        top_keys, per_site = _absorption(dec, truth, int(sets.data.shape[1]), by_space, top, site_space)
+        metrics.update(top_keys)
+        for site, keys in per_site.items():
+            sites[site].update(keys)
     if "activation" in by_space:
-        _latent_f1(by_space["activation"], sets, fires_data, metrics, sites)
+        pooled, per_site = _latent_f1(by_space["activation"])
+        metrics.update(pooled)
+        metrics["spaces"]["activation"].update(pooled)
+        for site, keys in per_site.items():
+            sites.setdefault(site, {}).update(keys)
 
     # --- activity ------------------------------------------------------------------------------
     n_total, n_alive_total = 0, 0
@@ -419,6 +428,10 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
 
     # --- behaviour -----------------------------------------------------------------------------
     metrics["faithfulness"] = faithfulness(dec, data_dev, kind)
+    worst = pgd_faithfulness(dec, data_dev, kind, pgd_steps)
+    metrics.update(pgd_faithfulness=worst.total, pgd_steps=pgd_steps)
+    for s, v in worst.by_site.items():
+        sites[s]["pgd_faithfulness"] = v
     shrink = shrinkage_by_site(dec, onehot_dev)
     if shrink:
         metrics["shrinkage"] = _mean(list(shrink.values()))
@@ -429,7 +442,7 @@ def _score(dec: Decomposition, truth: GroundTruth, sets: EvalSets, ablation: boo
         for r in by_space[top]:
             if r.site not in dec.sites:
                 continue
-            active = active_matrix(r.rank1, sets.data)
+            active = r.active_data_rank1
             for t, c in zip(r.matching.truth, r.matching.component, strict=True):
                 pairs.append(AblationPair(r.site, c, active[:, t]))
                 where.append(r.site)

@@ -57,7 +57,7 @@ def seed_stability(
             S = parameter_similarity(B[:, None, :], A[:, None, :])  # (n_A, n_B)
         else:
             S = activation_similarity(B, A)  # (n_A, n_B)
-        sims.append(0.5 * (mmcs(S) + mmcs(S.T)))
+        sims.append(0.5 * (mmcs([S]) + mmcs([S.T])))
         weights.append(A.shape[0] + B.shape[0])
     if not sims:
         return None
