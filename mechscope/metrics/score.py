@@ -6,8 +6,11 @@
 
 Recovery is computed per (space, site) on the rank-1 scored mechanisms of that site (rule
 "never" is never scored; rank > 1 with rule "dense" goes to the dense group rule), then pooled
-over sites: means over true mechanisms (mmcs, coverage, activity_f1), over matched pairs (mcc,
-ml2r, ablation_specificity), ratios of totals (uniqueness). A space is *present* when at least
+over sites by the one definition of each key in recovery.py / activity.py (`pool`): means over
+true mechanisms (mmcs, coverage, activity_f1), over matched pairs (mcc, ml2r,
+ablation_specificity), ratios of totals (uniqueness: SAELens's, every component counted).
+Each site's `active_matrix` is computed once per eval set (`SiteResult.active_onehot/active_data`)
+and every metric reads it from there; `l0_true` counts the truth of the scored sites only. A space is *present* when at least
 one site is scored in it: the truth has scored mechanisms there and the method has directions. Truth at
 sites the method does not decompose in a space is left out of that space (an SAE on the residual
 stream is not scored on the MLP's truth) and listed in `unscored_sites`; so is activation truth at
@@ -16,7 +19,9 @@ components there (DESIGN: a rank-k mechanism has no activation direction; its ra
 not per-feature writes). The top-level recovery keys come from parameter space when present,
 else activation space; `sites.<site>` holds one space per site (its `recovery_space`).
 Two additions read the matches afterwards: `absorption`/`absorption_data` (only when the truth has a
-hierarchy; top space's pairs) and `latent_precision/recall/f1` (activation space, every latent).
+hierarchy; top space's pairs) and `latent_precision/recall/f1` (activation space, every latent);
+they return their keys, top level and per site. `pgd_faithfulness` (metrics/pgd.py) sits beside
+`faithfulness`.
 """
 
 from __future__ import annotations

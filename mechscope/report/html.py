@@ -32,10 +32,13 @@ from mechscope.report.data import (
 )
 from mechscope.report.stress import stress_section
 
-DECOMPOSITION_METRICS = ("mmcs", "mcc", "coverage", "ml2r", "activity_f1", "faithfulness", "l0", "n_alive",
+DECOMPOSITION_METRICS = ("mmcs", "mcc", "coverage", "ml2r", "activity_f1", "faithfulness", "pgd_faithfulness", "l0", "n_alive",
                          "dead_frac", "wall_s")
 DYNAMICS_METRICS = ("n_stable", "n_saddle", "n_matched", "stable_precision", "stable_recall", "best_q",
                     "max_rel_error", "wall_s")
+PGD_NOTE = ("<p class='note'><b>pgd_faithfulness</b>: the output error when the components a method calls "
+            "inactive on an input are set adversarially (a few steps of projected gradient ascent inside their "
+            "admissible range); far above <b>faithfulness</b>, the decomposition is exact only under its own masks.</p>")
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1500px}
 h1{font-size:22px} h2{font-size:18px;border-bottom:1px solid #ccc;padding-top:10px} h3{font-size:15px}
@@ -61,7 +64,7 @@ def build_report(bench: str | Path) -> Path:
              f"{sorted({int(r['seed']) for r in rows})}. Colour: each metric placed between the task's "
              "<b>random</b> row (floor, red) and its <b>oracle</b> row (best, green).</p>",
              "<h2 id='overview'>Overview: tasks × methods</h2>", overview(cells, tasks, methods),
-             "<h2 id='leaderboard'>Leaderboard</h2>", leaderboard(cells, tasks, methods),
+             "<h2 id='leaderboard'>Leaderboard</h2>", leaderboard(cells, tasks, methods), PGD_NOTE,
              stress_section(bench, rows)]
     for task in tasks:
         parts.append(task_section(bench, task, [m for m in methods if (task, m) in cells], cells))
