@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mechscope.core import active_matrix
 from mechscope.decompose.base import Decomposition, Mask
 from mechscope.decompose.oracle import OracleDecomposition, Rules, build_oracle
 from mechscope.decompose.random_components import RandomDecomposition
@@ -190,3 +191,35 @@ def test_parameter_method_on_dense_mlp_out_has_no_activation_space() -> None:
     assert m["sites"]["layers.0.mlp_out"]["recovery_space"] == "parameter"
     assert math.isclose(m["sites"]["layers.0.mlp_out"]["dense_cos"], 1.0, abs_tol=1e-6)
     assert "mmcs" not in m["sites"]["layers.0.mlp_out"]  # no rank-1 truth there
+
+
+def test_l0_true_counts_only_the_scored_sites() -> None:
+    """Issue 13: a method at mlp_out is scored on mlp_out's truth only, and so is l0_true (the
+    unscored residual stream's ±W_E[i] would double it)."""
+    task = ResidMLPTask(ResidMLPConfig(n_features=6, d_embed=12, d_mlp=4, n_layers=1), name="resid-hand")
+    model = task.build(0)
+    site = "layers.0.mlp_out"
+    mechs = task.ground_truth(model).in_space("activation", site)
+    writes = torch.stack([m.direction for m in mechs])
+    reads = torch.stack([m.read for m in mechs if m.read is not None])
+    m = score(TranscoderLike(model, site, writes, reads), task, ablation=False).metrics
+    data = eval_sets(task).data
+    expected = float(active_matrix(mechs, data).float().sum(1).mean())
+    embed = task.ground_truth(model).in_space("activation", "embed")
+    assert m["unscored_sites"] == {"activation": ["embed"]}
+    assert math.isclose(m["l0_true"], expected, rel_tol=1e-6) and m["sites"][site]["l0_true"] == m["l0_true"]
+    assert float(active_matrix(embed, data).float().sum(1).mean()) > 0.5 * expected  # what it used to add
+
+
+def test_uniqueness_denominator_is_every_component() -> None:
+    """SAELens's definition: the oracle's W_in (I − Π) pieces (never active, zero on the data's
+    span) are components too, so they count in the denominator."""
+    task = ResidMLPTask(ResidMLPConfig(n_features=6, d_embed=12, d_mlp=4, n_layers=1), name="resid-hand")
+    model = task.build(0)
+    dec = build_oracle(model, task.ground_truth(model))
+    m = score(dec, task, ablation=False).metrics
+    site = "layers.0.mlp_in"
+    n_never = sum(1 for _, rule, _ in dec.param[site][2] if rule == "never")
+    assert n_never > 0
+    assert math.isclose(m["sites"][site]["uniqueness"], 6 / dec.n_components(site))
+    assert math.isclose(m["mmcs"], 1.0, abs_tol=1e-6)
