@@ -17,7 +17,7 @@ batch, so a rank's share competes only with itself.)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +43,7 @@ class Placement:
         per = batch // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 
-    def sync(self, params: list[Tensor]) -> None:
+    def sync(self, params: Sequence[Tensor]) -> None:
         """Average the gradients of `params` over ranks in place (one flat all-reduce; a missing
         gradient counts as zero); nothing in a plain process."""
         if self.world == 1 or not params:
