@@ -285,7 +285,9 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     every = -(-config.checkpoint_every // P) * P
 
     ckpt = Path(ctx.checkpoint_dir) / "spd-checkpoint.pt" if ctx.checkpoint_dir else None
-    key = config_hash(s, output_loss, ",".join(site.name for site in sites), ctx.seed, P)
+    # A checkpoint resumes only the same run: settings, sites, seed, and the same data (the task's
+    # name and settings; a real model's TokenTask records its model and a hash of its token windows).
+    key = config_hash(s, output_loss, ",".join(site.name for site in sites), ctx.seed, P, task.name, task.config)
     start = 0
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, weights_only=True)

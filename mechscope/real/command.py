@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -34,6 +34,12 @@ from pydantic import ValidationError
 from mechscope.config import ConfigError
 from mechscope.core import Progress, no_progress
 from mechscope.decompose.parallel import Placement
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from mechscope.core import Task, TaskFacts
+    from mechscope.decompose.spd import SPDConfig
 
 Opt = typer.Option
 
@@ -228,14 +234,15 @@ def decompose_model(
         held = max(1, ids.shape[0] // 8)
         if ids.shape[0] - held < 1:
             raise ConfigError(f"--tokens {tokens} gives {ids.shape[0]} window(s) of {seq_len}; need at least 2")
-        task = TokenTask(ids[:-held], lm.has_lm_head)
+        task = TokenTask(ids[:-held], lm.has_lm_head, lm.path)
         report = run_decompose_model(OutputModel(lm.model, lm.has_lm_head), task, cfg, out, ids[-held:], seed, device)
         if report is not None:
             print(json.dumps(report, indent=1))
 
 
 def run_decompose_model(
-    target: Any, task: Any, cfg: Any, out: Path, held_out: Any, seed: int = 0, device: str = "cpu",
+    target: nn.Module, task: Task | TaskFacts, cfg: SPDConfig, out: Path, held_out: Tensor, seed: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any] | None:  # fmt: skip
     """`decompose-model` after loading: SPD (resumable from `out`) on this process's share, then
     rank 0 saves `out/decomposition` and `out/metrics.json` (the masked-loss report on `held_out`)
@@ -252,7 +259,7 @@ def run_decompose_model(
     if not placement.main:
         return None
     dec.save(out / "decomposition")
-    logits = getattr(task, "output_kind", "mse") == "logits"
+    logits = task.output_kind == "logits"
     report = {**masked_loss_report(dec, held_out, logits), "wall_s": time.perf_counter() - t0, "world": placement.world}
     atomic_text(out / "metrics.json", json.dumps(report, indent=1))
     (out / "spd-checkpoint.pt").unlink(missing_ok=True)  # finished: nothing to resume

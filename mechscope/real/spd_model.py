@@ -30,12 +30,18 @@ from mechscope.decompose.parallel import Placement
 from mechscope.decompose.registry import FitContext
 from mechscope.decompose.spd import SPDConfig, SPDDecomposition, masked_sites, target_pass
 from mechscope.decompose.spd_components import as_components
+from mechscope.real.activation_cache import cache_key
 
 OutputKind = Literal["kl", "mse"]
 
 
 class TokenTaskConfig(Config):
-    """A real model's data: no settings of its own (the windows are given)."""
+    """What identifies a real model's data (so a checkpoint resumes only the same run)."""
+
+    model: str = ""
+    """The model directory the windows are fed to."""
+    data: str = ""
+    """Hash of the token windows."""
 
 
 class TokenTask(Task):
@@ -46,10 +52,10 @@ class TokenTask(Task):
     family: ClassVar[str] = "real"
     Cfg: ClassVar[type[Config]] = TokenTaskConfig
 
-    def __init__(self, ids: Tensor, logits: bool) -> None:
-        super().__init__()
+    def __init__(self, ids: Tensor, logits: bool, model: str = "") -> None:
         if ids.dim() != 2 or ids.shape[0] == 0:
             raise ConfigError(f"token windows must be a non-empty [n_seq, seq] tensor, got shape {tuple(ids.shape)}")
+        super().__init__(TokenTaskConfig(model=model, data=cache_key(model, [], ids, "ids")))
         self.ids = ids
         self.output_kind = "logits" if logits else "mse"  # type: ignore[misc]
 
