@@ -155,8 +155,9 @@ def train_sae(
     cache: Annotated[Path, Opt(help="an activation cache directory")],
     site: Annotated[str, Opt()],
     out: Annotated[Path, Opt()],
+    activation: Annotated[str, Opt(help="topk, batchtopk, relu or jumprelu")] = "topk",
     n_latents: Annotated[int, Opt(min=1)] = 1024,
-    k: Annotated[int, Opt(min=1)] = 32,
+    k: Annotated[int, Opt(min=1, help="latents kept per row (topk, batchtopk)")] = 32,
     steps: Annotated[int, Opt(min=1)] = 2_000,
     batch_size: Annotated[int, Opt(min=1)] = 1_024,
     lr: Annotated[float, Opt()] = 2e-3,
@@ -165,11 +166,11 @@ def train_sae(
     device: Annotated[str, Opt()] = "cpu",
     mixed_precision: Annotated[bool, Opt(help="bf16 autocast on GPU")] = False,
 ) -> None:
-    """Train a TopK SAE on cached activations (the zoo's trainer; data-parallel under torchrun)."""
+    """Train an SAE on cached activations (the zoo's trainer; data-parallel under torchrun)."""
     from safetensors.torch import save_file
 
+    from mechscope.decompose import sae as sae_configs
     from mechscope.decompose.parallel import join_torchrun
-    from mechscope.decompose.sae import SAETopKConfig
     from mechscope.files import atomic_text, atomic_write
     from mechscope.real.activation_cache import ActivationCache
     from mechscope.real.train import sae_eval, train_cached_coder
@@ -178,8 +179,15 @@ def train_sae(
         _out_dir(out)
         _positive("--lr", lr)
         c = ActivationCache(cache)
-        cfg = SAETopKConfig(n_latents=n_latents, k=k, steps=steps, batch_size=batch_size, lr=lr,
-                            dead_after_steps=dead_after_steps)  # fmt: skip
+        kinds = {"topk": sae_configs.SAETopKConfig, "batchtopk": sae_configs.SAEBatchTopKConfig,
+                 "relu": sae_configs.SAEReLUConfig, "jumprelu": sae_configs.SAEJumpReLUConfig}  # fmt: skip
+        if activation not in kinds:
+            raise ConfigError(f"unknown --activation {activation!r}; allowed: {', '.join(kinds)}")
+        values: dict[str, Any] = {"n_latents": n_latents, "steps": steps, "batch_size": batch_size, "lr": lr,
+                                  "dead_after_steps": dead_after_steps}  # fmt: skip
+        if activation in ("topk", "batchtopk"):
+            values["k"] = k
+        cfg = kinds[activation].model_validate(values)
         dev, placement = join_torchrun(_device(device))
         t0 = time.perf_counter()
         with _drawn(f"SAE {site}", "steps", placement) as progress:
@@ -190,7 +198,7 @@ def train_sae(
             metrics = {**sae_eval(coder, c.rows(site, _eval_rows(c.n_rows))), "wall_s": time.perf_counter() - t0,
                        "world": placement.world, "site": site, "config": cfg.model_dump()}  # fmt: skip
             atomic_text(out / "metrics.json", json.dumps(metrics, indent=1))
-            print(f"SAE {site}: FVE {metrics['fve']:.3f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_frac']:.3f}")
+            print(f"{activation} SAE {site}: FVE {metrics['fve']:.3f}, L0 {metrics['l0']:.1f}, dead {metrics['dead_frac']:.3f}")
 
 
 def _eval_rows(n: int) -> Any:

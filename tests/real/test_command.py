@@ -58,6 +58,7 @@ def test_bad_real_model_invocations_are_one_line_exit_2(
         ([*sae, "--out", str(tmp_path / "s"), "--steps", "0"], "steps"),
         ([*sae, "--out", str(tmp_path / "s"), "--lr", "inf"], "--lr"),
         ([*sae, "--out", str(tmp_path / "s"), "--batch-size", "0"], "batch-size"),
+        ([*sae, "--out", str(tmp_path / "s"), "--activation", "gelu"], "--activation"),
         (["train-sae", "--cache", str(tmp_path / "nope"), "--site", "s", "--out", str(tmp_path / "s")], "not an activation cache"),
         ([*sae, "--out", str(tmp_path / "s"), "--device", "cuda:0" if not _has_cuda() else "tpu"], "device"),
         (["decompose-model", *base, "--modules", "transformer.h.0.mlp.c_fc", "--out", str(a_file)], "existing file"),
@@ -86,3 +87,6 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(
                       "--n-latents", "16", "--k", "2", "--steps", "3", "--batch-size", "16"], capsys)  # fmt: skip
     assert code == 0 and "mechscope: SAE transformer.h.1 · steps: 3/3" in err
     assert (tmp_path / "s" / "sae.safetensors").exists()
+    code, err = _cli(["train-sae", "--cache", str(cache), "--site", "transformer.h.1", "--out", str(tmp_path / "j"),
+                      "--activation", "jumprelu", "--n-latents", "16", "--steps", "3", "--batch-size", "16"], capsys)  # fmt: skip
+    assert code == 0 and (tmp_path / "j" / "metrics.json").exists()
