@@ -170,6 +170,7 @@ def train_sae(
     from safetensors.torch import save_file
 
     from mechscope.decompose import sae as sae_configs
+    from mechscope.decompose.dictionary import DictionaryConfig
     from mechscope.decompose.parallel import join_torchrun
     from mechscope.files import atomic_text, atomic_write
     from mechscope.real.activation_cache import ActivationCache
@@ -179,7 +180,7 @@ def train_sae(
         _out_dir(out)
         _positive("--lr", lr)
         c = ActivationCache(cache)
-        kinds = {"topk": sae_configs.SAETopKConfig, "batchtopk": sae_configs.SAEBatchTopKConfig,
+        kinds: dict[str, type[DictionaryConfig]] = {"topk": sae_configs.SAETopKConfig, "batchtopk": sae_configs.SAEBatchTopKConfig,
                  "relu": sae_configs.SAEReLUConfig, "jumprelu": sae_configs.SAEJumpReLUConfig}  # fmt: skip
         if activation not in kinds:
             raise ConfigError(f"unknown --activation {activation!r}; allowed: {', '.join(kinds)}")
