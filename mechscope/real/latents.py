@@ -86,10 +86,13 @@ def unembedding(model: nn.Module) -> tuple[Tensor, Tensor | None] | None:
     gain = None
     for name in ("transformer.ln_f", "model.norm", "gpt_neox.final_layer_norm", "ln_f"):
         mod = dict(model.named_modules()).get(name)
-        if mod is not None and isinstance(getattr(mod, "weight", None), Tensor):
-            gain = mod.weight.detach().float()
+        weight = getattr(mod, "weight", None)
+        if isinstance(weight, Tensor):
+            gain = weight.detach().float()
             break
-    return head.weight.detach().float(), gain
+    W_U = head.weight
+    assert isinstance(W_U, Tensor)
+    return W_U.detach().float(), gain
 
 
 @torch.no_grad()
