@@ -32,6 +32,7 @@ th{background:#f3f5f9;cursor:pointer;user-select:none;position:sticky;top:0} th.
 th.sorted-asc:after{content:" ▲"} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .metrics td{font-variant-numeric:tabular-nums} #search{font-size:14px;padding:4px 8px;width:220px;margin:8px 0}
 .tok{white-space:pre;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;border-radius:2px;padding:1px 0}
+.chip{background:#eef1f6;border-radius:3px;padding:1px 3px;margin-right:4px}
 .peak{outline:1.5px solid #c2410c} .ctx{margin:3px 0;line-height:1.9}
 .ctxval{display:inline-block;width:64px;color:#5b6475;font-size:12px;font-variant-numeric:tabular-nums}
 .cols{display:flex;gap:36px;flex-wrap:wrap} .pos{color:#166534} .negv{color:#991b1b}
@@ -107,7 +108,7 @@ def histogram_svg(counts: list[int], edges: list[float], width: int = 360, heigh
 
 
 def _logit_table(rows: list[tuple[str, float]], cls: str, label: str) -> str:
-    body = "".join(f"<tr><td><span class='tok'>{_tok(t)}</span></td><td class='num {cls}'>{v:+.3f}</td></tr>" for t, v in rows)
+    body = "".join(f"<tr><td><span class='tok chip'>{_tok(t)}</span></td><td class='num {cls}'>{v:+.3f}</td></tr>" for t, v in rows)
     return f"<div><h2>{label}</h2><table class='{label.split()[1].lower()}'>{body}</table></div>"
 
 
@@ -142,13 +143,13 @@ def index_page(data: DashboardData) -> str:
     rows = []
     for c in data.latents:
         top_ctx = c.contexts[0].tokens[c.contexts[0].peak] if c.contexts else ""
-        promoted = " ".join(f"<span class='tok'>{_tok(t)}</span>" for t, _ in c.promoted[:3])
+        promoted = "".join(f"<span class='tok chip'>{_tok(t)}</span>" for t, _ in c.promoted[:3])
         link = f"<a href='latents/{c.id}.html'>{c.id}</a>" if c.contexts else str(c.id)
         rows.append(
             f"<tr data-id='{c.id}'><td class='num' data-v='{c.id}'>{link}</td>"
             f"<td class='num' data-v='{c.frequency:.8g}'>{c.frequency:.3%}</td>"
             f"<td class='num' data-v='{c.max_act:.6g}'>{c.max_act:.3g}</td>"
-            f"<td data-v='{html.escape(top_ctx, quote=True)}'><span class='tok'>{_tok(top_ctx)}</span></td>"
+            f"<td data-v='{html.escape(top_ctx, quote=True)}'><span class='tok chip'>{_tok(top_ctx)}</span></td>"
             f"<td data-v='{html.escape(' '.join(t for t, _ in c.promoted[:3]), quote=True)}'>{promoted}</td></tr>"
         )
     alive = sum(1 for c in data.latents if c.frequency > 0)

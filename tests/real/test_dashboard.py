@@ -102,4 +102,4 @@ def test_dashboard_renders_sorts_and_searches_in_chromium(dashboard: Path, tmp_p
     page = sorted(dashboard.glob("latents/*.html"))[0].as_uri()
     dom = _dump_dom(page, tmp_path / "p3")
     assert dom.count("class=\"ctx\"") >= 1 and "<svg class=\"hist\"" in dom and "<rect class=\"bar\"" in dom
-    assert re.search(r"<table class=\"promoted\">.*<span class=\"tok\">", dom, re.S)
+    assert re.search(r"<table class=\"promoted\">.*<span class=\"tok chip\">", dom, re.S)
