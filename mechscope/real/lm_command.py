@@ -135,10 +135,10 @@ def lm_decompose(
     method: Annotated[str, Opt(help=", ".join(METHODS))] = "sae-topk",
     dataset: Annotated[Path | None, Opt(help="UTF-8 text; default: the shipped licence corpus")] = None,
     read: Annotated[str | None, Opt(help="transcoder: module whose output is the MLP's input (default h.N.ln_2)")] = None,
-    n_latents: Annotated[int, Opt(help="dictionary size (spd: components per module)")] = 1024,
+    n_latents: Annotated[int | None, Opt(help="dictionary size [1024]; spd: components per module [256]")] = None,
     k: Annotated[int, Opt(help="latents kept per token (topk / batchtopk)")] = 32,
-    steps: Annotated[int, Opt()] = 2_000,
-    batch_size: Annotated[int, Opt(help="rows per step (spd: sequences)")] = 1_024,
+    steps: Annotated[int | None, Opt(help="[2000]; spd [600]")] = None,
+    batch_size: Annotated[int | None, Opt(help="activations per step [1024]; spd: sequences [16]")] = None,
     lr: Annotated[float | None, Opt(help="default: the method's own")] = None,
     tokens: Annotated[int, Opt(help="training tokens at most")] = 1_000_000,
     seq_len: Annotated[int | None, Opt(help="default: min(64, the model's context)")] = None,
@@ -148,6 +148,10 @@ def lm_decompose(
     dashboard: Annotated[bool, Opt(help="write dashboard/ (latent pages)")] = True,
 ) -> None:
     """Decompose one site of a causal LM; score it by the next-token loss that survives the splice."""
+    spd = method == "spd"
+    n_latents = n_latents or (256 if spd else 1_024)
+    steps = steps or (600 if spd else 2_000)
+    batch_size = batch_size or (16 if spd else 1_024)
     _user_errors(lambda: _lm_decompose(site, out, model, method, dataset, read, n_latents, k, steps, batch_size, lr,
                                        tokens, seq_len, seed, lm_seed, importance_coeff, dashboard))  # fmt: skip
 
