@@ -29,12 +29,13 @@ import torch
 from torch import Tensor
 
 from mechscope.decompose.sae import SAETopKConfig
+from mechscope.decompose.spd import SPDConfig
 from mechscope.hooks import capture
 from mechscope.real.activation_cache import ActivationCache, build_cache
 from mechscope.real.causal_lm import CORPUS, PRESETS, corpus_windows, local_lm
 from mechscope.real.latents import dashboard_data, unembedding
 from mechscope.real.models import OutputModel, load_model
-from mechscope.real.spd_real import RealSPDConfig, fit_spd_real, masked_loss_report
+from mechscope.real.spd_model import TokenTask, fit_spd, masked_loss_report
 from mechscope.real.splice import (
     evaluate_dictionary,
     evaluate_spd,
@@ -153,10 +154,10 @@ def main() -> None:
 
     # --- SPD on the MLP of block 0 --------------------------------------------------------------
     if not args.skip_spd:
-        spd_cfg = RealSPDConfig(modules=[f"{MLP}.c_fc", f"{MLP}.c_proj"], steps=args.spd_steps, batch_size=16, C=args.spd_C,
+        spd_cfg = SPDConfig(modules=[f"{MLP}.c_fc", f"{MLP}.c_proj"], steps=args.spd_steps, batch_size=16, C=args.spd_C,
                                 importance_coeff=args.spd_importance)  # fmt: skip
         with Clock() as c_spd:
-            spd = fit_spd_real(target, train, spd_cfg, True, args.seed,
+            spd = fit_spd(target, TokenTask(train, True), spd_cfg, args.seed,
                                progress=lambda d, t: print(f"  SPD {d}/{t}", flush=True) if d % 100 == 0 else None)  # fmt: skip
         results["spd"] = {**evaluate_spd(spd, held, MLP), **masked_loss_report(spd, held, True), "train_wall_s": c_spd.wall,
                           "train_cpu_s": c_spd.cpu, "config": spd_cfg.model_dump()}  # fmt: skip

@@ -255,7 +255,8 @@ def _fit_spd(
     target: Any, train_ids: Any, held: Any, site: str, C: int, steps: int, batch_size: int, lr: float | None,
     seed: int, importance_coeff: float,
 ) -> tuple[Any, dict[str, Any], int]:  # fmt: skip
-    from mechscope.real.spd_real import RealSPDConfig, fit_spd_real
+    from mechscope.decompose.spd import SPDConfig
+    from mechscope.real.spd_model import TokenTask, fit_spd
     from mechscope.real.splice import evaluate_spd
 
     modules = [n for n, m in target.named_modules() if n.startswith(f"{site}.") and type(m).__name__ in ("Linear", "Conv1D")]
@@ -267,7 +268,8 @@ def _fit_spd(
         fields["lr"] = lr
     bar = LineProgress("training spd")
     try:
-        dec = fit_spd_real(target, train_ids, RealSPDConfig(**fields), True, seed, progress=bar)
+        config = SPDConfig.model_validate(fields)
+        dec = fit_spd(target, TokenTask(train_ids, True), config, seed, progress=bar)
     finally:
         bar.close()
     metrics = evaluate_spd(dec, held, site)

@@ -15,7 +15,7 @@ from mechscope.decompose.spd_components import SiteComponents
 from mechscope.hooks import SiteError
 from mechscope.real.causal_lm import CORPUS, corpus_windows, local_lm
 from mechscope.real.models import LoadedModel, OutputModel, load_model
-from mechscope.real.spd_real import RealSPDConfig
+from mechscope.decompose.spd_presets import resolve
 from mechscope.real.splice import (
     ce_loss_recovered,
     evaluate_dictionary,
@@ -92,7 +92,7 @@ def _exact_spd(model: nn.Module, modules: list[str]) -> SPDDecomposition:
             c.V.copy_(Vh)
             c.b2.fill_(5.0)  # ci_mlp ≡ 5 → hard sigmoid 1
         comps.append(c)
-    return SPDDecomposition(model, sites, comps, RealSPDConfig(modules=modules).settings())
+    return SPDDecomposition(model, sites, comps, resolve("fast", {"C": comps[0].U.shape[1], "ci_hidden": 4}, "real-model", "real"))
 
 
 def test_spd_with_exact_components_splices_perfectly(lm: LoadedModel, ids: torch.Tensor) -> None:
