@@ -12,10 +12,10 @@ from mechscope.decompose.dictionary import TopKOptions
 from mechscope.decompose.sae import train_sae
 from mechscope.decompose.spd import SPDDecomposition, select_sites, weight_matrix
 from mechscope.decompose.spd_components import SiteComponents
+from mechscope.decompose.spd_presets import resolve
 from mechscope.hooks import SiteError
 from mechscope.real.causal_lm import CORPUS, corpus_windows, local_lm
 from mechscope.real.models import LoadedModel, OutputModel, load_model
-from mechscope.decompose.spd_presets import resolve
 from mechscope.real.splice import (
     ce_loss_recovered,
     evaluate_dictionary,
