@@ -36,7 +36,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from mechscope.circuits.groups import Group, check_multi_site, exact_writes_err, groups_of, rows, write_modules
+from mechscope.circuits.groups import (
+    Group,
+    check_multi_site,
+    exact_writes_err,
+    groups_of,
+    rows,
+    write_modules,
+)
 from mechscope.config import Config
 from mechscope.decompose.base import Decomposition
 from mechscope.files import atomic_text, atomic_write
@@ -255,10 +262,10 @@ def build_graph(
                     picked = pre[row_sel, d.clamp_min(0)] * valid
                     grads = torch.autograd.grad(picked.sum(), [leaf for _, leaf in upstream], retain_graph=True,
                                                 allow_unused=True)  # fmt: skip
-                    for (ui, leaf), g in zip(upstream, grads, strict=True):
-                        if g is None:
+                    for (ui, leaf), grad in zip(upstream, grads, strict=True):
+                        if grad is None:
                             continue
-                        a = (g * leaf.detach()).reshape(B, -1, leaf.shape[-1])  # (B, T_u, C_u)
+                        a = (grad * leaf.detach()).reshape(B, -1, leaf.shape[-1])  # (B, T_u, C_u)
                         a_abs, a_sum = a.abs().sum(1)[valid], a.sum(1)[valid]
                         key = (di, ui)
                         if key not in acc:
@@ -289,6 +296,8 @@ def _assemble(
         dst.append(dd + offsets[di])
         w.append(m[dd, uu] / max(n_rows, 1))
         sw.append(sacc[(di, ui)][dd, uu] / max(n_rows, 1))
-    cat = (lambda ts, dt: torch.cat(ts).to(dt) if ts else torch.zeros(0, dtype=dt))
+    def cat(ts: list[Tensor], dt: torch.dtype) -> Tensor:
+        return torch.cat(ts).to(dt) if ts else torch.zeros(0, dtype=dt)
+
     return AttributionGraph(nodes, cat(src, torch.long), cat(dst, torch.long), cat(w, torch.float32),
                             cat(sw, torch.float32), meta)  # fmt: skip

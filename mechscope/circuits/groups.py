@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from mechscope.decompose.base import Decomposition
+from mechscope.decompose.dictionary import SparseCoder
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition
+from mechscope.decompose.spd_components import SiteComponents
+from mechscope.decompose.spd_presets import Kind
 from mechscope.hooks import Where
 
 
@@ -52,7 +55,7 @@ def dictionary_groups(dec: DictionaryDecomposition) -> list[Group]:
     for site, sc in dec.coders.items():
         coder = sc.coder
 
-        def fires(a: Tensor, coder=coder) -> Tensor:  # type: ignore[no-untyped-def]
+        def fires(a: Tensor, coder: SparseCoder = coder) -> Tensor:
             return coder.encode(a) > 0
 
         out.append(Group(site, sc.read, coder.n_latents, coder.pre_acts, coder.encode, fires,
@@ -73,10 +76,10 @@ def spd_groups(dec: Decomposition) -> list[Group]:
             raise ValueError(f"circuit graphs support SPD on nn.Linear sites; {site_info.name!r} is {site_info.kind}")
         kind, threshold = site_info.kind, dec.fire_threshold
 
-        def code(a: Tensor, comp=comp, kind=kind) -> Tensor:  # type: ignore[no-untyped-def]
+        def code(a: Tensor, comp: SiteComponents = comp, kind: Kind = kind) -> Tensor:
             return comp.read(kind, a)
 
-        def fires(a: Tensor, comp=comp, kind=kind) -> Tensor:  # type: ignore[no-untyped-def]
+        def fires(a: Tensor, comp: SiteComponents = comp, kind: Kind = kind, threshold: float = threshold) -> Tensor:
             return L.hard_sigmoid(comp.ci_pre(comp.read(kind, a))) > threshold
 
         U = comp.U.detach().T  # (C, d_out)

@@ -113,14 +113,14 @@ def project(graph: AttributionGraph, assign: Tensor, truth: CircuitTruth) -> Ten
     return torch.from_numpy(np.asarray((R.T @ M @ C).todense()))
 
 
-def edge_scores(graph: AttributionGraph, groups: list[Group], truth: CircuitTruth, threshold: float = 0.7) -> tuple[Tensor, Tensor]:
-    """(scores [P], labels [P]) over `truth.candidates()`."""
+def edge_scores(
+    graph: AttributionGraph, groups: list[Group], truth: CircuitTruth, threshold: float = 0.7
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(scores [P], labels [P], destination [P]) over `truth.candidates()`."""
     assign, _ = match(graph, groups, truth, threshold)
     S = project(graph, assign, truth)
-    cand = truth.candidates()
-    scores = torch.tensor([float(S[p, q]) for p, q in cand])
-    labels = torch.tensor([(p, q) in truth.edges for p, q in cand])
-    return scores, labels
+    p, q, labels = truth.candidates()
+    return S[p, q], labels, q
 
 
 def intermediate_recall(sim: Tensor, truth: CircuitTruth, threshold: float) -> float:
@@ -147,7 +147,7 @@ def faithfulness_curve(dec: Decomposition, x: Tensor, graph: AttributionGraph, k
         if k == 0:
             values.append(empty)
             continue
-        n = max(1, int(round(k * graph.n_edges)))
+        n = max(1, round(k * graph.n_edges))
         e = order[:n]
         keep = {s: torch.zeros(dec.n_components(s)) for s in dec.sites}
         for node_id in torch.cat([graph.src[e], graph.dst[e]]).unique().tolist():
@@ -166,12 +166,12 @@ def score_circuit(
     cfg = config or CircuitScoreConfig()
     assign, sim = match(graph, groups, truth, cfg.match_threshold)
     S = project(graph, assign, truth)
-    cand = truth.candidates()
-    scores = torch.tensor([float(S[p, q]) for p, q in cand])
-    labels = torch.tensor([(p, q) in truth.edges for p, q in cand])
+    p, q, labels = truth.candidates()
+    scores = S[p, q]
     ks, f = faithfulness_curve(dec, x, graph, cfg.ks)
     out: dict[str, Any] = {
-        "edge_auroc": edge_auroc(scores, labels),
+        "edge_auroc": edge_auroc(scores, labels, by=q),
+        "edge_auroc_global": edge_auroc(scores, labels),
         "cpr": cpr(ks, f),
         "cmd": cmd(ks, f),
         "node_recall": intermediate_recall(sim, truth, cfg.recall_threshold),
@@ -201,7 +201,8 @@ def calibration_graph(truth: CircuitTruth, mode: str, generator: torch.Generator
             nodes.append(Node("component", n.site, len(dirs[n.site]) - 1, n.layer))
         else:
             nodes.append(Node(n.kind, n.kind, n.index if n.index is not None else 0, n.layer))
-    pairs = sorted(truth.edges) if mode == "oracle" else truth.candidates()
+    cp, cq, _ = truth.candidates()
+    pairs = sorted(truth.edges) if mode == "oracle" else list(zip(cp.tolist(), cq.tolist(), strict=True))
     src = torch.tensor([node_of[p] for p, _ in pairs], dtype=torch.long)
     dst = torch.tensor([node_of[q] for _, q in pairs], dtype=torch.long)
     w = torch.ones(len(pairs)) if mode == "oracle" else torch.rand(len(pairs), generator=generator)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 TrueKind = Literal["input", "feature", "output"]
@@ -25,7 +26,7 @@ class TrueNode:
     kind: TrueKind
     layer: int
     index: int | None = None
-    """input feature / output index (inputs and outputs)."""
+    """input feature / output index; for a feature, the input feature it belongs to (if any)."""
     site: str | None = None
     """module whose output carries the feature (features)."""
     direction: Tensor | None = None
@@ -57,8 +58,16 @@ class CircuitTruth:
         feats = set(self.features())
         return sorted({p for p, q in self.edges if p in feats and q in feats})
 
-    def candidates(self) -> list[tuple[int, int]]:
-        """Every forward pair (p, q) an edge could join: p an input or feature, q a feature or output."""
-        srcs = [i for i, n in enumerate(self.nodes) if n.kind != "output"]
-        dsts = [i for i, n in enumerate(self.nodes) if n.kind != "input"]
-        return [(p, q) for p in srcs for q in dsts if self.nodes[p].layer < self.nodes[q].layer]
+    def candidates(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(p [P], q [P], is_true bool [P]): every forward pair an edge could join — p an input or
+        feature, q a feature or output, p's layer before q's."""
+        layer = torch.tensor([n.layer for n in self.nodes])
+        src_ok = torch.tensor([n.kind != "output" for n in self.nodes])
+        dst_ok = torch.tensor([n.kind != "input" for n in self.nodes])
+        ok = src_ok[:, None] & dst_ok[None, :] & (layer[:, None] < layer[None, :])
+        p, q = ok.nonzero(as_tuple=True)
+        adj = torch.zeros(len(self.nodes), len(self.nodes), dtype=torch.bool)
+        if self.edges:
+            e = torch.tensor(sorted(self.edges))
+            adj[e[:, 0], e[:, 1]] = True
+        return p, q, adj[p, q]

@@ -1,7 +1,11 @@
 """Circuit metrics: is an attribution graph right? Pure functions of tensors.
 
-- `edge_auroc(scores, labels)`: the probability that a true edge outranks a false one (ties count
-  half) — the area under the ROC curve of the graph's edge ranking against the true edge set.
+- `edge_auroc(scores, labels, by=dst)`: the probability that a true edge outranks a false one (ties
+  count half) — the area under the ROC curve of the graph's edge ranking against the true edge
+  set. With `by` (each candidate's destination node) it is the mean over destinations of their own
+  AUROC: "do q's true sources outrank its false ones?", blind to how scores scale from one
+  destination to another (a random graph then scores 0.5 whatever the layer sizes); the headline
+  `edge_auroc` uses it, `edge_auroc_global` pools every candidate.
 - `cpr(ks, faithfulness)` / `cmd(ks, faithfulness)`: MIB's circuit performance ratio and circuit
   –model distance (Mueller et al. 2025). f(k) is the faithfulness of the circuit that keeps the
   top-k fraction of edges, f = (m(C_k) − m(∅)) / (m(N) − m(∅)) for a performance m (1 = as good as
@@ -23,8 +27,19 @@ MIB_KS: tuple[float, ...] = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.
 """MIB's grid of kept-edge fractions (0 added: the empty circuit, f = 0 by definition)."""
 
 
-def edge_auroc(scores: Tensor, labels: Tensor) -> float:
-    """AUROC of `scores` [P] for the boolean `labels` [P] (Mann–Whitney U with average ranks)."""
+def edge_auroc(scores: Tensor, labels: Tensor, by: Tensor | None = None) -> float:
+    """AUROC of `scores` [P] for the boolean `labels` [P] (Mann–Whitney U with average ranks);
+    with `by` [P] (group ids) the mean AUROC over groups that hold both true and false pairs."""
+    if by is not None:
+        values = []
+        for gid in by.unique():
+            sel = by == gid
+            lab = labels[sel].bool()
+            if bool(lab.any()) and not bool(lab.all()):
+                values.append(edge_auroc(scores[sel], lab))
+        if not values:
+            raise ValueError("edge_auroc: no group holds both true and false candidate edges")
+        return sum(values) / len(values)
     labels = labels.bool().flatten()
     scores = scores.double().flatten()
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())

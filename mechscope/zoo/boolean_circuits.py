@@ -200,7 +200,7 @@ class BooleanCircuitsTask(Task):
         assert isinstance(target, BooleanCircuitsModel)
         mechs: list[Mechanism] = []
         row = [0] * N_LAYERS
-        for name, op, (a, b), li in GATES:
+        for name, op, _, li in GATES:
             layer = target.layers[li]
             assert isinstance(layer, BooleanLayer)
             k = len(NEURONS[op])
