@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mechscope.circuits.graph import AttributionGraph, _clean, _order, rewritten_pass
+from mechscope.circuits.graph import AttributionGraph, _clean, _order, module_outputs, rewritten_pass
 from mechscope.circuits.groups import Group, groups_of, rows
 from mechscope.decompose.base import Decomposition
 
@@ -54,7 +54,7 @@ def ablation_check(
     k = min(n_edges, graph.n_edges)
     edges = graph.weight.topk(k).indices
     z, fires, err = _clean(dec, groups, x)
-    y, pres = rewritten_pass(dec, groups, x, z, err)
+    y, pres = rewritten_pass(dec, groups, x, module_outputs(groups, z, err))
     site_of = {g.site: g for g in groups}
     effects = torch.zeros(k)
     by_src: dict[int, list[int]] = {}
@@ -70,7 +70,7 @@ def ablation_check(
         else:
             za[node.site] = z[node.site].clone()
             za[node.site][:, node.index] = 0
-        ya, pa = rewritten_pass(dec, groups, xa, za, err)
+        ya, pa = rewritten_pass(dec, groups, xa, module_outputs(groups, za, err))
         for e_i in members:
             d = graph.nodes[int(graph.dst[edges[e_i]])]
             if d.kind == "output":

@@ -53,12 +53,16 @@ NodeKind = Literal["input", "component", "output"]
 
 
 class GraphConfig(Config):
-    chunk: int = 1_024
-    """Inputs per streamed chunk."""
+    chunk: int = 4_096
+    """Inputs per streamed chunk. The number of backward passes per chunk does not grow with it
+    (one per slot, all rows at once), so larger is faster; memory grows as chunk × components."""
     max_slots: int = 64
     """Firing components per row followed back (the largest |z|); more are dropped."""
-    max_outputs: int = 256
-    """Outputs followed per row (all when the target has at most this many; else the largest |y|)."""
+    max_outputs: int = 32
+    """Outputs followed per row: all when the target has at most this many, else the largest |y|
+    (the others' incoming edges are dropped, as circuit-tracer follows only the top logits)."""
+    gather_budget: int = 50_000_000
+    """Floats of decoder rows gathered per group and chunk (rows × k × d); above it, a matmul per slot."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ def _order(dec: Decomposition, groups: list[Group], x: Tensor) -> list[Group]:
     return sorted(groups, key=lambda g: seen.index(g.read[0]) if g.read[0] in seen else len(seen))
 
 
+@torch.no_grad()
 def _clean(dec: Decomposition, groups: list[Group], x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
     """(z, fires, err) per group / write module on the clean pass."""
     mods = write_modules(groups)
@@ -159,11 +164,23 @@ def _clean(dec: Decomposition, groups: list[Group], x: Tensor) -> tuple[dict[str
     return z, fires, exact_writes_err(groups, z, {m: a_out[m] for m in mods})
 
 
+def module_outputs(groups: list[Group], z: dict[str, Tensor], err: dict[str, Tensor]) -> dict[str, Tensor]:
+    """{write module: Σ_g z_g W_g,m + err_m} [rows, d_m]."""
+    out = {}
+    for m in write_modules(groups):
+        new = err[m]
+        for g in groups:
+            if m in g.writes:
+                new = new + z[g.site] @ g.writes[m]
+        out[m] = new
+    return out
+
+
 def rewritten_pass(
-    dec: Decomposition, groups: list[Group], x: Tensor, z: dict[str, Tensor], err: dict[str, Tensor]
+    dec: Decomposition, groups: list[Group], x: Tensor, outs: dict[str, Tensor]
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Run the target with each write module's output = Σ_g z_g W_g,m + err_m; returns
-    (output, {site: pre-activation of each group read on this pass})."""
+    """Run the target with each write module's output replaced by `outs[m]` ([rows, d_m], see
+    `module_outputs`); returns (output, {site: pre-activation of each group read on this pass})."""
     pres: dict[str, Tensor] = {}
     by_read: dict[tuple[str, str], list[Group]] = {}
     for g in groups:
@@ -181,13 +198,8 @@ def rewritten_pass(
                     for g in gs:
                         pres[g.site] = g.code(rows(out))
                 stack.callback(module.register_forward_hook(out_hook).remove)
-        for m in write_modules(groups):
-            writers = [g for g in groups if m in g.writes]
-
-            def replace(_m: Any, _i: Any, out: Tensor, m: str = m, writers: list[Group] = writers) -> Tensor:
-                new = err[m]
-                for g in writers:
-                    new = new + z[g.site] @ g.writes[m]
+        for m, new in outs.items():
+            def replace(_m: Any, _i: Any, out: Tensor, new: Tensor = new) -> Tensor:
                 return new.reshape(out.shape)
             stack.callback(get_module(dec.target, m).register_forward_hook(replace).remove)
         y = dec.target(x)
@@ -204,15 +216,23 @@ def _slots(fires: Tensor, mag: Tensor, max_slots: int) -> Tensor:
     return torch.where(val > 0, idx, -1)
 
 
-@torch.no_grad()
-def _no_grad_clean(dec: Decomposition, groups: list[Group], x: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
-    return _clean(dec, groups, x)
+def _sparse_support(z: Tensor, C: int) -> tuple[Tensor, Tensor] | None:
+    """(idx [rows, K], z at idx [rows, K]) of each row's non-zero coefficients, or None when
+    rows are too dense for gathering to pay (then attributions are computed densely)."""
+    nnz = int((z != 0).sum(1).max()) if z.numel() else 0
+    if nnz > C // 8:
+        return None
+    vals, idx = z.abs().topk(max(nnz, 1), dim=1)
+    return idx, z.gather(1, idx) * (vals > 0)
 
 
 def build_graph(
     dec: Decomposition, x: Tensor, config: GraphConfig | None = None, groups: list[Group] | None = None
 ) -> AttributionGraph:
-    """The attribution graph of `dec` on inputs x [batch, n_features] (see the module docstring)."""
+    """The attribution graph of `dec` on inputs x [batch, n_features] (see the module docstring).
+
+    The backward passes stop at each write module's output o_m (a leaf); a component's
+    attribution is then z_u Σ_m (∂pre_d/∂o_m) · W_m[u], gathered only where z_u ≠ 0."""
     cfg = config or GraphConfig()
     groups = _order(dec, groups if groups is not None else groups_of(dec), x)
     check_multi_site(groups)
@@ -220,38 +240,40 @@ def build_graph(
         raise ValueError(f"inputs must be a float tensor [batch, …, n_features]; got {x.dtype} {tuple(x.shape)}")
     n_in = x.shape[-1]
     with torch.no_grad():
-        y0 = dec.target(x[:2])
-    n_out = y0.shape[-1]
+        n_out = dec.target(x[:2]).shape[-1]
     sizes = [n_in, *[g.n for g in groups], n_out]
-    names = ["input", *[g.site for g in groups], "output"]
-    # acc[(d, u)]: [size_d, size_u] sums of |A| and of A over rows, d/u index into `names`
-    acc: dict[tuple[int, int], Tensor] = {}
-    sacc: dict[tuple[int, int], Tensor] = {}
+    out_id = len(sizes) - 1
+    acc: dict[tuple[int, int], Tensor] = {}  # (d group, u group) → flat [size_d · size_u] Σ|A|
+    sacc: dict[tuple[int, int], Tensor] = {}  # … Σ A
     n_rows = 0
     for start in range(0, x.shape[0], cfg.chunk):
         xc = x[start : start + cfg.chunk]
         B = xc.shape[0]
-        z, fires, err = _no_grad_clean(dec, groups, xc)
-        leaves = {s: v.detach().clone().requires_grad_(True) for s, v in z.items()}
+        z, fires, err = _clean(dec, groups, xc)
+        leaves = {m: o.detach().clone().requires_grad_(True) for m, o in module_outputs(groups, z, err).items()}
         x_leaf = xc.detach().clone().requires_grad_(True)
         with torch.enable_grad():
-            y, pres = rewritten_pass(dec, groups, x_leaf, leaves, err)
+            y, pres = rewritten_pass(dec, groups, x_leaf, leaves)
         y_rows = rows(y)
         T = y_rows.shape[0] // B  # positions per input (1 for feature vectors)
         n_rows += B * T
-        targets: list[tuple[int, Tensor, Tensor]] = []  # (node group id, pre [rows, C], fires [rows, C])
-        for gi, g in enumerate(groups, start=1):
-            targets.append((gi, pres[g.site], fires[g.site]))
+        support = {g.site: _sparse_support(z[g.site], g.n) for g in groups}
+        gathered: dict[str, dict[str, Tensor]] = {}  # W_m's rows at each row's non-zero coefficients
+        for g in groups:
+            sup = support[g.site]
+            if sup is not None and sum(sup[0].numel() * W.shape[1] for W in g.writes.values()) <= cfg.gather_budget:
+                gathered[g.site] = {m: W[sup[0]] for m, W in g.writes.items()}  # (rows, K, d_m)
+        x_rows = rows(xc)
         out_fire = torch.ones_like(y_rows, dtype=torch.bool)
         if n_out > cfg.max_outputs:
             top = y_rows.detach().abs().topk(cfg.max_outputs, dim=1).indices
             out_fire = torch.zeros_like(out_fire).scatter_(1, top, True)
-        targets.append((len(names) - 1, y_rows, out_fire))
-        ups = [(0, x_leaf)] + [(gi, leaves[g.site]) for gi, g in enumerate(groups, start=1)]
-        for di, pre, fire in targets:
-            mag = pre.detach() if di < len(names) - 1 else y_rows.detach()
-            slot_idx = _slots(fire, mag, cfg.max_slots if di < len(names) - 1 else cfg.max_outputs)  # (rows, S)
-            upstream = [(ui, leaf) for ui, leaf in ups if ui < di]
+        targets = [(gi, pres[g.site], fires[g.site], cfg.max_slots) for gi, g in enumerate(groups, start=1)]
+        targets.append((out_id, y_rows, out_fire, cfg.max_outputs))
+        for di, pre, fire, max_slots in targets:
+            slot_idx = _slots(fire, pre.detach(), max_slots)  # (rows, S)
+            ups = [(gi, g) for gi, g in enumerate(groups, start=1) if gi < di]
+            mods = sorted({m for _, g in ups for m in g.writes})
             for t in range(T):
                 row_sel = torch.arange(B) * T + t  # rows of position t
                 for j in range(slot_idx.shape[1]):
@@ -260,21 +282,64 @@ def build_graph(
                     if not bool(valid.any()):
                         continue
                     picked = pre[row_sel, d.clamp_min(0)] * valid
-                    grads = torch.autograd.grad(picked.sum(), [leaf for _, leaf in upstream], retain_graph=True,
+                    grads = torch.autograd.grad(picked.sum(), [x_leaf, *[leaves[m] for m in mods]], retain_graph=True,
                                                 allow_unused=True)  # fmt: skip
-                    for (ui, leaf), grad in zip(upstream, grads, strict=True):
-                        if grad is None:
-                            continue
-                        a = (grad * leaf.detach()).reshape(B, -1, leaf.shape[-1])  # (B, T_u, C_u)
-                        a_abs, a_sum = a.abs().sum(1)[valid], a.sum(1)[valid]
-                        key = (di, ui)
-                        if key not in acc:
-                            acc[key] = torch.zeros(sizes[di], sizes[ui])
-                            sacc[key] = torch.zeros(sizes[di], sizes[ui])
-                        acc[key].index_add_(0, d[valid], a_abs.float())
-                        sacc[key].index_add_(0, d[valid], a_sum.float())
+                    G = dict(zip(mods, grads[1:], strict=True))
+                    dv = d.clamp_min(0)
+                    if grads[0] is not None:
+                        _accumulate(acc, sacc, (di, 0), sizes, dv, valid, B, rows(grads[0]), x_rows, None, None)
+                    for gi, g in ups:
+                        Gs = {m: G[m] for m in g.writes if G.get(m) is not None}
+                        if Gs:
+                            _accumulate(acc, sacc, (di, gi), sizes, dv, valid, B, Gs, z[g.site], support[g.site],
+                                        g.writes, gathered.get(g.site))  # fmt: skip
         del y, pres, leaves, x_leaf
-    return _assemble(groups, sizes, acc, sacc, n_rows, {"n_inputs": int(x.shape[0]), "sites": [g.site for g in groups]})
+    meta = {"n_inputs": int(x.shape[0]), "sites": [g.site for g in groups]}
+    dense = {k: v.view(sizes[k[0]], sizes[k[1]]) for k, v in acc.items()}
+    sdense = {k: v.view(sizes[k[0]], sizes[k[1]]) for k, v in sacc.items()}
+    return _assemble(groups, sizes, dense, sdense, n_rows, meta)
+
+
+def _accumulate(
+    acc: dict[tuple[int, int], Tensor], sacc: dict[tuple[int, int], Tensor], key: tuple[int, int], sizes: list[int],
+    d: Tensor, valid: Tensor, B: int, grad: Tensor | dict[str, Tensor], z: Tensor,
+    support: tuple[Tensor, Tensor] | None, writes: dict[str, Tensor] | None,
+    gathered: dict[str, Tensor] | None = None,
+) -> None:  # fmt: skip
+    """Add |A| and A of one slot into the (d group, u group) accumulators.
+
+    grad: ∂pre/∂(upstream leaf) — the input's gradient [rows, n_in] (writes None), or per write
+    module ∂pre/∂o_m [rows, d_m]. Rows of one input (sequence positions) all count for its d."""
+    n_d, n_u = sizes[key[0]], sizes[key[1]]
+    if key not in acc:
+        acc[key] = torch.zeros(n_d * n_u)
+        sacc[key] = torch.zeros(n_d * n_u)
+    T_u = z.shape[0] // B
+    d_rows = d.repeat_interleave(T_u)  # (rows,) each upstream row's destination component
+    v_rows = valid.repeat_interleave(T_u).to(z.dtype)
+    if support is not None and writes is not None and gathered is not None:
+        # ∂pre_d/∂z_u only where z_u ≠ 0: (∂pre/∂o_m) · W_m[u] with W_m's rows gathered once per chunk
+        assert isinstance(grad, dict)
+        idx, zval = support  # (rows, K)
+        P = torch.zeros_like(zval)
+        for m, gm in grad.items():
+            P = P + torch.bmm(gathered[m], gm.reshape(-1, gm.shape[-1], 1)).squeeze(-1)  # (rows, K)
+        a = P * zval * v_rows[:, None]
+        flat = (d_rows[:, None] * n_u + idx).flatten()
+    elif writes is None:
+        assert isinstance(grad, Tensor)
+        a = grad * z * v_rows[:, None]  # the input: x ∂pre/∂x
+        flat = (d_rows[:, None] * n_u + torch.arange(n_u)[None, :]).flatten()
+    else:
+        assert isinstance(grad, dict)
+        P = torch.zeros_like(z)  # (rows, C_u) = ∂pre_d/∂z_u, one BLAS product per module
+        for m, gm in grad.items():
+            P = P + gm.reshape(-1, gm.shape[-1]) @ writes[m].T
+        a = P * z * v_rows[:, None]
+        flat = (d_rows[:, None] * n_u + torch.arange(n_u)[None, :]).flatten()
+    vals = a.flatten().float()
+    acc[key].index_add_(0, flat, vals.abs())
+    sacc[key].index_add_(0, flat, vals)
 
 
 def _assemble(
