@@ -175,53 +175,60 @@ class ResidMLPTask(Task):
         assert isinstance(target, ResidMLPModel)
         W_E = target.W_E  # (n, d)
         n = W_E.shape[0]
-        D = dual_read_vectors(W_E)  # (n, d)
-        Pi = W_E.T @ D  # (d, d) projection onto span(W_E)
         mechs: list[Mechanism] = []
         writes_so_far: list[Tensor] = []
+        read_projection: dict[str, Tensor] = {}
+        split_layers: list[int] = []
+        rays = feature_rays(target)  # per layer: (R⁺, R⁻), each (n, d)
         for li, layer in enumerate(target.layers):
             assert isinstance(layer, ResidMLPLayer)
             W_in = layer.mlp_in.weight.detach()  # (d_mlp, d)
             W_out = layer.mlp_out.weight.detach()  # (d, d_mlp)
             site_in, site_out = f"layers.{li}.mlp_in", f"layers.{li}.mlp_out"
-            reads = W_in @ W_E.T  # (d_mlp, n): column i = W_in W_E[i]ᵀ
-            for i in range(n):
-                T_i = torch.outer(reads[:, i], D[i])  # (d_mlp, d)
-                mechs.append(Mechanism(f"feature{i}", "parameter", site_in, T_i, 1, "nonzero", i))
-            # The layer's input lies in span(W_E) plus the span of earlier layers' writes, so W_in
-            # splits exactly into the features (reading span(W_E)), "upstream" (reading what earlier
-            # MLPs wrote outside span(W_E); layers > 0 only) and "unused" (never read on any input).
+            R_pos, R_neg = rays[li]
+            T_pos, T_neg = sign_mechanisms(W_in, R_pos), sign_mechanisms(W_in, R_neg)  # (n, d_mlp, d)
+            features = T_pos + T_neg
+            if same_line(R_pos, R_neg):  # both signs deliver one line (layer 0): one mechanism
+                features = T_pos
+                for i in range(n):
+                    mechs.append(Mechanism(f"feature{i}", "parameter", site_in, T_pos[i], 1, "nonzero", i))
+            else:
+                split_layers.append(li)
+                for T, (_, rule, tag) in ((T_pos, SIGNS[0]), (T_neg, SIGNS[1])):
+                    for i in range(n):
+                        mechs.append(Mechanism(f"feature{i}{tag}", "parameter", site_in, T[i], 1, rule, i))
+            # The rest of W_in: "crosstalk" (reachable but used by no single feature: what one
+            # sign's mechanisms do to the other sign's rays; 0 when both signs share a line) and
+            # "unused" W_in (I − Π_l) (no input ever reaches it). Both never active.
             Pi_l = reachable_projection(W_E, writes_so_far)  # (d, d)
+            read_projection[site_in] = Pi_l
+            crosstalk = W_in @ Pi_l - features.sum(0)
+            if _rank(crosstalk) and float(crosstalk.norm()) > 1e-5 * float(W_in.norm()):
+                mechs.append(Mechanism("crosstalk", "parameter", site_in, crosstalk, _rank(crosstalk), "never"))
             unused = W_in - W_in @ Pi_l  # W_in (I − Π_l)
             mechs.append(Mechanism("unused", "parameter", site_in, unused, _rank(unused), "never"))
-            if writes_so_far:
-                upstream = W_in @ Pi_l - W_in @ Pi  # W_in (Π_l − Π)
-                mechs.append(Mechanism("upstream", "parameter", site_in, upstream, _rank(upstream), "dense"))
             writes_so_far.append(W_out.T)  # (d_mlp, d): rows are what this layer can write
             mechs.append(Mechanism("mlp_out", "parameter", site_out, W_out.clone(), W_out.shape[1], "dense"))
-            for sign, rule, tag in SIGNS:
-                writes = F.relu(sign * reads).T @ W_out.T  # (n, d): row i = W_out ReLU(±W_in W_E[i])
+            for (sign, rule, tag), R in zip(SIGNS, (R_pos, R_neg), strict=True):
+                ray = sign * R  # (n, d): row i = r_l(±e_i), what the MLP reads for that signed feature
+                writes = F.relu(ray @ W_in.T) @ W_out.T  # (n, d): row i = W_out ReLU(W_in r_l(±e_i))
                 for i in range(n):
-                    read = sign * W_E[i].clone()
                     mechs.append(
-                        Mechanism(
-                            f"feature{i}{tag}", "activation", site_out, writes[i].clone(), 1, rule, i, read
-                        )
+                        Mechanism(f"feature{i}{tag}", "activation", site_out, writes[i].clone(), 1, rule, i, ray[i].clone())
                     )
         for sign, rule, tag in SIGNS:
             for i in range(n):
                 mechs.append(
                     Mechanism(f"feature{i}{tag}", "activation", "embed", sign * W_E[i].clone(), 1, rule, i)
                 )
-        read_projection = {f"layers.{li}.mlp_in": Pi.clone() for li in range(len(target.layers))}
         notes = [
             "mlp_in 'unused' = W_in(I − Π_l): the part no input ever reaches (rule never); not a feature"
         ]
-        if len(target.layers) > 1:
+        if split_layers:
             notes.append(
-                "layers > 0: mlp_in 'upstream' = W_in(Π_l − Π) reads earlier MLP outputs outside span(W_E) "
-                "(rule dense: used whenever an earlier neuron fires); transcoder directions "
-                "W_out ReLU(±W_in W_E[i]) ignore that input and are approximations"
+                f"layers {split_layers}: feature i delivers two rays r_l(±e_i) (earlier MLPs answer one sign), "
+                "so its mlp_in mechanism is split by sign (feature{i}+ / feature{i}-, rank 1 each); "
+                "'crosstalk' (rule never) is what no single feature uses; read projection Π_l (reachable span)"
             )
         return GroundTruth(
             mechs,
@@ -231,6 +238,33 @@ class ResidMLPTask(Task):
             output_kind="mse",
             notes=notes,
         )
+
+
+def feature_rays(target: ResidMLPModel) -> list[tuple[Tensor, Tensor]]:
+    """Per layer l, (R⁺, R⁻) [n, d]: row i is the layer's input on the one-hot input ±e_i.
+
+    The model has no biases and ReLU is positively homogeneous, so r_l(v e_i) = |v| r_l(sign(v) e_i):
+    each signed feature alone reaches layer l along one ray, whatever its magnitude."""
+    n = target.W_E.shape[0]
+    out: list[tuple[Tensor, Tensor]] = []
+    with torch.no_grad():
+        r = target.embed(torch.cat([torch.eye(n), -torch.eye(n)]))  # (2n, d)
+        for layer in target.layers:
+            out.append((r[:n].clone(), -r[n:].clone()))  # R⁻ is signed so that layer 0's R⁻ = R⁺ = W_E
+            r = layer(r)
+    return out
+
+
+def sign_mechanisms(W_in: Tensor, R: Tensor) -> Tensor:
+    """[n, d_mlp, d] T_i = (W_in R[i]ᵀ) δ_iᵀ, δ_i the duals of the rays R (δ_i · R[j] = δ_ij):
+    exactly what W_in does on feature i's ray, and nothing on any other feature's ray of that sign."""
+    delta = dual_read_vectors(R)  # (n, d)
+    return torch.einsum("on,nd->nod", W_in @ R.T, delta)
+
+
+def same_line(R_pos: Tensor, R_neg: Tensor, tol: float = 1e-5) -> bool:
+    """Both signs of every feature reach the layer along the same line (true at layer 0)."""
+    return bool(torch.allclose(R_pos, R_neg, atol=tol * float(R_pos.abs().max())))
 
 
 def eval_loss(model: ResidMLPModel, task: ResidMLPTask, n: int = 32_768) -> float:
