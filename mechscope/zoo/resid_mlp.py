@@ -8,20 +8,37 @@ ReLU of more features than they have neurons.
 
 Data: each x_i is uniform in [−1, 1] with probability p (0.01), else 0. Labels x + ReLU(x), MSE.
 
-Ground truth. Write D = (W_E W_Eᵀ)⁻¹ W_E (rows d_i, the dual read vectors: d_i · W_E[j] = δ_ij)
-and Π = W_Eᵀ D, the projection onto span(W_E). For each layer's `mlp_in` and each feature i,
-T_i = (W_in W_E[i]ᵀ) d_iᵀ is rank 1 and active when x_i ≠ 0; Σ_i T_i = W_in Π. Layer l's input
-lies in span(W_E) plus what layers < l write (columns of their W_out); with Π_l the projection onto
-that span, the rest of W_in splits into "upstream" = W_in (Π_l − Π) (layers > 0: reads earlier
-MLPs' outputs off span(W_E); rule "dense") and "unused" = W_in (I − Π_l) (rule "never": no input
-ever reaches it; for layer 0, Π_0 = Π), so all of a layer's mechanisms sum to W_in exactly.
-Each `mlp_out` is one dense mechanism of rank d_mlp. In activation space the residual stream ("embed") carries ±W_E[i] (features are signed:
-+ active when x_i > 0, − when x_i < 0); for transcoders, the MLP output of layer l carries
-W_out ReLU(±W_in W_E[i]), what the MLP writes for that signed feature alone, read from ±W_E[i].
-For layers after the first the MLP also reads earlier MLPs' outputs (resid-mlp-2l, seed 0: 66 %
-of layer 1's input norm lies off span(W_E), and some layer-0 neuron fires on 100 % of non-empty
-inputs, so "upstream" is dense); the transcoder directions ignore that input and are approximations
-there (GroundTruth.notes says so).
+Ground truth. The model has no biases and ReLU is positively homogeneous, so feature i alone at
+value v reaches layer l's input along one ray per sign: r_l(v e_i) = |v| r_l(sign(v) e_i). Stack
+the rays of one sign, R± [n, d] (row i = r_l(±e_i)), and take their duals δ±_i (rows of
+(R Rᵀ)⁻¹ R: δ_i · R[j] = δ_ij; the rays of one sign are independent since n + l·d_mlp ≤ d).
+Feature i's `mlp_in` mechanism at sign ± is
+
+    T±_i = (W_in r_l(±e_i)) δ±_iᵀ     rank 1: exactly W_in on its own ray, zero on every other
+                                       feature's ray of that sign.
+
+At layer 0 both rays are ±W_E[i] and δ±_i = d_i, the dual read vectors of W_E, so T⁺_i = T⁻_i =
+(W_in W_E[i]ᵀ) d_iᵀ: one mechanism per feature, active when x_i ≠ 0 (the paper's truth). At layers
+≥ 1 the earlier MLPs answer one sign only (layer 0 writes ReLU(x_i)-ish outputs for x_i > 0), so
+the two rays differ (resid-mlp-2l seed 0, layer 1: cos(r⁺, −r⁻) 0.60; the pre-activations W_in r
+agree only to cos 0.88 on average, 0.42 at worst), and no rank-1 piece reproduces feature i at both
+signs: the truth there is two mechanisms per feature, "feature{i}+" (x_i > 0) and "feature{i}-"
+(x_i < 0). What is left of W_in is never used by any single feature: "crosstalk" = W_in Π_l −
+Σ T±_i (what one sign's mechanisms would do to the other sign's rays: the + and − mechanisms both
+read the shared span(W_E) part, so it is large, about 0.8 ‖W_in‖ in resid-mlp-2l layer 1; layers > 0
+only) and "unused" = W_in (I − Π_l), Π_l the projection onto span(W_E) + the earlier layers'
+writes (columns of their W_out), which no input ever reaches. Both have rule "never", so all of a
+layer's mechanisms sum to W_in exactly and an oracle that runs only the active ones is exact on
+every one-hot input. Components are compared after projecting their read side with Π_l.
+Why not the older truth (T_i on span(W_E) plus one dense "upstream" part W_in(Π_l − Π)): on
+feature i's own one-hot input that T_i gives only the span(W_E) part of the ray, and "upstream"
+must be on for every input (it reads 66 % of layer 1's input norm on data), yet SPD, whose only
+unit is a rank-1 piece gated per input, finds no dense piece (dense_cos 0.0) and instead pieces
+that read a feature's whole footprint; the truth should describe what each feature uses.
+Each `mlp_out` is one dense mechanism of rank d_mlp. In activation space the residual stream
+("embed") carries ±W_E[i] (features are signed: + active when x_i > 0, − when x_i < 0); for
+transcoders, the MLP output of layer l carries W_out ReLU(W_in r_l(±e_i)), what the MLP writes for
+that signed feature alone, read from its ray r_l(±e_i) (= ±W_E[i] at layer 0).
 """
 
 from __future__ import annotations

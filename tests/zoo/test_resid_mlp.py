@@ -222,3 +222,19 @@ def test_resid_mlp_1l_beats_the_monosemantic_baseline() -> None:
     info = train_resid_mlp(model, task, 0)
     ref = naive_losses(task)
     assert float(info["eval_loss"]) < 0.95 * ref["monosemantic"], info  # type: ignore[arg-type]
+
+
+def test_oracle_from_the_truth_is_exact_on_every_signed_feature_alone() -> None:
+    """The truth's active mechanisms reproduce the target on each feature alone, of either sign:
+    running only what the truth calls active on ±0.75 e_i gives the target's output (layers ≥ 1
+    included, where the old truth needed its dense "upstream" part on every input)."""
+    from mechscope.decompose.oracle import build_oracle
+
+    task, model = _trained()
+    dec = build_oracle(model, task.ground_truth(model))
+    x = task.onehot()
+    mask = {s: a for s, a in dec.activity(x).items() if s in dec.param}
+    assert all(float(m.sum(1).max()) < dec.n_components(s) for s, m in mask.items() if "mlp_in" in s)
+    with torch.no_grad():
+        y, want = dec.forward_with(x, mask), model(x)
+    assert torch.allclose(y, want, atol=1e-5 * float(want.abs().max()))
