@@ -221,7 +221,9 @@ class ResidMLPTask(Task):
             read_projection[site_in] = Pi_l
             crosstalk = W_in @ Pi_l - features.sum(0)
             if _rank(crosstalk) and float(crosstalk.norm()) > 1e-5 * float(W_in.norm()):
-                mechs.append(Mechanism("crosstalk", "parameter", site_in, crosstalk, _rank(crosstalk), "never"))
+                mechs.append(
+                    Mechanism("crosstalk", "parameter", site_in, crosstalk, _rank(crosstalk), "never")
+                )
             unused = W_in - W_in @ Pi_l  # W_in (I − Π_l)
             mechs.append(Mechanism("unused", "parameter", site_in, unused, _rank(unused), "never"))
             writes_so_far.append(W_out.T)  # (d_mlp, d): rows are what this layer can write
@@ -231,7 +233,16 @@ class ResidMLPTask(Task):
                 writes = F.relu(ray @ W_in.T) @ W_out.T  # (n, d): row i = W_out ReLU(W_in r_l(±e_i))
                 for i in range(n):
                     mechs.append(
-                        Mechanism(f"feature{i}{tag}", "activation", site_out, writes[i].clone(), 1, rule, i, ray[i].clone())
+                        Mechanism(
+                            f"feature{i}{tag}",
+                            "activation",
+                            site_out,
+                            writes[i].clone(),
+                            1,
+                            rule,
+                            i,
+                            ray[i].clone(),
+                        )
                     )
         for sign, rule, tag in SIGNS:
             for i in range(n):

@@ -154,7 +154,9 @@ def test_ground_truth_algebra_and_shapes() -> None:
         assert {m.name for m in mechs if m.feature is None} == {"unused", *(["crosstalk"] if li else [])}
         assert all(m.rank == 1 for m in features) and all(m.direction.shape == (d_mlp, d) for m in mechs)
         if li == 0:  # both signs reach layer 0 along ±W_E[i]: one mechanism per feature, today's T_i
-            assert [m.rule for m in features] == ["nonzero"] * n and [m.feature for m in features] == list(range(n))
+            assert [m.rule for m in features] == ["nonzero"] * n and [m.feature for m in features] == list(
+                range(n)
+            )
             assert torch.allclose(features[4].direction @ W_E[4], W_in @ W_E[4], atol=1e-5)
             assert torch.allclose(features[4].direction @ W_E[7], torch.zeros(d_mlp), atol=1e-5)
         else:  # layer 0 answers one sign, so feature i reaches layer 1 along two rays: split by sign
