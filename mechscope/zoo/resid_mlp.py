@@ -8,37 +8,34 @@ ReLU of more features than they have neurons.
 
 Data: each x_i is uniform in [−1, 1] with probability p (0.01), else 0. Labels x + ReLU(x), MSE.
 
-Ground truth. The model has no biases and ReLU is positively homogeneous, so feature i alone at
-value v reaches layer l's input along one ray per sign: r_l(v e_i) = |v| r_l(sign(v) e_i). Stack
-the rays of one sign, R± [n, d] (row i = r_l(±e_i)), and take their duals δ±_i (rows of
-(R Rᵀ)⁻¹ R: δ_i · R[j] = δ_ij; the rays of one sign are independent since n + l·d_mlp ≤ d).
-Feature i's `mlp_in` mechanism at sign ± is
-
-    T±_i = (W_in r_l(±e_i)) δ±_iᵀ     rank 1: exactly W_in on its own ray, zero on every other
-                                       feature's ray of that sign.
-
-At layer 0 both rays are ±W_E[i] and δ±_i = d_i, the dual read vectors of W_E, so T⁺_i = T⁻_i =
-(W_in W_E[i]ᵀ) d_iᵀ: one mechanism per feature, active when x_i ≠ 0 (the paper's truth). At layers
-≥ 1 the earlier MLPs answer one sign only (layer 0 writes ReLU(x_i)-ish outputs for x_i > 0), so
-the two rays differ (resid-mlp-2l seed 0, layer 1: cos(r⁺, −r⁻) 0.60; the pre-activations W_in r
-agree only to cos 0.88 on average, 0.42 at worst), and no rank-1 piece reproduces feature i at both
-signs: the truth there is two mechanisms per feature, "feature{i}+" (x_i > 0) and "feature{i}-"
-(x_i < 0). What is left of W_in is never used by any single feature: "crosstalk" = W_in Π_l −
-Σ T±_i (what one sign's mechanisms would do to the other sign's rays: the + and − mechanisms both
-read the shared span(W_E) part, so it is large, about 0.8 ‖W_in‖ in resid-mlp-2l layer 1; layers > 0
-only) and "unused" = W_in (I − Π_l), Π_l the projection onto span(W_E) + the earlier layers'
-writes (columns of their W_out), which no input ever reaches. Both have rule "never", so all of a
-layer's mechanisms sum to W_in exactly and an oracle that runs only the active ones is exact on
-every one-hot input. Components are compared after projecting their read side with Π_l.
-Why not the older truth (T_i on span(W_E) plus one dense "upstream" part W_in(Π_l − Π)): on
-feature i's own one-hot input that T_i gives only the span(W_E) part of the ray, and "upstream"
-must be on for every input (it reads 66 % of layer 1's input norm on data), yet SPD, whose only
-unit is a rank-1 piece gated per input, finds no dense piece (dense_cos 0.0) and instead pieces
-that read a feature's whole footprint; the truth should describe what each feature uses.
+Ground truth. Write D = (W_E W_Eᵀ)⁻¹ W_E (rows d_i, the dual read vectors: d_i · W_E[j] = δ_ij)
+and Π = W_Eᵀ D, the projection onto span(W_E). For each layer's `mlp_in` and each feature i,
+T_i = (W_in W_E[i]ᵀ) d_iᵀ is rank 1 and active when x_i ≠ 0; Σ_i T_i = W_in Π. Layer l's input
+lies in span(W_E) plus what layers < l write (columns of their W_out); with Π_l the projection onto
+that span, the rest of W_in splits into "upstream" = W_in (Π_l − Π) (layers > 0: reads earlier
+MLPs' outputs off span(W_E); rule "dense") and "unused" = W_in (I − Π_l) (rule "never": no input
+ever reaches it; for layer 0, Π_0 = Π), so all of a layer's mechanisms sum to W_in exactly.
 Each `mlp_out` is one dense mechanism of rank d_mlp. In activation space the residual stream
 ("embed") carries ±W_E[i] (features are signed: + active when x_i > 0, − when x_i < 0); for
 transcoders, the MLP output of layer l carries W_out ReLU(W_in r_l(±e_i)), what the MLP writes for
-that signed feature alone, read from its ray r_l(±e_i) (= ±W_E[i] at layer 0).
+that signed feature alone, read from r_l(±e_i), the layer's input on ±e_i alone (= ±W_E[i] at
+layer 0; the model has no biases, so this ray is exact at every magnitude).
+
+Why this truth for layers ≥ 1 (issue 19, checked against SPD's own causal-importance pattern,
+resid-mlp-2l seed 0). Feature i reaches layer 1 along two rays r_1(±e_i) (layer 0 answers +x_i:
+cos(r⁺, −r⁻) 0.60), so its use of W_in has rank 2. Two exact splits of it exist: *by path* (this
+truth: the embedding piece T_i on both signs, plus the earlier MLPs' writes, "upstream") and *by
+sign* (T±_i = (W_in r±_i) δ±_iᵀ, δ± the duals of one sign's rays, each exact on its own ray). Both
+sum to W_in with "unused", and an oracle running only the active ones is exact on every one-hot
+input. SPD with enough components (C = 250 ≥ the 200 recurring lines) picks the split by path: for
+99 of 100 features one piece fires on both signs and matches T_i (mmcs 0.98, activity_f1 1.0,
+ml2r 0.93 after the read projection Π) and a second fires on +x_i only, reading the upstream
+part; against the by-sign truth the same decomposition scores 0.72 / 0.82 / 0.70 — its pieces
+leak onto the other sign's ray (δ⁺_i · r⁻_i ≈ 0.8), which random masks punish, and removing that
+leak makes the duals ill-conditioned (pieces 6× ‖W_in‖ that cancel). What SPD does not share is
+"upstream" as one dense piece: it splits it per feature, active on x_i > 0 (a per-feature truth
+for it does not exist exactly: 100 features' upstream reads in d_mlp = 25 dimensions), so
+`ci_pattern_errors` counts those pieces against the dense rule.
 """
 
 from __future__ import annotations
@@ -192,44 +189,32 @@ class ResidMLPTask(Task):
         assert isinstance(target, ResidMLPModel)
         W_E = target.W_E  # (n, d)
         n = W_E.shape[0]
+        D = dual_read_vectors(W_E)  # (n, d)
+        Pi = W_E.T @ D  # (d, d) projection onto span(W_E)
         mechs: list[Mechanism] = []
         writes_so_far: list[Tensor] = []
-        read_projection: dict[str, Tensor] = {}
-        split_layers: list[int] = []
-        rays = feature_rays(target)  # per layer: (R⁺, R⁻), each (n, d)
+        rays = feature_rays(target)  # per layer: (r_l(+e_i), r_l(−e_i)) rows, each (n, d)
         for li, layer in enumerate(target.layers):
             assert isinstance(layer, ResidMLPLayer)
             W_in = layer.mlp_in.weight.detach()  # (d_mlp, d)
             W_out = layer.mlp_out.weight.detach()  # (d, d_mlp)
             site_in, site_out = f"layers.{li}.mlp_in", f"layers.{li}.mlp_out"
-            R_pos, R_neg = rays[li]
-            T_pos, T_neg = sign_mechanisms(W_in, R_pos), sign_mechanisms(W_in, R_neg)  # (n, d_mlp, d)
-            features = T_pos + T_neg
-            if same_line(R_pos, R_neg):  # both signs deliver one line (layer 0): one mechanism
-                features = T_pos
-                for i in range(n):
-                    mechs.append(Mechanism(f"feature{i}", "parameter", site_in, T_pos[i], 1, "nonzero", i))
-            else:
-                split_layers.append(li)
-                for T, (_, rule, tag) in ((T_pos, SIGNS[0]), (T_neg, SIGNS[1])):
-                    for i in range(n):
-                        mechs.append(Mechanism(f"feature{i}{tag}", "parameter", site_in, T[i], 1, rule, i))
-            # The rest of W_in: "crosstalk" (reachable but used by no single feature: what one
-            # sign's mechanisms do to the other sign's rays; 0 when both signs share a line) and
-            # "unused" W_in (I − Π_l) (no input ever reaches it). Both never active.
+            reads = W_in @ W_E.T  # (d_mlp, n): column i = W_in W_E[i]ᵀ
+            for i in range(n):
+                T_i = torch.outer(reads[:, i], D[i])  # (d_mlp, d)
+                mechs.append(Mechanism(f"feature{i}", "parameter", site_in, T_i, 1, "nonzero", i))
+            # The layer's input lies in span(W_E) plus the span of earlier layers' writes, so W_in
+            # splits exactly into the features (reading span(W_E)), "upstream" (reading what earlier
+            # MLPs wrote outside span(W_E); layers > 0 only) and "unused" (never read on any input).
             Pi_l = reachable_projection(W_E, writes_so_far)  # (d, d)
-            read_projection[site_in] = Pi_l
-            crosstalk = W_in @ Pi_l - features.sum(0)
-            if _rank(crosstalk) and float(crosstalk.norm()) > 1e-5 * float(W_in.norm()):
-                mechs.append(
-                    Mechanism("crosstalk", "parameter", site_in, crosstalk, _rank(crosstalk), "never")
-                )
             unused = W_in - W_in @ Pi_l  # W_in (I − Π_l)
             mechs.append(Mechanism("unused", "parameter", site_in, unused, _rank(unused), "never"))
+            if writes_so_far:
+                upstream = W_in @ Pi_l - W_in @ Pi  # W_in (Π_l − Π)
+                mechs.append(Mechanism("upstream", "parameter", site_in, upstream, _rank(upstream), "dense"))
             writes_so_far.append(W_out.T)  # (d_mlp, d): rows are what this layer can write
             mechs.append(Mechanism("mlp_out", "parameter", site_out, W_out.clone(), W_out.shape[1], "dense"))
-            for (sign, rule, tag), R in zip(SIGNS, (R_pos, R_neg), strict=True):
-                ray = sign * R  # (n, d): row i = r_l(±e_i), what the MLP reads for that signed feature
+            for (_, rule, tag), ray in zip(SIGNS, rays[li], strict=True):  # ray: (n, d), r_l(±e_i)
                 writes = F.relu(ray @ W_in.T) @ W_out.T  # (n, d): row i = W_out ReLU(W_in r_l(±e_i))
                 for i in range(n):
                     mechs.append(
@@ -249,14 +234,16 @@ class ResidMLPTask(Task):
                 mechs.append(
                     Mechanism(f"feature{i}{tag}", "activation", "embed", sign * W_E[i].clone(), 1, rule, i)
                 )
+        read_projection = {f"layers.{li}.mlp_in": Pi.clone() for li in range(len(target.layers))}
         notes = [
             "mlp_in 'unused' = W_in(I − Π_l): the part no input ever reaches (rule never); not a feature"
         ]
-        if split_layers:
+        if len(target.layers) > 1:
             notes.append(
-                f"layers {split_layers}: feature i delivers two rays r_l(±e_i) (earlier MLPs answer one sign), "
-                "so its mlp_in mechanism is split by sign (feature{i}+ / feature{i}-, rank 1 each); "
-                "'crosstalk' (rule never) is what no single feature uses; read projection Π_l (reachable span)"
+                "layers > 0: mlp_in 'upstream' = W_in(Π_l − Π) reads earlier MLP outputs outside span(W_E) "
+                "(rule dense: used whenever an earlier neuron fires); SPD finds it as one piece per "
+                "feature active on x_i > 0 instead (see the module docstring), so ci_pattern_errors "
+                "count it there"
             )
         return GroundTruth(
             mechs,
@@ -269,7 +256,7 @@ class ResidMLPTask(Task):
 
 
 def feature_rays(target: ResidMLPModel) -> list[tuple[Tensor, Tensor]]:
-    """Per layer l, (R⁺, R⁻) [n, d]: row i is the layer's input on the one-hot input ±e_i.
+    """Per layer l, (R⁺, R⁻) [n, d]: row i is the layer's input on the one-hot input +e_i, resp. −e_i.
 
     The model has no biases and ReLU is positively homogeneous, so r_l(v e_i) = |v| r_l(sign(v) e_i):
     each signed feature alone reaches layer l along one ray, whatever its magnitude."""
@@ -278,21 +265,9 @@ def feature_rays(target: ResidMLPModel) -> list[tuple[Tensor, Tensor]]:
     with torch.no_grad():
         r = target.embed(torch.cat([torch.eye(n), -torch.eye(n)]))  # (2n, d)
         for layer in target.layers:
-            out.append((r[:n].clone(), -r[n:].clone()))  # R⁻ is signed so that layer 0's R⁻ = R⁺ = W_E
+            out.append((r[:n].clone(), r[n:].clone()))
             r = layer(r)
     return out
-
-
-def sign_mechanisms(W_in: Tensor, R: Tensor) -> Tensor:
-    """[n, d_mlp, d] T_i = (W_in R[i]ᵀ) δ_iᵀ, δ_i the duals of the rays R (δ_i · R[j] = δ_ij):
-    exactly what W_in does on feature i's ray, and nothing on any other feature's ray of that sign."""
-    delta = dual_read_vectors(R)  # (n, d)
-    return torch.einsum("on,nd->nod", W_in @ R.T, delta)
-
-
-def same_line(R_pos: Tensor, R_neg: Tensor, tol: float = 1e-5) -> bool:
-    """Both signs of every feature reach the layer along the same line (true at layer 0)."""
-    return bool(torch.allclose(R_pos, R_neg, atol=tol * float(R_pos.abs().max())))
 
 
 def eval_loss(model: ResidMLPModel, task: ResidMLPTask, n: int = 32_768) -> float:

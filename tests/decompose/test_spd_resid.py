@@ -1,5 +1,5 @@
 """SPD on the deeper residual MLPs (slow): issue 19's per-layer bar, scored by mechscope's own
-scorer against the sign-split truth of layers ≥ 1 (see mechscope/zoo/resid_mlp.py)."""
+scorer (truth of layers ≥ 1 and why: mechscope/zoo/resid_mlp.py's docstring)."""
 
 from __future__ import annotations
 
@@ -36,13 +36,9 @@ def test_the_bar_reads_every_layer() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19: layer 1 of resid-mlp-2l is not at the bar yet (see benchmarks/RESULTS.md, "
-    "'SPD on deeper residual MLPs'); strict, so this flips to a failure once it is",
-)
 def test_spd_holds_the_2_layer_bar() -> None:
-    """resid-mlp-2l seed 0, default preset, blind fit (a few CPU-minutes)."""
+    """resid-mlp-2l seed 0, default preset, blind fit (about 420 CPU-s). Measured: layer 0 mlp_in
+    0.9998 / 1.0 / 0.99, layer 1 0.9835 / 1.0 / 0.926 (mmcs / activity_f1 / ml2r), mlp_out 0.9998 / 1.0."""
     from mechscope.metrics import score
     from mechscope.zoo import get_task
 

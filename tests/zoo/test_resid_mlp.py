@@ -1,6 +1,5 @@
 """Residual MLP tasks: the frozen embedding, deterministic training, sampling, and the exact
-algebra of the ground truth (Σ mechanisms = W_in; each feature mechanism is W_in on its own ray
-and zero on the other features' rays of its sign)."""
+algebra of the ground truth (Σ_i T_i + remainder = W_in, d_i · W_E[j] = δ_ij)."""
 
 from __future__ import annotations
 
@@ -121,16 +120,6 @@ def test_dual_read_vectors() -> None:
     assert torch.allclose(D @ W_E.T, torch.eye(12), atol=1e-5)
 
 
-def _layer_inputs(model: ResidMLPModel, x: torch.Tensor) -> list[torch.Tensor]:
-    """What each layer's mlp_in reads on inputs x."""
-    out, r = [], model.embed(x)
-    with torch.no_grad():
-        for layer in _layers(model):
-            out.append(r)
-            r = layer(r)
-    return out
-
-
 def test_ground_truth_algebra_and_shapes() -> None:
     task, model = _trained()
     truth = task.ground_truth(model)
@@ -142,59 +131,50 @@ def test_ground_truth_algebra_and_shapes() -> None:
         ("layers.1.mlp_in", "layers.1.mlp_out"),
     ]
     W_E = model.W_E
-    x_pos, x_neg = 0.6 * torch.eye(n), -0.6 * torch.eye(n)
-    inputs = list(zip(_layer_inputs(model, x_pos), _layer_inputs(model, x_neg), strict=True))
     for li, layer in enumerate(_layers(model)):
         W_in, W_out = layer.mlp_in.weight.detach(), layer.mlp_out.weight.detach()
         site = f"layers.{li}.mlp_in"
         mechs = truth.in_space("parameter", site)
-        features = [m for m in mechs if m.feature is not None]
+        features = [m for m in mechs if m.name not in ("unused", "upstream")]
         (unused,) = [m for m in mechs if m.name == "unused"]
-        crosstalk = [m for m in mechs if m.name == "crosstalk"]
-        assert {m.name for m in mechs if m.feature is None} == {"unused", *(["crosstalk"] if li else [])}
-        assert all(m.rank == 1 for m in features) and all(m.direction.shape == (d_mlp, d) for m in mechs)
-        if li == 0:  # both signs reach layer 0 along ±W_E[i]: one mechanism per feature, today's T_i
-            assert [m.rule for m in features] == ["nonzero"] * n and [m.feature for m in features] == list(
-                range(n)
-            )
-            assert torch.allclose(features[4].direction @ W_E[4], W_in @ W_E[4], atol=1e-5)
-            assert torch.allclose(features[4].direction @ W_E[7], torch.zeros(d_mlp), atol=1e-5)
-        else:  # layer 0 answers one sign, so feature i reaches layer 1 along two rays: split by sign
-            assert [m.rule for m in features] == ["pos"] * n + ["neg"] * n
-            assert [m.feature for m in features] == list(range(n)) * 2
-            assert crosstalk[0].rule == "never"
-        # each feature mechanism does exactly what W_in does on its own signed ray, nothing on the others
-        by_rule = {"pos": [0], "neg": [1], "nonzero": [0, 1]}
-        for m in features:
-            for k in by_rule[m.rule]:
-                r = inputs[li][k]  # (n, d): row j = layer input on ±0.6 e_j
-                want = torch.zeros(n, d_mlp)
-                want[m.feature] = W_in @ r[m.feature]
-                assert torch.allclose(r @ m.direction.T, want, atol=1e-4 * float(want.abs().max()))
+        upstream = [m for m in mechs if m.name == "upstream"]
+        assert len(upstream) == li  # only layers after the first read earlier MLP outputs
+        assert all(m.rule == "dense" and m.rank == d_mlp for m in upstream)
+        assert len(features) == n and all(m.rank == 1 and m.rule == "nonzero" for m in features)
+        assert all(m.direction.shape == (d_mlp, d) for m in mechs)
+        assert [m.feature for m in features] == list(range(n))
         assert torch.allclose(sum(m.direction for m in mechs), W_in, atol=1e-5)  # type: ignore[arg-type]
+        assert all(int(torch.linalg.matrix_rank(m.direction)) == 1 for m in features[:3])
         assert unused.rule == "never" and unused.rank == min(d_mlp, d - n - li * d_mlp)
+        # T_i acts on feature j's embedding exactly as W_in does when i == j, and not at all otherwise
+        assert torch.allclose(features[4].direction @ W_E[4], W_in @ W_E[4], atol=1e-5)
+        assert torch.allclose(features[4].direction @ W_E[7], torch.zeros(d_mlp), atol=1e-5)
         Pi = truth.read_projection[site]
         assert Pi.shape == (d, d) and torch.allclose(Pi @ Pi, Pi, atol=1e-5)
         assert torch.allclose(Pi @ W_E.T, W_E.T, atol=1e-5)
-        for k in range(2):  # the read projection keeps every ray (what any input can contain)
-            assert torch.allclose(inputs[li][k] @ Pi, inputs[li][k], atol=1e-5)
         (dense,) = truth.in_space("parameter", f"layers.{li}.mlp_out")
         assert dense.rule == "dense" and dense.rank == d_mlp and torch.equal(dense.direction, W_out)
         tc = truth.in_space("activation", f"layers.{li}.mlp_out")
         assert len(tc) == 2 * n and [m.rule for m in tc] == ["pos"] * n + ["neg"] * n
         # a transcoder mechanism is what the MLP writes for that signed feature alone (per unit input),
-        # read from the layer's input on that feature alone
-        for m, k in ((tc[3], 0), (tc[n + 3], 1)):
+        # read from the layer's input on that feature alone (±W_E[i] plus what earlier layers wrote)
+        for m, sign in ((tc[3], 1.0), (tc[n + 3], -1.0)):
             assert m.read is not None
-            assert torch.allclose(0.6 * m.read, inputs[li][k][3], atol=1e-5)
+            with torch.no_grad():
+                r = model.embed(sign * 0.6 * torch.eye(n)[3])
+                for earlier in _layers(model)[:li]:
+                    r = earlier(r)
+            assert torch.allclose(0.6 * m.read, r, atol=1e-5)
             with torch.no_grad():
                 wrote = layer.mlp_out(F.relu(layer.mlp_in(0.6 * m.read))) / 0.6
             assert torch.allclose(m.direction, wrote, atol=1e-5)
     # "unused" is exactly that: on data no layer's input reaches it
-    x = task.sample(512, torch.Generator().manual_seed(1))
-    for li, r in enumerate(_layer_inputs(model, x)):
+    r = task.sample(512, torch.Generator().manual_seed(1)) @ W_E
+    for li, layer in enumerate(_layers(model)):
         (unused,) = [m for m in truth.in_space("parameter", f"layers.{li}.mlp_in") if m.name == "unused"]
         assert float((r @ unused.direction.T).abs().max()) < 1e-4
+        with torch.no_grad():
+            r = layer(r)
     embed = truth.in_space("activation", "embed")
     assert len(embed) == 2 * n
     assert torch.equal(embed[2].direction, W_E[2]) and torch.equal(embed[n + 2].direction, -W_E[2])
@@ -203,8 +183,6 @@ def test_ground_truth_algebra_and_shapes() -> None:
     active = truth.active(x, "activation", "embed")
     assert active[0, 2] and not active[0, n + 2] and active[1, n + 2] and not active[1, 2]
     assert not truth.active(x, "parameter", "layers.0.mlp_in")[:, n].any()  # "unused" is never active
-    layer1 = truth.active(x, "parameter", "layers.1.mlp_in")
-    assert layer1[0, 2] and not layer1[0, n + 2] and layer1[1, n + 2] and not layer1[1, 2]
 
 
 def test_naive_losses() -> None:
@@ -226,17 +204,19 @@ def test_resid_mlp_1l_beats_the_monosemantic_baseline() -> None:
     assert float(info["eval_loss"]) < 0.95 * ref["monosemantic"], info  # type: ignore[arg-type]
 
 
-def test_oracle_from_the_truth_is_exact_on_every_signed_feature_alone() -> None:
-    """The truth's active mechanisms reproduce the target on each feature alone, of either sign:
-    running only what the truth calls active on ±0.75 e_i gives the target's output (layers ≥ 1
-    included, where the old truth needed its dense "upstream" part on every input)."""
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_oracle_from_the_truth_on_every_signed_feature_alone(n_layers: int) -> None:
+    """Running only what the truth calls active on ±0.75 e_i gives the target's output exactly with
+    one layer; with two, layer 1's input also carries the span(W_E) part of what layer 0 wrote,
+    which the other features' (inactive) T_j read, so it is close but not exact (issue 19)."""
     from mechscope.decompose.oracle import build_oracle
 
-    task, model = _trained()
+    task, model = _trained(SMALL.model_copy(update={"n_layers": n_layers}))
     dec = build_oracle(model, task.ground_truth(model))
     x = task.onehot()
     mask = {s: a for s, a in dec.activity(x).items() if s in dec.param}
     assert all(float(m.sum(1).max()) < dec.n_components(s) for s, m in mask.items() if "mlp_in" in s)
     with torch.no_grad():
         y, want = dec.forward_with(x, mask), model(x)
-    assert torch.allclose(y, want, atol=1e-5 * float(want.abs().max()))
+    err = float((y - want).norm() / want.norm())
+    assert err < (1e-5 if n_layers == 1 else 0.05), err
