@@ -37,8 +37,8 @@ def test_the_bar_reads_every_layer() -> None:
 
 @pytest.mark.slow
 def test_spd_holds_the_2_layer_bar() -> None:
-    """resid-mlp-2l seed 0, default preset, blind fit (about 420 CPU-s). Measured: layer 0 mlp_in
-    0.9998 / 1.0 / 0.99, layer 1 0.9835 / 1.0 / 0.926 (mmcs / activity_f1 / ml2r), mlp_out 0.9998 / 1.0."""
+    """resid-mlp-2l seed 0, default preset, blind fit (about 400 CPU-s). Measured: layer 0 mlp_in
+    0.9999 / 1.0 / 0.987, layer 1 0.9927 / 1.0 / 0.961 (mmcs / activity_f1 / ml2r), mlp_out 0.9997 / 1.0."""
     from mechscope.metrics import score
     from mechscope.zoo import get_task
 
