@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
+from mechscope.decompose.sae import SAETopKConfig
 from mechscope.real.activation_cache import ActivationCache, build_cache
-from mechscope.real.distributed import TopKSAEConfig, train_topk_sae
 from mechscope.real.models import OutputModel, load_model, minilm_path, token_windows
+from mechscope.real.train import train_cached_coder
 
 SITE = "encoder.layer.1.output"
 CORPUS = Path(__file__).parents[1] / "tests" / "data" / "licenses_corpus.txt"
@@ -55,11 +56,11 @@ def main() -> None:
             cache = ActivationCache(Path(tmp) / dtype)
             out[f"build_acts_per_s_{dtype}"] = cache.n_rows / (time.perf_counter() - t0)
             out[f"disk_mb_per_million_{dtype}"] = cache.disk_bytes() / cache.n_rows * 1e6 / 1e6
-        cfg = TopKSAEConfig(n_latents=1536, k=32, steps=args.steps, batch_size=512)
+        cfg = SAETopKConfig(n_latents=1536, k=32, steps=args.steps, batch_size=512)
         cache = ActivationCache(Path(tmp) / "float32")
         for name, source in (("cached", cache), ("in_memory", _InMemory(cache.all(SITE)))):
             t0 = time.perf_counter()
-            train_topk_sae(source, SITE, cfg, device=args.device)
+            train_cached_coder(source, SITE, cfg, device=args.device)
             out[f"train_acts_per_s_{name}"] = args.steps * cfg.batch_size / (time.perf_counter() - t0)
     out["train_cached_over_in_memory"] = out["train_acts_per_s_cached"] / out["train_acts_per_s_in_memory"]
     out["n_activations"] = float(ids.numel())

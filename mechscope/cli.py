@@ -273,5 +273,28 @@ for _name, _fn in _REAL_COMMANDS.items():
     app.command(_name)(_fn)
 
 
+@app.command()
+def circuit(
+    run_dir: Annotated[Path, typer.Argument(help="run directory from `mechscope decompose` (two or more sites)")],
+    inputs: Annotated[str, typer.Option(help="evaluation set: onehot or data")] = "onehot",
+    out: Annotated[Path | None, typer.Option(help="output directory (default RUN_DIR/circuit)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print only circuit.json on stdout")] = False,
+) -> None:
+    """Build an attribution graph between the run's components and score it against the true circuit."""
+    from mechscope.circuits.command import run_circuit
+
+    try:
+        body = run_circuit(run_dir, inputs, out)
+    except ValueError as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    if as_json:
+        print(json.dumps(body, indent=2))
+    else:
+        for key in ("n_edges", "edge_auroc", "cpr", "cmd", "node_recall", "ablation_pearson"):
+            if key in body:
+                print(f"  {key:<16} {body[key]:.4g}" if isinstance(body[key], float) else f"  {key:<16} {body[key]}")
+        print(f"graph: {body['out']}")
+
+
 if __name__ == "__main__":
     app()

@@ -1,4 +1,5 @@
-"""Test tiers: fast by default; `--runslow` adds the ground-truth recovery runs."""
+"""Test tiers: fast by default; `--runslow` adds the ground-truth recovery runs; `gpu` tests run where
+CUDA is available and skip elsewhere."""
 
 import os
 from collections.abc import Iterator
@@ -15,6 +16,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not torch.cuda.is_available():
+        skip_gpu = pytest.mark.skip(reason="gpu: no CUDA device here")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
     if config.getoption("--runslow"):
         return
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")

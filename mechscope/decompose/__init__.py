@@ -2,6 +2,7 @@
 
 # --- method registrations: one line per method file ---
 from mechscope.decompose import (
+    clt,  # noqa: F401
     oracle,  # noqa: F401
     random_components,  # noqa: F401
     sae,  # noqa: F401

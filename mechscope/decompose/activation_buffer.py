@@ -11,6 +11,9 @@ sources cover every case:
 `ActivationBuffer` holds `size` rows, serves random batches, and replaces every row it has served
 with fresh ones once half the buffer is consumed — so consecutive batches are decorrelated (tokens
 of one sequence are not seen together) without ever holding the whole data set.
+
+Devices: inputs are drawn on the CPU (so a seed gives the same data everywhere) and moved to the
+model's device; activations, and so the buffer, stay where the model computed them.
 """
 
 from __future__ import annotations
@@ -29,12 +32,29 @@ Site = tuple[str, Where]
 """(module name, "input" | "output")."""
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where `model` computes: the device of its first parameter or buffer (CPU if it has none)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A loader batch (a tensor, or a dict of them as a tokenizer returns) on `device`."""
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    return batch
+
+
 def _flat(a: Tensor) -> Tensor:
     return a.detach().reshape(-1, a.shape[-1]).float()
 
 
 def _read(model: nn.Module, inputs: Any, read: Site, write: Site) -> tuple[Tensor, Tensor]:
-    """(x, y) at the two sites in one no-grad forward pass."""
+    """(x, y) at the two sites in one no-grad forward pass (inputs moved to the model's device)."""
+    inputs = to_device(inputs, model_device(model))
     with torch.no_grad():
         if read[1] == write[1]:
             with capture(model, [read[0], write[0]], read[1]) as acts:
@@ -89,7 +109,7 @@ def tensor_source(x: Tensor, y: Tensor | None = None) -> Source:
 
     def source(n: int) -> tuple[Tensor, Tensor]:
         nonlocal pos
-        idx = (torch.arange(n) + pos) % x.shape[0]
+        idx = (torch.arange(n, device=x.device) + pos) % x.shape[0]
         pos = (pos + n) % x.shape[0]
         return x[idx], y[idx]
 
@@ -108,7 +128,7 @@ class ActivationBuffer:
         self._shuffle()
 
     def _shuffle(self) -> None:
-        self.perm = torch.randperm(self.size, generator=self.generator)
+        self.perm = torch.randperm(self.size, generator=self.generator).to(self.x.device)
         self.pos = 0
 
     def _refill(self) -> None:

@@ -236,7 +236,7 @@ def _masked_output(combine: Any, m: Tensor, module: nn.Module) -> Any:
         a = inputs[0]
         flat = a.reshape(-1, a.shape[-1])
         mm = m if m.shape[0] == flat.shape[0] else m.repeat_interleave(flat.shape[0] // m.shape[0], 0)
-        out = combine(flat, mm.to(flat.dtype))
+        out = combine(flat, mm.to(flat.device, flat.dtype))
         bias = getattr(module, "bias", None)
         if isinstance(bias, Tensor):
             out = out + bias

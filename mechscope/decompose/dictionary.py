@@ -21,6 +21,9 @@ W_dec's rows are the dictionary directions. The four activations and their spars
 
 Training works on activations scaled to E‖x‖² = 1 (so one set of hyper-parameters serves a
 10-d toy and a 1000-d residual stream) and folds the scales back into the weights at the end.
+`train_coder` is the one training loop — for the zoo, for a real model's activation cache, on any
+device, and data-parallel under torchrun (`parallel.Placement`: each rank trains on its share of
+every global batch and gradients are averaged).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch import Tensor, nn
 from mechscope.config import Config, ConfigError
 from mechscope.core import Progress, no_progress
 from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
+from mechscope.decompose.parallel import Placement, precision
 
 Activation = Literal["relu", "topk", "batchtopk", "jumprelu"]
 ACTIVATIONS: tuple[Activation, ...] = ("relu", "topk", "batchtopk", "jumprelu")
@@ -118,8 +122,8 @@ class _TopKEncode(torch.autograd.Function):
         B, k = idx.shape
         g = (g_vals * (vals > 0)).flatten()  # (B·k,) ReLU gate
         flat_idx = idx.flatten()
-        grad_b = torch.zeros(ctx.n_latents, dtype=g.dtype).index_add_(0, flat_idx, g)
-        rows = torch.arange(B).repeat_interleave(k)
+        grad_b = torch.zeros(ctx.n_latents, dtype=g.dtype, device=g.device).index_add_(0, flat_idx, g)
+        rows = torch.arange(B, device=idx.device).repeat_interleave(k)
         G = torch.sparse_coo_tensor(torch.stack([flat_idx, rows]), g, (ctx.n_latents, B), check_invariants=False)
         grad_W = torch.sparse.mm(G, x)  # (C, d_in)
         return None, grad_W, grad_b, None
@@ -209,7 +213,7 @@ class SparseCoder(nn.Module):
             return self.log_threshold.exp()
         if self.activation == "batchtopk":
             return self.batch_threshold.expand(self.n_latents)
-        return torch.zeros(self.n_latents)
+        return torch.zeros(self.n_latents, device=self.W_enc.device)
 
     def check_input(self, x: Tensor, what: str = "input") -> None:
         d = self.d_in if what == "input" else self.d_out
@@ -251,7 +255,7 @@ class SparseCoder(nn.Module):
             assert self.k is not None
             vals, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k)  # (B, k)
             y_hat = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
-            fired = torch.zeros(self.n_latents, dtype=torch.bool)
+            fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
             fired[idx[vals > 0]] = True
             l0 = float((vals > 0).sum()) / B
         else:
@@ -332,13 +336,21 @@ def lr_lambda(steps: int, warmup_frac: float, decay_frac: float) -> Callable[[in
 
 def train_coder(
     source: Source, cfg: DictionaryConfig, n_latents: int, k: int | None, sae: bool,
-    generator: torch.Generator, progress: Progress = no_progress,
+    generator: torch.Generator, progress: Progress = no_progress, device: str | torch.device | None = None,
+    placement: Placement = Placement(), mixed_precision: bool = False,
 ) -> SparseCoder:  # fmt: skip
-    """Train one coder on the activations `source` yields; returns it on the raw scale."""
+    """Train one coder on the activations `source` yields; returns it on the raw scale, on `device`
+    (None: where the source's activations are).
+
+    Initialisation and data are drawn on the CPU from `generator`, so a seed gives the same coder
+    on every device. Data-parallel (`placement.world` > 1): every rank draws the same buffer and
+    trains on its rows of each global batch of `batch_size`; the latents that fired are OR-ed over
+    ranks, so AuxK revives the same dead latents everywhere."""
     if isinstance(cfg, TopKOptions) and k is not None and k > n_latents:
         raise ConfigError(f"k={k} is larger than the dictionary (n_latents={n_latents})")
     x0, y0 = source(1)
     batch = cfg.batch_size or min(1_024, max(128, 262_144 // max(x0.shape[1], y0.shape[1])))
+    rows = placement.share(batch)
     buffer = ActivationBuffer(source, max(cfg.buffer_size, 2 * batch), batch, generator)
     x0, y0 = buffer.sample(min(cfg.buffer_size, 8_192))
     s_in = float(x0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
@@ -349,19 +361,24 @@ def train_coder(
         coder.b_dec.copy_(geometric_median(y0n) if cfg.b_dec_init == "geometric_median" else y0n.mean(0))
         if isinstance(cfg, JumpReLUOptions):
             coder.log_threshold.fill_(math.log(cfg.init_threshold))
+    dev = torch.device(device) if device is not None else x0.device
+    coder.to(dev)
     params = [p for p in coder.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.steps, cfg.warmup_frac, cfg.decay_frac))
-    since_fired = torch.zeros(n_latents, dtype=torch.long)
+    since_fired = torch.zeros(n_latents, dtype=torch.long, device=dev)
     for step in range(cfg.steps):
         x, y = buffer.next()
-        out = coder.train_step(x / s_in, y / s_out, cfg, since_fired > cfg.dead_after_steps)
+        x, y = x[rows].to(dev, non_blocking=True), y[rows].to(dev, non_blocking=True)
+        with precision(dev, mixed_precision):
+            out = coder.train_step(x / s_in, y / s_out, cfg, since_fired > cfg.dead_after_steps)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
+        placement.sync(params)
         opt.step()
         sched.step()
         coder.after_step()
-        since_fired = torch.where(out.fired, 0, since_fired + 1)
+        since_fired = torch.where(placement.any_rank(out.fired), 0, since_fired + 1)
         if step % 100 == 0 or step == cfg.steps - 1:
             progress(step + 1, cfg.steps)
     coder.fold_scales(s_in, s_out)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.core import Space
+from mechscope.decompose.activation_buffer import model_device
 from mechscope.decompose.base import Admissible, Decomposition, Mask
 from mechscope.decompose.dictionary import SparseCoder
 from mechscope.hooks import Where, capture, get_module, replace_output
@@ -79,7 +80,7 @@ class DictionaryDecomposition(Decomposition):
                 names = sorted({n for n, w in reads if w == where} | (set(self.sites) if where == "output" else set()))
                 if names:
                     by_where[where] = stack.enter_context(capture(self.target, names, where))
-            self.target(x)
+            self.target(x.to(model_device(self.target)))
             for where, acts in by_where.items():
                 for name, a in acts.items():
                     store[(name, where)] = a.reshape(-1, a.shape[-1])
@@ -107,7 +108,7 @@ class DictionaryDecomposition(Decomposition):
                 if not sc.is_sae(site):  # transcoder: remember the MLP's input during this pass
                     reads = stack.enter_context(capture(self.target, [sc.read[0]], sc.read[1]))
                 stack.enter_context(replace_output(self.target, site, self._replacer(site, sc, m, reads)))
-            return self.target(x)
+            return self.target(x.to(model_device(self.target)))
 
     def _replacer(self, site: str, sc: SiteCoder, m: Tensor | None, reads: dict[str, Tensor] | None) -> Any:
         coder = sc.coder
@@ -117,7 +118,7 @@ class DictionaryDecomposition(Decomposition):
             flat = a.reshape(-1, a.shape[-1])
             z = coder.encode(flat)  # (rows, C)
             if m is not None:
-                z = z * _rows_mask(m, z.shape[0], coder.n_latents, site).to(z.dtype)
+                z = z * _rows_mask(m, z.shape[0], coder.n_latents, site).to(z.device, z.dtype)
             return coder.decode(z).reshape(output.shape)
 
         return fn
@@ -188,7 +189,7 @@ class DictionaryDecomposition(Decomposition):
         for site, c in config.items():
             coder = SparseCoder(c["d_in"], c["d_out"], c["n_latents"], c["activation"], c["k"], c["sae"])
             coder.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == site})
-            coder.eval()
+            coder.to(model_device(target)).eval()
             coders[site] = SiteCoder(coder, (c["read"][0], c["read"][1]))
         return cls(target, coders)
 

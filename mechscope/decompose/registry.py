@@ -12,7 +12,7 @@ the runner then hands it the truth in `ctx.truth`, and the run's config records 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from torch import nn
 from mechscope.config import Config
 from mechscope.core import GroundTruth, Progress, Task, TaskFacts, facts_of, no_progress, seeded_generator
 from mechscope.decompose.base import Decomposition
+from mechscope.decompose.parallel import Placement
 
 
 @dataclass
@@ -34,6 +35,8 @@ class FitContext:
     truth: GroundTruth | None = None
     """The ground truth, handed over only to a method whose spec `reads_truth` for its config
     (calibrations, truth-sized runs); None for every blind fit."""
+    placement: Placement = field(default_factory=Placement)
+    """This process's share of a data-parallel (torchrun) fit; a plain process by default."""
 
     def generator(self, offset: int = 0) -> torch.Generator:
         return seeded_generator(self.seed, offset)
@@ -91,5 +94,5 @@ def fit_blind(spec: MethodSpec, target: nn.Module, task: Task, config: Config, c
     """Fit `spec` on `task` the one way every caller does: through the task's public facts, with the
     ground truth handed over only when the spec says this config reads it."""
     if spec.reads_truth(config):
-        ctx = FitContext(ctx.seed, ctx.device, ctx.progress, ctx.checkpoint_dir, task.ground_truth(target))
+        ctx = replace(ctx, truth=task.ground_truth(target))
     return spec.fit(target, facts_of(task), config, ctx)

@@ -59,12 +59,14 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     sites = [config.site] if config.site else task.activation_sites()
     if not sites:
         raise ConfigError(f"task {task.name!r} names no activation site; set site=<module name>")
+    target.to(ctx.device)  # the activations are computed, and the coder trained, on ctx.device
     probe = task.sample(4_096, ctx.generator(1))
     n_latents, k = default_sizes(config, task.onehot().shape[0], (probe != 0).sum(-1))
     coders: dict[str, SiteCoder] = {}
     for i, site in enumerate(sites):
         source = task_source(target, task, (site, "output"), (site, "output"), ctx.generator(10 + i))
-        coder = train_coder(source, config, n_latents, k, True, ctx.generator(100 + i), ctx.progress)
+        coder = train_coder(source, config, n_latents, k, True, ctx.generator(100 + i), ctx.progress,
+                            ctx.device, ctx.placement)  # fmt: skip
         coders[site] = SiteCoder(coder, (site, "output"))
     return DictionaryDecomposition(target, coders)
 

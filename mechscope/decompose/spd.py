@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from mechscope.config import Config, config_hash
 from mechscope.core import GroundTruth, Space, Task, TaskFacts, active_matrix, seeded_generator
 from mechscope.decompose import spd_losses as L
+from mechscope.decompose.activation_buffer import model_device
 from mechscope.decompose.base import Mask, ParameterDecomposition
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.decompose.spd_components import (
@@ -119,10 +120,17 @@ def spd_loss(
     importance_coeff: float,
     output_loss: L.OutputLoss,
     gen: torch.Generator,
+    rows: slice = slice(None),
+    global_batch: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The SPD objective on one batch; returns (total, the unweighted terms)."""
+    """The SPD objective on one batch; returns (total, the unweighted terms).
+
+    Data-parallel, x holds rows `rows` of a global batch of `global_batch` examples: the mask noise
+    is drawn for the whole global batch and sliced, so example j gets the same mask on any number of
+    processes (and the generator stays in step across ranks)."""
     cs = as_components(comps)
     B = x.shape[0]
+    B_global = B if global_batch is None else global_batch
     live = L.live_rows(acts) if s.skip_zero_rows else None
     n_zero = 0 if live is None else B - live.numel()
     if live is not None:
@@ -131,7 +139,7 @@ def spd_loss(
     g_mask = {n: L.lower_leaky_hard_sigmoid(p, s.leaky_alpha) for n, p in pre.items()}
 
     def sample(n: str) -> Tensor:  # r is drawn for all B rows, so skipping rows leaves the stream as is
-        r = torch.rand((B, *g_mask[n].shape[1:]), generator=gen, device=x.device)
+        r = torch.rand((B_global, *g_mask[n].shape[1:]), generator=gen, device=x.device)[rows]
         return L.stochastic_mask(g_mask[n], r if live is None else r[live])
 
     # Group 0 masks every site; group 1 + i masks only site i (layerwise), the rest run the target's W.
@@ -158,14 +166,15 @@ def spd_loss(
     g_upper = [L.upper_leaky_hard_sigmoid(p, s.leaky_alpha) for p in pre.values()]
     weights = torch.full((x.shape[0],), 1 / B, device=x.device)
     if n_zero:
-        zero_rows = [c.ci_pre(torch.zeros(1, c.U.shape[1], device=x.device)) for c in cs]
+        # one stand-in row per site for the skipped examples, shaped like a kept row ([1, C], or [1, seq, C])
+        zero_rows = [c.ci_pre(torch.zeros(1, *g.shape[1:], device=x.device)) for c, g in zip(cs, g_upper, strict=True)]
         g_upper = [torch.cat([g, L.upper_leaky_hard_sigmoid(z, s.leaky_alpha)]) for g, z in zip(g_upper, zero_rows, strict=True)]
         weights = torch.cat([weights, torch.full((1,), n_zero / B, device=x.device)])
     recon = [L.recon_loss(o, y, output_loss) * live_frac for o in outs]
     terms = {
         "faithfulness": L.faithfulness_loss([weight_matrix(site).detach() for site in sites], [c.weight() for c in cs]),
         "stochastic": recon[0],
-        "layerwise": torch.stack(recon[1:]).mean() if layerwise else torch.zeros(()),
+        "layerwise": torch.stack(recon[1:]).mean() if layerwise else torch.zeros((), device=x.device),
         "importance": L.importance_minimality_loss(g_upper, s.pnorm, weights, scales=[c.importance_scale for c in cs]),
     }
     total = (
@@ -219,7 +228,12 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> SPDDecomposition:
-    """Train SPD on `target` with inputs from `task`; resumes from `ctx.checkpoint_dir` if set."""
+    """Train SPD on `target` with inputs from `task`; resumes from `ctx.checkpoint_dir` if set.
+
+    The one SPD loop: zoo tasks and real models (`mechscope decompose-model`, whose `task` samples
+    token windows) alike, on `ctx.device`, data-parallel under torchrun (`ctx.placement`: every
+    rank draws the same global batch and mask noise, trains on its share, gradients averaged; rank
+    0 writes the checkpoint)."""
     assert isinstance(config, SPDConfig)
     overrides = {k: v for k, v in config.model_dump().items() if k in SPDSettings.model_fields}
     like = settings_task(task)
@@ -262,13 +276,18 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
 
     # Draw `prefetch` steps of data and run the target on them at once (capped at ~64 MB).
     B = s.batch_size
+    place = ctx.placement
+    share = place.share(B)
+    per = share.stop - share.start
     probe_y, probe_acts = target_pass(target, sites, task.sample(2, torch.Generator().manual_seed(0)).to(device))
     per_example = (probe_y.numel() + sum(a.numel() for a in probe_acts.values())) / 2 + task.n_features
     P = max(1, min(s.prefetch, int(16e6 // (B * per_example))))
     every = -(-config.checkpoint_every // P) * P
 
     ckpt = Path(ctx.checkpoint_dir) / "spd-checkpoint.pt" if ctx.checkpoint_dir else None
-    key = config_hash(s, output_loss, ",".join(site.name for site in sites), ctx.seed, P)
+    # A checkpoint resumes only the same run: settings, sites, seed, and the same data (the task's
+    # name and settings; a real model's TokenTask records its model and a hash of its token windows).
+    key = config_hash(s, output_loss, ",".join(site.name for site in sites), ctx.seed, P, task.name, task.config)
     start = 0
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, weights_only=True)
@@ -285,22 +304,27 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
         warm = max(1, int(s.importance_warmup_frac * s.steps))
         for chunk0 in range(start, s.steps, P):
             n = min(P, s.steps - chunk0)
-            x_all = task.sample(n * B, data_gen).to(device)
+            x_all = task.sample(n * B, data_gen)  # the global batches, drawn alike on every rank
+            if place.world > 1:  # keep this rank's rows of each of the n global batches
+                x_all = x_all.view(n, B, *x_all.shape[1:])[:, share].flatten(0, 1)
+            x_all = x_all.to(device)
             y_all, acts_all = target_pass(target, sites, x_all)
             for i in range(n):
                 step = chunk0 + i
                 for group in opt.param_groups:
                     group["lr"] = L.cosine_lr(step, s.steps, group["base_lr"], s.lr_warmup_frac, s.lr_final_frac)
-                rows = slice(i * B, (i + 1) * B)
+                rows = slice(i * per, (i + 1) * per)
                 acts = {k: a[rows] for k, a in acts_all.items()}
                 imp = s.importance_coeff * min(1.0, (step + 1) / warm)
-                loss, _ = spd_loss(target, sites, comps, x_all[rows], y_all[rows], acts, s, imp, output_loss, mask_gen)
+                loss, _ = spd_loss(target, sites, comps, x_all[rows], y_all[rows], acts, s, imp, output_loss, mask_gen,
+                                   share, B)  # fmt: skip
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                place.sync(uv + ci)
                 opt.step()
             done = chunk0 + n
             ctx.progress(done, s.steps)
-            if ckpt is not None and done % every == 0 and done < s.steps:
+            if ckpt is not None and place.main and done % every == 0 and done < s.steps:
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 state = {"key": key, "step": done, "comps": comps.state_dict(), "opt": opt.state_dict(),
                          "data_gen": data_gen.get_state(), "mask_gen": mask_gen.get_state()}  # fmt: skip
@@ -391,7 +415,7 @@ class SPDDecomposition(ParameterDecomposition):
         for site in sites:
             comp = SiteComponents.for_site(site, settings.C, settings.ci_hidden)
             comp.load_state_dict({k[len(site.name) + 1 :]: v for k, v in tensors.items() if k.startswith(site.name + ".")})
-            comps.append(comp)
+            comps.append(comp.to(model_device(target)))
         return cls(target, sites, comps, settings)
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.decompose import spd_losses as L
+from mechscope.decompose.activation_buffer import model_device
 from mechscope.decompose.spd_presets import Kind, Site, weight_matrix
 from mechscope.hooks import capture, replace_output
 
@@ -113,6 +114,7 @@ def as_components(comps: nn.ModuleList) -> list[SiteComponents]:
 
 def _fit_mask(m: Tensor, inner: Tensor) -> Tensor:
     """Broadcast a mask given per example ([B, C] or [C]) to component activations [B, ..., C]."""
+    m = m.to(inner.device)
     if m.dim() == 1 or m.shape == inner.shape:
         return m
     if m.dim() == 2 and m.shape[0] == inner.shape[0]:
@@ -163,8 +165,9 @@ def masked_sites(
 
 
 def target_pass(target: nn.Module, sites: list[Site], x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """The target's output on x and the input of every site and tied alias (what the CI MLPs read)."""
+    """The target's output on x and the input of every site and tied alias (what the CI MLPs read),
+    computed on the target's device."""
     names = [n for s in sites for n in (s.name, *s.aliases)]
     with torch.no_grad(), capture(target, names, where="input") as acts:
-        y = target(x)
+        y = target(x.to(model_device(target)))
     return y, dict(acts)

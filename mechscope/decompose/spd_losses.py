@@ -78,7 +78,7 @@ def importance_minimality_loss(
 
     `weights` [batch] (summing to 1) replaces the plain mean when rows stand for several examples;
     `scales` ([C] per site, default 1) weights each component's term (see spd_components.init_)."""
-    total = torch.zeros(())
+    total = torch.zeros((), device=g_upper[0].device if g_upper else None)
     for i, g in enumerate(g_upper):
         gp = ((g + eps) ** p).flatten(1, -2).mean(1) if g.dim() > 2 else (g + eps) ** p  # (batch, C)
         per_c = gp.mean(0) if weights is None else weights @ gp  # (C,)
@@ -108,7 +108,7 @@ def ci_pattern_match(fires: Tensor, truth_active: Tensor, ranks: list[int]) -> t
     """
     from scipy.optimize import linear_sum_assignment
 
-    F_ = fires.bool()
+    F_, truth_active = fires.bool().cpu(), truth_active.cpu()  # the matching runs on the CPU (scipy)
     n, C = F_.shape
     cols = [truth_active[:, k] for k, r in enumerate(ranks) for _ in range(r)]
     T = torch.stack(cols, dim=1) if cols else torch.zeros(n, 0, dtype=torch.bool)  # (n, R)

@@ -58,12 +58,14 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
             raise ConfigError(f"site {config.site!r} is not an MLP output of {task.name!r}; allowed: {allowed}")
     if not mlps:
         raise ConfigError(f"task {task.name!r} has no MLP to transcode")
+    target.to(ctx.device)  # the activations are computed, and the coder trained, on ctx.device
     probe = task.sample(4_096, ctx.generator(1))
     n_latents, k = default_sizes(config, task.onehot().shape[0], (probe != 0).sum(-1))
     coders: dict[str, SiteCoder] = {}
     for i, (mlp_in, mlp_out) in enumerate(mlps):
         source = task_source(target, task, (mlp_in, "input"), (mlp_out, "output"), ctx.generator(10 + i))
-        coder = train_coder(source, config, n_latents, k, False, ctx.generator(100 + i), ctx.progress)
+        coder = train_coder(source, config, n_latents, k, False, ctx.generator(100 + i), ctx.progress,
+                            ctx.device, ctx.placement)  # fmt: skip
         coders[mlp_out] = SiteCoder(coder, (mlp_in, "input"))
     return DictionaryDecomposition(target, coders)
 

@@ -23,9 +23,7 @@ cache of something else.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +36,7 @@ from torch import Tensor, nn
 from mechscope.config import config_hash
 from mechscope.core import Progress, no_progress
 from mechscope.decompose.activation_buffer import Source
+from mechscope.files import atomic_text, atomic_write
 from mechscope.hooks import capture
 from mechscope.real.models import resolve_sites
 
@@ -45,15 +44,6 @@ CacheDtype = Literal["float32", "float16"]
 _TORCH = {"float32": torch.float32, "float16": torch.float16}
 _NUMPY = {"F32": np.float32, "F16": np.float16}
 MANIFEST = "manifest.json"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def cache_key(model_id: str, sites: list[str], ids: Tensor, dtype: str) -> str:
@@ -77,6 +67,8 @@ def build_cache(
     """Write the outputs of `sites` on token ids [n_seq, seq] into `directory`, resuming if it holds
     part of the same cache. `on_shard(i)` runs after shard i is committed (tests interrupt there)."""
     sites = resolve_sites(model, sites)
+    if shard_seqs < 1 or batch_seqs < 1:
+        raise ValueError(f"shard_seqs and batch_seqs must be ≥ 1; got shard_seqs={shard_seqs}, batch_seqs={batch_seqs}")
     if dtype not in _TORCH:
         raise ValueError(f"cache dtype {dtype!r} is not supported; allowed: {', '.join(_TORCH)}")
     directory = Path(directory)
@@ -107,20 +99,18 @@ def build_cache(
                     parts[s].append(acts[s].reshape(-1, acts[s].shape[-1]).to("cpu", _TORCH[dtype]))
         tensors = {s: torch.cat(p).contiguous() for s, p in parts.items()}  # (rows, d) each
         name = f"shard_{i:05d}.safetensors"
-        tmp = directory / f".{name}.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, directory / name)
+        atomic_write(directory / name, lambda p: save_file(tensors, str(p)))  # noqa: B023  (called at once)
         manifest["sites"] = {s: int(t.shape[1]) for s, t in tensors.items()}
         manifest["shards"] = sorted([*manifest["shards"], {"index": i, "file": name, "rows": int(tensors[sites[0]].shape[0])}],
                                     key=lambda s: s["index"])  # fmt: skip
         manifest["complete"] = len(manifest["shards"]) == n_shards
-        _atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1))
+        atomic_text(directory / MANIFEST, json.dumps(manifest, indent=1))
         progress(len(manifest["shards"]), n_shards)
         if on_shard is not None:
             on_shard(i)
     if not manifest["complete"]:  # every shard was already there
         manifest["complete"] = True
-        _atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1))
+        atomic_text(directory / MANIFEST, json.dumps(manifest, indent=1))
     return directory
 
 

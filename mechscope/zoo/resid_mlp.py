@@ -15,13 +15,28 @@ lies in span(W_E) plus what layers < l write (columns of their W_out); with Π_l
 that span, the rest of W_in splits into "upstream" = W_in (Π_l − Π) (layers > 0: reads earlier
 MLPs' outputs off span(W_E); rule "dense") and "unused" = W_in (I − Π_l) (rule "never": no input
 ever reaches it; for layer 0, Π_0 = Π), so all of a layer's mechanisms sum to W_in exactly.
-Each `mlp_out` is one dense mechanism of rank d_mlp. In activation space the residual stream ("embed") carries ±W_E[i] (features are signed:
-+ active when x_i > 0, − when x_i < 0); for transcoders, the MLP output of layer l carries
-W_out ReLU(±W_in W_E[i]), what the MLP writes for that signed feature alone, read from ±W_E[i].
-For layers after the first the MLP also reads earlier MLPs' outputs (resid-mlp-2l, seed 0: 66 %
-of layer 1's input norm lies off span(W_E), and some layer-0 neuron fires on 100 % of non-empty
-inputs, so "upstream" is dense); the transcoder directions ignore that input and are approximations
-there (GroundTruth.notes says so).
+Each `mlp_out` is one dense mechanism of rank d_mlp. In activation space the residual stream
+("embed") carries ±W_E[i] (features are signed: + active when x_i > 0, − when x_i < 0); for
+transcoders, the MLP output of layer l carries W_out ReLU(W_in r_l(±e_i)), what the MLP writes for
+that signed feature alone, read from r_l(±e_i), the layer's input on ±e_i alone (= ±W_E[i] at
+layer 0; the model has no biases, so this ray is exact at every magnitude).
+
+Why this truth for layers ≥ 1 (issue 19, checked against SPD's own causal-importance pattern,
+resid-mlp-2l seed 0). Feature i reaches layer 1 along two rays r_1(±e_i) (layer 0 answers +x_i:
+cos(r⁺, −r⁻) 0.60), so its use of W_in has rank 2. Two exact splits of it exist: *by path* (this
+truth: the embedding piece T_i on both signs, plus the earlier MLPs' writes, "upstream") and *by
+sign* (T±_i = (W_in r±_i) δ±_iᵀ, δ± the duals of one sign's rays, each exact on its own ray). Both
+sum to W_in with "unused"; an oracle running only the active pieces is exact on every one-hot
+input for the by-sign split, and for the by-path one up to the span(W_E) part of earlier layers'
+writes, which the inactive T_j read (< 5 % of the output in the tests). SPD with enough components (C = 250 ≥ the 200 recurring lines) picks the split by path: for
+99 of 100 features one piece fires on both signs and matches T_i (mmcs 0.98, activity_f1 1.0,
+ml2r 0.93 after the read projection Π; 0.99 / 1.0 / 0.96 with the preset's lr_components 3e-4)
+and a second fires on +x_i only, reading the upstream part; against the by-sign truth the same decomposition scores 0.72 / 0.82 / 0.70 — its pieces
+leak onto the other sign's ray (δ⁺_i · r⁻_i ≈ 0.8), which random masks punish, and removing that
+leak makes the duals ill-conditioned (pieces 6× ‖W_in‖ that cancel). What SPD does not share is
+"upstream" as one dense piece: it splits it per feature, active on x_i > 0 (a per-feature truth
+for it does not exist exactly: 100 features' upstream reads in d_mlp = 25 dimensions), so
+`ci_pattern_errors` counts those pieces against the dense rule.
 """
 
 from __future__ import annotations
@@ -179,6 +194,7 @@ class ResidMLPTask(Task):
         Pi = W_E.T @ D  # (d, d) projection onto span(W_E)
         mechs: list[Mechanism] = []
         writes_so_far: list[Tensor] = []
+        rays = feature_rays(target)  # per layer: (r_l(+e_i), r_l(−e_i)) rows, each (n, d)
         for li, layer in enumerate(target.layers):
             assert isinstance(layer, ResidMLPLayer)
             W_in = layer.mlp_in.weight.detach()  # (d_mlp, d)
@@ -199,13 +215,19 @@ class ResidMLPTask(Task):
                 mechs.append(Mechanism("upstream", "parameter", site_in, upstream, _rank(upstream), "dense"))
             writes_so_far.append(W_out.T)  # (d_mlp, d): rows are what this layer can write
             mechs.append(Mechanism("mlp_out", "parameter", site_out, W_out.clone(), W_out.shape[1], "dense"))
-            for sign, rule, tag in SIGNS:
-                writes = F.relu(sign * reads).T @ W_out.T  # (n, d): row i = W_out ReLU(±W_in W_E[i])
+            for (_, rule, tag), ray in zip(SIGNS, rays[li], strict=True):  # ray: (n, d), r_l(±e_i)
+                writes = F.relu(ray @ W_in.T) @ W_out.T  # (n, d): row i = W_out ReLU(W_in r_l(±e_i))
                 for i in range(n):
-                    read = sign * W_E[i].clone()
                     mechs.append(
                         Mechanism(
-                            f"feature{i}{tag}", "activation", site_out, writes[i].clone(), 1, rule, i, read
+                            f"feature{i}{tag}",
+                            "activation",
+                            site_out,
+                            writes[i].clone(),
+                            1,
+                            rule,
+                            i,
+                            ray[i].clone(),
                         )
                     )
         for sign, rule, tag in SIGNS:
@@ -220,8 +242,9 @@ class ResidMLPTask(Task):
         if len(target.layers) > 1:
             notes.append(
                 "layers > 0: mlp_in 'upstream' = W_in(Π_l − Π) reads earlier MLP outputs outside span(W_E) "
-                "(rule dense: used whenever an earlier neuron fires); transcoder directions "
-                "W_out ReLU(±W_in W_E[i]) ignore that input and are approximations"
+                "(rule dense: used whenever an earlier neuron fires); SPD finds it as one piece per "
+                "feature active on x_i > 0 instead (see the module docstring), so ci_pattern_errors "
+                "count it there"
             )
         return GroundTruth(
             mechs,
@@ -231,6 +254,21 @@ class ResidMLPTask(Task):
             output_kind="mse",
             notes=notes,
         )
+
+
+def feature_rays(target: ResidMLPModel) -> list[tuple[Tensor, Tensor]]:
+    """Per layer l, (R⁺, R⁻) [n, d]: row i is the layer's input on the one-hot input +e_i, resp. −e_i.
+
+    The model has no biases and ReLU is positively homogeneous, so r_l(v e_i) = |v| r_l(sign(v) e_i):
+    each signed feature alone reaches layer l along one ray, whatever its magnitude."""
+    n = target.W_E.shape[0]
+    out: list[tuple[Tensor, Tensor]] = []
+    with torch.no_grad():
+        r = target.embed(torch.cat([torch.eye(n), -torch.eye(n)]))  # (2n, d)
+        for layer in target.layers:
+            out.append((r[:n].clone(), r[n:].clone()))
+            r = layer(r)
+    return out
 
 
 def eval_loss(model: ResidMLPModel, task: ResidMLPTask, n: int = 32_768) -> float:

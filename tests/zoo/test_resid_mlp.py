@@ -156,9 +156,15 @@ def test_ground_truth_algebra_and_shapes() -> None:
         assert dense.rule == "dense" and dense.rank == d_mlp and torch.equal(dense.direction, W_out)
         tc = truth.in_space("activation", f"layers.{li}.mlp_out")
         assert len(tc) == 2 * n and [m.rule for m in tc] == ["pos"] * n + ["neg"] * n
-        # a transcoder mechanism is what the MLP writes for that signed feature alone (per unit input)
-        for m in (tc[3], tc[n + 3]):
+        # a transcoder mechanism is what the MLP writes for that signed feature alone (per unit input),
+        # read from the layer's input on that feature alone (±W_E[i] plus what earlier layers wrote)
+        for m, sign in ((tc[3], 1.0), (tc[n + 3], -1.0)):
             assert m.read is not None
+            with torch.no_grad():
+                r = model.embed(sign * 0.6 * torch.eye(n)[3])
+                for earlier in _layers(model)[:li]:
+                    r = earlier(r)
+            assert torch.allclose(0.6 * m.read, r, atol=1e-5)
             with torch.no_grad():
                 wrote = layer.mlp_out(F.relu(layer.mlp_in(0.6 * m.read))) / 0.6
             assert torch.allclose(m.direction, wrote, atol=1e-5)
@@ -196,3 +202,21 @@ def test_resid_mlp_1l_beats_the_monosemantic_baseline() -> None:
     info = train_resid_mlp(model, task, 0)
     ref = naive_losses(task)
     assert float(info["eval_loss"]) < 0.95 * ref["monosemantic"], info  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_oracle_from_the_truth_on_every_signed_feature_alone(n_layers: int) -> None:
+    """Running only what the truth calls active on ±0.75 e_i gives the target's output exactly with
+    one layer; with two, layer 1's input also carries the span(W_E) part of what layer 0 wrote,
+    which the other features' (inactive) T_j read, so it is close but not exact (issue 19)."""
+    from mechscope.decompose.oracle import build_oracle
+
+    task, model = _trained(SMALL.model_copy(update={"n_layers": n_layers}))
+    dec = build_oracle(model, task.ground_truth(model))
+    x = task.onehot()
+    mask = {s: a for s, a in dec.activity(x).items() if s in dec.param}
+    assert all(float(m.sum(1).max()) < dec.n_components(s) for s, m in mask.items() if "mlp_in" in s)
+    with torch.no_grad():
+        y, want = dec.forward_with(x, mask), model(x)
+    err = float((y - want).norm() / want.norm())
+    assert err < (1e-5 if n_layers == 1 else 0.05), err

@@ -1,0 +1,113 @@
+"""The circuit table: edge_auroc, cpr, cmd, node_recall per task × method × seed.
+
+Each method is fitted blind at every MLP of the task (`mechscope.circuits.tasks`), its graph built
+on the task's `onehot` set (boolean-circuits: the truth tables) and scored against the true
+circuit. Calibration rows: `oracle` (a graph of the true edges) and `random` (random weights).
+`target_seed` = the seed. Rows are appended to --out as JSON lines (resumable: done rows are
+skipped), and a markdown table of means (± std over seeds) is printed.
+
+    .venv/bin/python benchmarks/circuits_table.py --tasks boolean-circuits,resid-mlp-2l \
+        --methods oracle,random,neurons,sae-topk,transcoder-topk,clt-topk,spd --seeds 3 --out rows.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mechscope.circuits import build_graph, groups_of
+from mechscope.circuits.score import calibration_graph, edge_scores, match, score_circuit
+from mechscope.circuits.tasks import circuit_truth, fit_for_circuits
+from mechscope.metrics.circuits import edge_auroc, node_recall
+from mechscope.zoo import get_task
+
+KEYS = ("edge_auroc", "cpr", "cmd", "node_recall")
+STEPS = {"spd": {"steps": 2000}}
+"""Per-method settings for this table (others: their defaults)."""
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def row(task_name: str, method: str, seed: int) -> dict[str, Any]:
+    task = get_task(task_name)
+    torch.manual_seed(seed)
+    target = task.make_target(seed)
+    truth = circuit_truth(task, target)
+    c0 = cpu_s()
+    if method in ("oracle", "random"):
+        g, groups = calibration_graph(truth, method, torch.Generator().manual_seed(seed))
+        s, lab, by = edge_scores(g, groups, truth)
+        _, sim = match(g, groups, truth, 0.7)
+        inter = truth.intermediates() or truth.features()
+        feats = truth.features()
+        out: dict[str, Any] = {"edge_auroc": edge_auroc(s, lab, by), "node_recall": node_recall(sim[[feats.index(i) for i in inter]])}
+    else:
+        dec = fit_for_circuits(method, target, task, seed, STEPS.get(method))
+        x = task.onehot()
+        graph = build_graph(dec, x)
+        out = score_circuit(dec, x, graph, groups_of(dec), truth)
+        out.pop("faithfulness_curve")
+    return {"task": task_name, "method": method, "seed": seed, **out, "cpu_s": cpu_s() - c0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", default="boolean-circuits,resid-mlp-2l,resid-mlp-3l")
+    ap.add_argument("--methods", default="oracle,random,neurons,sae-topk,transcoder-topk,clt-topk,spd")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("circuits_rows.jsonl"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    done = set()
+    if args.out.exists():
+        for line in args.out.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["task"], r["method"], r["seed"]))
+    for t in args.tasks.split(","):
+        for m in args.methods.split(","):
+            for seed in range(args.seeds):
+                if (t, m, seed) in done:
+                    continue
+                start = time.perf_counter()
+                try:
+                    r = row(t, m, seed)
+                except Exception as err:  # a failed cell is a row, not a crash of the whole table
+                    r = {"task": t, "method": m, "seed": seed, "error": f"{type(err).__name__}: {err}"}
+                r["wall_s"] = time.perf_counter() - start
+                with args.out.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
+                print(json.dumps(r), flush=True)
+    rows = [json.loads(line) for line in args.out.read_text().splitlines()]
+    print(f"\n| task | method | seeds | {' | '.join(KEYS)} |\n|---|---|---|{'---|' * len(KEYS)}")
+    for t in args.tasks.split(","):
+        for m in args.methods.split(","):
+            rs = [r for r in rows if r["task"] == t and r["method"] == m and "error" not in r]
+            if not rs:
+                errs = [r["error"] for r in rows if r["task"] == t and r["method"] == m and "error" in r]
+                print(f"| {t} | {m} | 0 | failed: {errs[0][:60] if errs else 'not run'} |")
+                continue
+            cells = []
+            for k in KEYS:
+                vals = [r[k] for r in rs if k in r]
+                if not vals:
+                    cells.append("–")
+                elif len(vals) == 1:
+                    cells.append(f"{vals[0]:.3f}")
+                else:
+                    cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}")
+            print(f"| {t} | {m} | {len(rs)} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
