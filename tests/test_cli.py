@@ -77,10 +77,10 @@ def test_fixed_points_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         (["bench", "--methods", "oracle,bogus"], "unknown method 'bogus'"),
         (["bench", "--backend", "slurm"], "unknown backend 'slurm'; available: local, ray"),
         (["report", "/nonexistent-bench"], "no results.parquet in '/nonexistent-bench'"),
-        (["decompose", "tms-5-2"], "Missing argument"),
+        (["decompose", "tms-5-2"], "decompose needs TASK and METHOD"),
         (["fixed-points", "tms-5-2"], "task 'tms-5-2' is not recurrent"),
         (["fixed-points", "linear-rnn", "--input", "1,x"], "--input expects comma-separated numbers"),
-        (["fixed-points", "linear-rnn", "--set", "n_starts=lots"], "bad value for finder setting 'n_starts'"),
+        (["fixed-points", "linear-rnn", "--set", "n_starts=lots"], "bad value for method 'fixed-points' setting 'n_starts'"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args: list[str], needle: str, capsys: pytest.CaptureFixture[str],

@@ -132,5 +132,17 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
             data = f.read()
     except FileNotFoundError:
         return []
-    rows: list[dict[str, Any]] = pq.read_table(pa.BufferReader(data)).to_pylist()
+    try:
+        rows: list[dict[str, Any]] = pq.read_table(pa.BufferReader(data)).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as err:  # truncated, empty or not a parquet file
+        from mechscope.config import ConfigError
+
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{str(path)!r} is not a readable results table ({why}); move it away to start "
+                          "a new one") from None
+    if rows and not all(k in rows[0] for k in ("task", "method", "seed", "config_hash", "status")):
+        from mechscope.config import ConfigError
+
+        raise ConfigError(f"{str(path)!r} is not a mechscope results table (no task/method/seed/config_hash "
+                          "columns); move it away to start a new one")
     return rows
