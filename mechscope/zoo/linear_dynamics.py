@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from mechscope.bounds import Count, Natural
 from mechscope.config import Config
 from mechscope.zoo import register_task
 from mechscope.zoo.base import GroundTruth, Progress, Task, no_progress
@@ -48,12 +50,22 @@ def unroll(step: Callable[[Tensor, Tensor], Tensor], u: Tensor, state_size: int,
 
 
 class LinearRNNConfig(Config):
-    state_size: int = 16
-    input_size: int = 3
-    n_complex_pairs: int = 5
-    min_radius: float = 0.3
-    max_radius: float = 0.95
-    seq_len: int = 50
+    state_size: Count = 16
+    input_size: Count = 3
+    n_complex_pairs: Natural = 5
+    min_radius: Annotated[float, Field(ge=0, lt=1)] = 0.3
+    max_radius: Annotated[float, Field(ge=0, lt=1)] = 0.95
+    """Eigenvalue moduli lie in [min_radius, max_radius] < 1, so the RNN is stable."""
+    seq_len: Count = 50
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LinearRNNConfig:
+        if self.min_radius > self.max_radius:
+            raise ValueError(f"min_radius {self.min_radius} must be ≤ max_radius {self.max_radius}")
+        if 2 * self.n_complex_pairs > self.state_size:
+            raise ValueError(f"n_complex_pairs {self.n_complex_pairs} needs state_size ≥ {2 * self.n_complex_pairs}, "
+                             f"got {self.state_size}")
+        return self
 
 
 class LinearRNN(nn.Module):
@@ -107,11 +119,11 @@ def make_linear_rnn(cfg: LinearRNNConfig, seed: int) -> LinearRNN:
 
 
 class SelectiveSSMConfig(Config):
-    n_channels: int = 4
-    n_state: int = 8
-    input_size: int = 3
+    n_channels: Count = 4
+    n_state: Count = 8
+    input_size: Count = 3
     discretization: Literal["zoh", "euler"] = "zoh"
-    seq_len: int = 50
+    seq_len: Count = 50
 
 
 class SelectiveSSM(nn.Module):

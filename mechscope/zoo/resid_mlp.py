@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mechscope.bounds import BatchSize, Count, LearningRate, NonNegative, Prob, Steps
 from mechscope.config import Config
 from mechscope.zoo import register_task
 from mechscope.zoo.base import ActiveRule, GroundTruth, Mechanism, Progress, Task, no_progress
@@ -44,16 +45,16 @@ EVAL_SEED = 123_456_789
 
 
 class ResidMLPConfig(Config):
-    n_features: int = 100
-    d_embed: int = 1000
-    d_mlp: int = 50
+    n_features: Count = 100
+    d_embed: Count = 1000
+    d_mlp: Count = 50
     """Neurons per layer."""
-    n_layers: int = 1
-    feature_prob: float = 0.01
-    steps: int = 1_000
-    batch_size: int = 2048
-    lr: float = 3e-3
-    weight_decay: float = 0.01
+    n_layers: Count = 1
+    feature_prob: Prob = 0.01
+    steps: Steps = 1_000
+    batch_size: BatchSize = 2048
+    lr: LearningRate = 3e-3
+    weight_decay: NonNegative = 0.01
 
 
 class ResidMLPLayer(nn.Module):

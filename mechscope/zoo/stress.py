@@ -34,6 +34,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from mechscope.bounds import Prob
 from mechscope.config import Config, ConfigError
 from mechscope.zoo import get_task, register_task
 from mechscope.zoo import tms as _tms  # noqa: F401  (tms-40-10 must be registered for its control)
@@ -42,8 +43,6 @@ from mechscope.zoo.cache import load_target, save_target, seeded_generator, targ
 
 if TYPE_CHECKING:
     from mechscope.zoo.synth_sae_bench import SynthConfig
-
-Prob = Annotated[float, Field(gt=0, le=1)]
 
 
 class StressConfig(Config):

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mechscope.bounds import BatchSize, Count, LearningRate, Natural, NonNegative, Prob, Steps
 from mechscope.config import Config
 from mechscope.zoo import register_task
 from mechscope.zoo.base import GroundTruth, Mechanism, Progress, Task, no_progress
@@ -42,19 +43,19 @@ RESTART_SEED_STRIDE = 100_003
 
 
 class TMSConfig(Config):
-    n_features: int = 5
-    n_hidden: int = 2
+    n_features: Count = 5
+    n_hidden: Count = 2
     identity: bool = False
-    feature_prob: float = 0.05
-    steps: int = 10_000
-    batch_size: int = 1024
-    lr: float = 5e-3
-    weight_decay: float = 0.01
+    feature_prob: Prob = 0.05
+    steps: Steps = 10_000
+    batch_size: BatchSize = 1024
+    lr: LearningRate = 5e-3
+    weight_decay: NonNegative = 0.01
     lr_schedule: Literal["constant", "cosine"] = "constant"
     init: Literal["xavier", "reference"] = "xavier"
     """"xavier": Xavier-normal W, zero bias (Elhage et al.'s notebook). "reference": torch's default
     nn.Linear init for W and b, as the SPD reference trainer uses for 5-2."""
-    restarts: int = 0
+    restarts: Natural = 0
     """Extra attempts, from derived seeds, while some feature is unrepresented; the best attempt
     (most features represented, then lowest loss) is kept."""
 
