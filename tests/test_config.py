@@ -45,7 +45,7 @@ def test_a_bare_key_in_task_and_method_is_an_error_naming_both() -> None:
         resolve(CellRequest("tms-5-2", "spd", sets=("lr=1e-3",)))
     cell = resolve(CellRequest("tms-5-2", "spd", sets=("method.lr=7e-3",)))
     assert cell.method_config.lr == 7e-3 and cell.task.config.lr != 7e-3  # type: ignore[attr-defined]
-    with pytest.raises(ConfigError, match="unknown setting .bogus.; allowed: .*method.lr.*target_seed.*task.lr"):
+    with pytest.raises(ConfigError, match=r"unknown setting .bogus.; allowed: .*method.lr.*target_seed.*task.lr"):
         resolve(CellRequest("tms-5-2", "spd", sets=("bogus=1",)))
 
 
