@@ -111,10 +111,10 @@ class Cell:
 
 
 def method_names() -> list[str]:
-    """Every registered method (decompositions, calibrations and the dynamics analysis)."""
+    """Every registered method in grid order: by name, the dynamics family's last."""
     import mechscope.decompose  # noqa: F401  (fills the registry)
 
-    return sorted(METHODS)
+    return sorted(METHODS, key=lambda n: (METHODS[n].family == "dynamics", n))
 
 
 def check_task(name: str) -> None:

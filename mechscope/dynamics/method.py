@@ -151,10 +151,13 @@ def analyse(model: nn.Module, task: TaskFacts | Task | None, config: FixedPoints
 
 
 def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> FixedPointAnalysis:
-    """Find the fixed and slow points of `target` at each of the config's inputs (blind)."""
+    """Find the fixed and slow points of `target` at each of the config's inputs (blind).
+
+    The search runs in float64 on the CPU whatever `ctx.device` (batched Newton steps on a small
+    state; the bench's results do not depend on the device), so the target moves there."""
     assert isinstance(config, FixedPointsConfig)
     config = config.resolved(task)  # a no-op for the run path's (already resolved) config
-    return analyse(target, task, config, seeded_generator(ctx.seed), task.name)
+    return analyse(target.cpu(), task, config, seeded_generator(ctx.seed), task.name)
 
 
 # --- scoring against the expected structure (the truth: only `evaluate` reads it) ---------------
