@@ -50,9 +50,9 @@ def derive_seed(seed: int, salt: int) -> int:
     return (seed * _SEED_STRIDE + salt) % 2**63
 
 
-def seeded_generator(seed: int, salt: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
-    """A torch.Generator on `device` for stream `salt` of `seed`."""
-    return torch.Generator(device).manual_seed(derive_seed(seed, salt))
+def seeded_generator(seed: int, salt: int | None = None, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch.Generator on `device`: seeded with `seed` itself, or with stream `salt` of `seed`."""
+    return torch.Generator(device).manual_seed(seed if salt is None else derive_seed(seed, salt))
 
 
 @dataclass(frozen=True)
