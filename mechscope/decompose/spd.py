@@ -34,6 +34,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from mechscope.bounds import BatchSize, LearningRate, Steps
 from mechscope.config import Config, config_hash
 from mechscope.core import GroundTruth, Space, Task, TaskFacts, active_matrix, seeded_generator
 from mechscope.decompose import spd_losses as L
@@ -68,12 +69,12 @@ class SPDConfig(Config):
     """Which table row: "fast" (ours, the default) or "paper" (METHODS.md's settings)."""
     modules: list[str] = Field(default_factory=lambda: ["*"])
     """fnmatch patterns of module names to decompose (task default: `spd_presets.task_modules`)."""
-    steps: int = Field(10_000, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    steps: Steps = 10_000
+    batch_size: BatchSize = 256
+    lr: LearningRate = 1e-3
     lr_warmup_frac: float = Field(0.0, ge=0, le=1)
     lr_final_frac: float = Field(0.0, ge=0, le=1)
-    lr_components: float = Field(1e-3, gt=0)
+    lr_components: LearningRate = 1e-3
     """Adam's lr for U and V (the table's, else the resolved `lr`)."""
     C: int = Field(100, ge=1)
     """Subcomponents per decomposed module."""

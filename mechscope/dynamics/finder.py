@@ -30,6 +30,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from mechscope.bounds import MAX_STEPS, LearningRate
 from mechscope.config import Config
 from mechscope.dynamics.linearize import STABLE_TOL, Linearization, jacobians, linearize
 from mechscope.dynamics.wrappers import StepFunction
@@ -42,8 +43,8 @@ class FinderConfig(Config):
     n_starts: int = Field(1024, ge=1)
     noise: float = Field(0.05, ge=0)
     """Start noise, in units of each state dimension's standard deviation over the trajectories."""
-    lr: float = Field(1e-2, gt=0)
-    max_iters: int = Field(500, ge=0)
+    lr: LearningRate = 1e-2
+    max_iters: int = Field(500, ge=0, le=MAX_STEPS)
     adam_tol: float = Field(1e-12, ge=0)
     newton_steps: int = Field(50, ge=0)
     q_fixed: float = Field(1e-12, ge=0)
