@@ -2,6 +2,7 @@
 
     mechscope tasks | methods
     mechscope decompose TASK METHOD [--seed N] [--steps N] [--device D] [--out DIR] [--set K=V]... [--json]
+    mechscope decompose --config RUN/config.yaml [--out DIR] [--set K=V]...   (rerun a recorded run)
     mechscope bench [--preset quick|full|stress] [--tasks A,B] [--methods X,Y] [--seeds N]
                     [--out DIR] [--backend local|ray] [--workers N] [--no-resume]
     mechscope fixed-points TASK|CHECKPOINT [--seed N] [--input U] [--set K=V]... [--out DIR] [--json]
@@ -72,16 +73,14 @@ def tasks() -> None:
 
 @app.command()
 def methods() -> None:
-    """List the decomposition methods, one line each."""
-    from mechscope.bench.run import FIXED_POINTS
+    """List the methods (decompositions, calibrations, the dynamics analysis), one line each."""
     from mechscope.decompose import METHODS
 
     names = sorted(METHODS)
-    width = max(map(len, [*names, FIXED_POINTS]))
+    width = max(map(len, names))
     for name in names:
         spec = METHODS[name]
         print(f"{name:<{width}}  {spec.family:<11} {spec.summary}")
-    print(f"{FIXED_POINTS:<{width}}  {'dynamics':<11} fixed/slow points of a recurrent task and their stability")
 
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE override (task.KEY / method.KEY).")]
@@ -89,27 +88,43 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE overr
 
 @app.command()
 def decompose(
-    task: Annotated[str, typer.Argument(help="task name (see `mechscope tasks`)")],
-    method: Annotated[str, typer.Argument(help="method name (see `mechscope methods`)")],
+    task: Annotated[str | None, typer.Argument(help="task name (see `mechscope tasks`)")] = None,
+    method: Annotated[str | None, typer.Argument(help="method name (see `mechscope methods`)")] = None,
     seed: Annotated[int, typer.Option(help="method seed; the target seed defaults to it")] = 0,
     steps: Annotated[int | None, typer.Option(help="training steps of the method")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps")] = "cpu",
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or mps (default cpu)")] = None,
     out: Annotated[Path | None, typer.Option(help="run directory")] = None,
     set_: SetOpt = None,
+    config: Annotated[Path | None, typer.Option(help="a run's config.yaml: rerun exactly that run")] = None,
+    force: Annotated[bool, typer.Option(help="write into a non-empty --out that is not a run directory")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print only the metrics JSON on stdout")] = False,
 ) -> None:
     """Decompose one task's target with one method and score it against the ground truth."""
-    from mechscope.bench.grid import _check_writable
+    from mechscope.bench.grid import _check_writable, pinned_threads
     from mechscope.bench.progress import SingleProgress
-    from mechscope.bench.run import CellRequest, resolve, run_cell
+    from mechscope.bench.run import CellRequest, check_run_dir, recorded_request, resolve, run_cell
 
-    _check_device(device)
-    cell = resolve(CellRequest(task, method, seed, tuple(set_ or ()), steps, device))
+    if device is not None:
+        _check_device(device)
+    if config is not None:
+        request = recorded_request(config, tuple(set_ or ()), device)
+        for given, recorded, what in ((task, request.task, "TASK"), (method, request.method, "METHOD")):
+            if given is not None and given != recorded:
+                raise UserError(f"{what} {given!r} differs from the {recorded!r} of --config {str(config)!r}")
+        if seed != 0 or steps is not None:
+            raise UserError("--seed and --steps come from --config; change a setting with --set KEY=VALUE")
+        _check_device(request.device)
+    elif task is None or method is None:
+        raise UserError("decompose needs TASK and METHOD (or --config RUN/config.yaml)")
+    else:
+        request = CellRequest(task, method, seed, tuple(set_ or ()), steps, device or "cpu")
+    cell = resolve(request)
     if cell.na_reason is not None:
-        raise UserError(f"method {method!r} does not apply to task {task!r}: {cell.na_reason}")
-    run_dir = out if out is not None else Path("mechscope-runs") / f"{task}--{method}--seed-{seed}"
-    _check_writable(run_dir)
-    with SingleProgress(f"{task} · {method} · seed {seed}") as bar:
+        raise UserError(f"method {cell.method!r} does not apply to task {cell.task_name!r}: {cell.na_reason}")
+    run_dir = out if out is not None else Path("mechscope-runs") / f"{cell.task_name}--{cell.method}--seed-{cell.seed}"
+    check_run_dir(run_dir, force)
+    _check_writable(run_dir.parent)
+    with SingleProgress(f"{cell.task_name} · {cell.method} · seed {cell.seed}") as bar, pinned_threads(THREADS):
         metrics = _guarded(lambda: run_cell(cell, run_dir, bar.update))
     if as_json:
         print(json.dumps(metrics, indent=2))
@@ -117,6 +132,11 @@ def decompose(
     else:
         _print_summary(metrics)
         print(f"run directory: {run_dir}")
+
+
+THREADS = 1
+"""torch threads of a `decompose` run, as the bench's workers: tiny models gain nothing from more,
+and two runs side by side on a small machine would otherwise slow each other many-fold."""
 
 
 @app.command("fixed-points")
@@ -129,7 +149,8 @@ def fixed_points(
     as_json: Annotated[bool, typer.Option("--json", help="print only the metrics JSON on stdout")] = False,
 ) -> None:
     """Find, classify and score the fixed and slow points of a recurrent network."""
-    from mechscope.bench.grid import _check_writable
+    from mechscope.bench.grid import _check_writable, pinned_threads
+    from mechscope.bench.run import check_run_dir
     from mechscope.dynamics.command import run_fixed_points
     from mechscope.dynamics.finder import NoFixedPointsError
 
@@ -142,13 +163,23 @@ def fixed_points(
         except ValueError:
             raise UserError(f"--input expects comma-separated numbers, got {input_!r}") from None
     if out is not None:
-        _check_writable(out)
-    try:
-        metrics = run_fixed_points(target, seed=seed, input=values, overrides=list(set_ or ()), out=out)
-    except NoFixedPointsError as err:
-        _die(str(err), 1)
-    except ValueError as err:  # the analysis's own one-line user errors (non-recurrent model, bad input)
-        raise UserError(str(err)) from None
+        check_run_dir(out)
+        _check_writable(out.parent)
+
+    def work() -> dict[str, Any]:
+        try:
+            with pinned_threads(THREADS):
+                return run_fixed_points(target, seed=seed, input=values, overrides=list(set_ or ()), out=out)
+        except NoFixedPointsError as err:
+            _die(str(err), 1)
+        except KeyError as err:  # unknown task or checkpoint
+            raise UserError(str(err.args[0]) if err.args else repr(err)) from None
+        except ValueError as err:  # the analysis's own one-line user errors (non-recurrent model, bad input)
+            if isinstance(err, ConfigError):
+                raise
+            raise UserError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+
+    metrics = _guarded(work)
     if as_json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -201,12 +232,13 @@ def _run_bench(out: Path, preset: str, tasks: str | None, methods: str | None, s
 @app.command()
 def report(directory: Annotated[Path, typer.Argument(help="a bench directory")]) -> None:
     """(Re)build DIR/report.html from the stored results."""
-    from mechscope.bench.results import RESULTS
+    from mechscope.bench.results import RESULTS, read_results
     from mechscope.report import build_report
 
     if not (directory / RESULTS).exists():
         raise UserError(f"no {RESULTS} in {str(directory)!r}; run `mechscope bench --out {directory}` first")
-    print(build_report(directory))
+    read_results(directory / RESULTS)  # a damaged table is a one-line error, not a traceback
+    print(_guarded(lambda: build_report(directory)))
 
 
 @app.command()

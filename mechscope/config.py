@@ -1,26 +1,53 @@
-"""Pydantic configs shared by tasks and methods, and the `--set KEY=VALUE` override rules.
+"""Pydantic configs shared by tasks and methods, and the one `--set KEY=VALUE` parser.
 
-Every task and method is configured by a frozen pydantic model with `extra="forbid"`, so a typo
-in a key is an error, never a silently ignored setting. `config_hash` keys the target cache and
-the bench table: it hashes the resolved values, not where the output goes.
+Every task and method is configured by a frozen pydantic model with `extra="forbid"` and concrete
+defaults at the class, so a typo in a key is an error and a config always says what it runs with.
+Where a method's good settings differ by task family, its config declares them in one table
+(`task_defaults`); `resolved(task)` lays the table under the fields the caller chose and returns a
+config with every field set. The run path resolves once; a resolved config resolves to itself.
+
+`config_hash` keys the target cache and the bench table: it hashes resolved values, never paths.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 C = TypeVar("C", bound="Config")
+Scope = Literal["task", "method", "run"]
+SCOPES: tuple[Scope, ...] = ("task", "method", "run")
 
 
 class Config(BaseModel):
     """Base for every config: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def task_defaults(self, task: Any) -> dict[str, Any]:
+        """This config's per-task values (its declared table) for `task`, given the fields chosen
+        so far (e.g. `preset`); `{}`: the class defaults hold on every task."""
+        return {}
+
+    def resolved(self: C, task: Any) -> C:
+        """Every field set: the chosen fields (`model_fields_set`) over the task's table over the
+        class defaults. Idempotent, so a config read back from a run's config.yaml stays as it is."""
+        if self.model_fields_set >= set(type(self).model_fields):
+            return self
+        chosen = {k: getattr(self, k) for k in self.model_fields_set}
+        return type(self).model_validate({**self.model_dump(), **self.task_defaults(task), **chosen})
+
+
+class RunConfig(Config):
+    """The run's own settings (scope `run.`): which target to decompose."""
+
+    target_seed: int = Field(0, ge=0)
+    """Seed of the target network; `mechscope decompose` defaults it to `--seed`."""
 
 
 class ConfigError(ValueError):
@@ -34,72 +61,108 @@ def config_hash(*parts: BaseModel | Mapping[str, Any] | int | str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def with_overrides(config: C, overrides: Mapping[str, str], what: str) -> C:
-    """Return `config` with string overrides parsed and validated by the config's own types.
+# --- `--set KEY=VALUE`: split once, parse once by the field's own type ---------------------------
 
-    Values are parsed as JSON where possible (so `3`, `0.1`, `true`, `[1,2]` work) and otherwise
-    kept as strings; pydantic then validates them. Errors are one line naming the key and value.
-    """
-    if not overrides:
-        return config
+
+@dataclass(frozen=True)
+class Setting:
+    """One `[scope.]key=value` pair as typed: the scope is None for a bare key."""
+
+    scope: Scope | None
+    key: str
+    raw: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.scope + '.' if self.scope else ''}{self.key}={self.raw}"
+
+
+def parse_sets(pairs: Sequence[str]) -> tuple[Setting, ...]:
+    """`KEY=VALUE` strings → settings; one-line error for a pair without `=` or an empty key."""
+    out: list[Setting] = []
+    for pair in pairs:
+        key, eq, raw = pair.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        scope, dot, name = key.partition(".")
+        if dot and scope in SCOPES and name:
+            out.append(Setting(scope, name, raw))
+        else:
+            out.append(Setting(None, key, raw))
+    return tuple(out)
+
+
+def parse_field(cls: type[Config], key: str, raw: str, what: str) -> Any:
+    """`raw` as a value of `cls.key`, validated by the field's own type and constraints: JSON when
+    that fits the type (`3`, `1e-3`, `true`, `["W"]`), else the text itself (`paper`, `lstm`)."""
+    info = cls.model_fields[key]
+    kind: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError:
+        pass
+    try:
+        return adapter.validate_python(raw)
+    except ValidationError as err:
+        raise ConfigError(f"bad value for {what} setting {key!r}: {raw!r} ({err.errors()[0]['msg']})") from None
+
+
+def assign(
+    sets: Sequence[Setting], configs: Mapping[Scope, type[Config]], names: Mapping[Scope, str], soft: bool = False
+) -> dict[Scope, dict[str, Any]]:
+    """Route each setting to its config and parse it: {scope: {key: value}}, later settings winning.
+
+    A bare key goes to the one config that has it; in two it is an error naming both (`task.lr` /
+    `method.lr`); in none, an error listing the allowed keys. `soft` (a bench preset's or a bench
+    `--set`'s rules): a key the configs lack is skipped, and an ambiguous one is still an error."""
+    out: dict[Scope, dict[str, Any]] = {s: {} for s in configs}
+    for s in sets:
+        scopes = [s.scope] if s.scope else [sc for sc in configs if s.key in configs[sc].model_fields]
+        scopes = [sc for sc in scopes if sc in configs and s.key in configs[sc].model_fields]
+        if s.scope is None and len(scopes) > 1:
+            both = " / ".join(f"{sc}.{s.key}" for sc in scopes)
+            raise ConfigError(f"setting {s.key!r} exists in more than one config: say which, {both}")
+        if not scopes:
+            if soft:
+                continue
+            raise ConfigError(f"unknown setting {s.text.split('=', 1)[0]!r}; allowed: {allowed_keys(configs)}")
+        scope = scopes[0]
+        out[scope][s.key] = parse_field(configs[scope], s.key, s.raw, names.get(scope, scope))
+    return out
+
+
+def allowed_keys(configs: Mapping[Scope, type[Config]]) -> str:
+    """The keys `--set` accepts, bare where unambiguous and scoped where two configs share one."""
+    counts: dict[str, int] = {}
+    for cls in configs.values():
+        for k in cls.model_fields:
+            counts[k] = counts.get(k, 0) + 1
+    keys = {k if counts[k] == 1 else f"{sc}.{k}" for sc, cls in configs.items() for k in cls.model_fields}
+    return ", ".join(sorted(keys)) or "(none)"
+
+
+def validated(cls: type[C], values: Mapping[str, Any], what: str) -> C:
+    """`cls(**values)` with a one-line error naming the first bad key and its value."""
+    try:
+        return cls.model_validate(dict(values))
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "?"
+        raise ConfigError(f"bad value for {what} setting {key!r}: {values.get(key)!r} ({first['msg']})") from None
+
+
+def with_overrides(config: C, overrides: Mapping[str, str], what: str) -> C:
+    """`config` with `{key: raw text}` overrides parsed by the config's own types (the library's
+    form of `--set`; unknown keys and bad values are one-line `ConfigError`s)."""
     fields = type(config).model_fields
     updates: dict[str, Any] = {}
     for key, raw in overrides.items():
         if key not in fields:
-            allowed = ", ".join(sorted(fields)) or "(none)"
-            raise ConfigError(f"unknown {what} setting {key!r}; allowed: {allowed}")
-        updates[key] = parse_value(raw)
-    data = config.model_dump()
-    data.update(updates)
-    try:
-        return type(config).model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "?"
-        raise ConfigError(
-            f"bad value for {what} setting {key!r}: {overrides.get(key, data.get(key))!r} ({first['msg']})"
-        ) from None
-
-
-def parse_value(raw: str) -> Any:
-    """Parse a command-line value: JSON if it parses, else the raw string."""
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
-def split_overrides(
-    pairs: list[str], task_fields: set[str], method_fields: set[str]
-) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-    """Split `KEY=VALUE` strings into (task, method, run) overrides.
-
-    `task.KEY` / `method.KEY` are explicit; a bare key goes to every config that has it
-    (DESIGN.md: "a bare key is looked up in both"); `target_seed` is a run-level setting.
-    """
-    task: dict[str, str] = {}
-    method: dict[str, str] = {}
-    run: dict[str, str] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        key = key.strip()
-        if key.startswith("task."):
-            task[key[5:]] = value
-        elif key.startswith("method."):
-            method[key[7:]] = value
-        elif key == "target_seed":
-            run[key] = value
-        else:
-            hit = False
-            if key in task_fields:
-                task[key] = value
-                hit = True
-            if key in method_fields:
-                method[key] = value
-                hit = True
-            if not hit:
-                allowed = ", ".join(sorted(task_fields | method_fields | {"target_seed"}))
-                raise ConfigError(f"unknown setting {key!r}; allowed: {allowed}")
-    return task, method, run
+            raise ConfigError(f"unknown {what} setting {key!r}; allowed: {', '.join(sorted(fields)) or '(none)'}")
+        updates[key] = parse_field(type(config), key, raw, what)
+    if not updates:
+        return config
+    chosen = {k: getattr(config, k) for k in config.model_fields_set}
+    return validated(type(config), {**chosen, **updates}, what)

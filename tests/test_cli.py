@@ -61,6 +61,80 @@ def test_fixed_points_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert (tmp_path / "fp" / "metrics.json").exists()
 
 
+def _nulls(value: object, path: str = "") -> list[str]:
+    if value is None:
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nulls(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nulls(v, f"{path}[{i}]")]
+    return []
+
+
+def test_config_reruns_a_run_bit_identically(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, again = tmp_path / "a", tmp_path / "b"
+    code, out, _ = run(["decompose", "tms-5-2", "spd", "--seed", "1", "--set", "task.steps=100", "--set",
+                        "method.steps=40", "--set", "target_seed=2", "--out", str(first), "--json"], capsys)
+    assert code == 0
+    a = json.loads(out)
+    config = yaml.safe_load((first / "config.yaml").read_text())
+    assert _nulls(config) == []  # every setting resolved: what ran, not what a preset would fill in
+    assert config["method_config"]["C"] == 20 and config["method_config"]["init"] == "data"
+    assert config["config_hash"] == a["config_hash"]
+    code, out, _ = run(["decompose", "--config", str(first / "config.yaml"), "--out", str(again), "--json"], capsys)
+    assert code == 0
+    b = json.loads(out)
+    cost = ("wall_s", "peak_mem_mb")
+    assert {k: v for k, v in a.items() if k not in cost} == {k: v for k, v in b.items() if k not in cost}
+    assert yaml.safe_load((again / "config.yaml").read_text()) == config
+
+
+def test_out_refuses_a_foreign_directory_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.json").write_text('{"my": "numbers"}')
+    (mine / "notes.txt").write_text("keep me")
+    args = ["decompose", "tms-5-2", "oracle", "--set", "task.steps=100", "--out", str(mine)]
+    code, _, err = run(args, capsys)
+    assert code == 2 and "is a non-empty directory that is not a mechscope run dir" in err
+    assert (mine / "metrics.json").read_text() == '{"my": "numbers"}'
+    code, _, _ = run([*args, "--force"], capsys)
+    assert code == 0 and (mine / "notes.txt").read_text() == "keep me"
+    assert "config_hash" in json.loads((mine / "metrics.json").read_text())
+    code, _, _ = run(args, capsys)  # now a run dir of ours: replaced as a unit
+    assert code == 0 and not list(tmp_path.glob(".mine.*"))
+
+
+def test_decompose_pins_torch_threads(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import mechscope.bench.run as run_mod
+
+    seen: list[int] = []
+    real = run_mod.run_cell
+
+    def spy(*args: object, **kwargs: object) -> dict[str, object]:
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run_mod, "run_cell", spy)
+    code, _, _ = run(["decompose", "tms-5-2", "oracle", "--set", "task.steps=100", "--out", str(tmp_path / "r")],
+                     capsys)
+    assert code == 0 and seen == [1]
+
+
+def test_fixed_points_errors_go_through_the_guard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    code, _, err = run(["fixed-points", str(tmp_path / "junk.pt")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "cannot load checkpoint" in err
+    code, _, err = run(["fixed-points", "linear-rnn", "--set", "n_starts=8", "--set", "max_iters=5",
+                        "--set", "q_slow=0"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "no fixed or slow points found" in err
+    code, _, err = run(["fixed-points", "nope-task"], capsys)
+    assert code == 2 and "unknown task or checkpoint 'nope-task'" in err
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -77,10 +151,10 @@ def test_fixed_points_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         (["bench", "--methods", "oracle,bogus"], "unknown method 'bogus'"),
         (["bench", "--backend", "slurm"], "unknown backend 'slurm'; available: local, ray"),
         (["report", "/nonexistent-bench"], "no results.parquet in '/nonexistent-bench'"),
-        (["decompose", "tms-5-2"], "Missing argument"),
+        (["decompose", "tms-5-2"], "decompose needs TASK and METHOD"),
         (["fixed-points", "tms-5-2"], "task 'tms-5-2' is not recurrent"),
         (["fixed-points", "linear-rnn", "--input", "1,x"], "--input expects comma-separated numbers"),
-        (["fixed-points", "linear-rnn", "--set", "n_starts=lots"], "bad value for finder setting 'n_starts'"),
+        (["fixed-points", "linear-rnn", "--set", "n_starts=lots"], "bad value for method 'fixed-points' setting 'n_starts'"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args: list[str], needle: str, capsys: pytest.CaptureFixture[str],

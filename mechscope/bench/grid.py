@@ -9,20 +9,26 @@ sweep), `results.parquet` (one row per cell) and `report.html`. A cell is keyed 
 (task, method, seed, knob), the knob "" where the preset does not sweep one.
 
 Resume: a cell is finished when its row in `results.parquet` — or, after a kill between a cell
-finishing and the table being rewritten, its run dir's `metrics.json` — carries the same
-`config_hash` and status `ok` or `n/a`. Finished cells are never redone; `failed` ones are retried.
-Workers pin torch to `threads` threads and every fit is seeded, so a resumed bench computes the
-same numbers as an uninterrupted one.
+finishing and the table being rewritten, its run dir's `metrics.json` — carries the resolved
+config's `config_hash` and status `ok` or `n/a`. Finished cells are never redone; `failed` ones are
+retried. Workers pin torch to `threads` threads and every fit is seeded, so a resumed bench
+computes the same numbers as an uninterrupted one; they exit when the bench process dies.
+
+One writer at a time: `run_bench` holds a lock on `--out` (`.mechscope-bench.lock`, which names
+the holder's pid; the OS drops it when the holder dies), and rows of cells outside its grid that
+are already in the table are kept (merged, never overwritten).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
-import json
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -32,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from mechscope.bench.presets import Knob, Preset, get_preset
 from mechscope.bench.progress import BenchProgress
@@ -42,12 +47,14 @@ from mechscope.bench.run import (
     CellRequest,
     check_method,
     check_task,
+    configs_of,
+    finished_metrics,
     make_target,
     method_names,
     resolve,
     run_cell_safely,
 )
-from mechscope.config import ConfigError
+from mechscope.config import ConfigError, Setting, parse_sets
 from mechscope.zoo import TASKS
 
 Key = tuple[str, str, int, str]
@@ -100,7 +107,7 @@ def parse_list(value: str | None, what: str) -> list[str] | None:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
         raise ConfigError(f"--{what} needs a comma-separated list, got {value!r}")
-    return items
+    return list(dict.fromkeys(items))  # a name given twice is one grid axis entry
 
 
 def plan_bench(
@@ -122,9 +129,10 @@ def plan_bench(
         check_task(name)
     for name in methods or ():
         check_method(name)
-    task_list = list(tasks) if tasks else [t for t in spec.tasks if t in TASKS]
-    method_list = list(methods) if methods else method_names()
-    user_sets = scoped_sets(sets)
+    task_list = list(dict.fromkeys(tasks)) if tasks else [t for t in spec.tasks if t in TASKS]
+    method_list = list(dict.fromkeys(methods)) if methods else method_names()
+    user = parse_sets(sets)
+    user_sets = tuple(s.text for s in user)
     out = Path(out)
     cells = []
     for task in task_list:
@@ -137,7 +145,7 @@ def plan_bench(
                     request = CellRequest(task, method, seed, sets=hard, device=device, preset_sets=soft)
                     run_dir = out / "runs" / task / folder / f"seed-{seed}"
                     cells.append(PlannedCell(request, resolve(request), run_dir, knob))
-    _check_sets_used(user_sets, cells)
+    _check_sets_used(user, cells)
     _check_writable(out)
     bench = Bench(out, cells, threads=threads)
     if resume:
@@ -150,33 +158,21 @@ def preset_sets(preset: Preset, task: str, method: str) -> tuple[str, ...]:
                  for s in sets)
 
 
-def scoped_sets(sets: Sequence[str]) -> tuple[str, ...]:
-    """A bench's `--set` pairs as soft scoped settings: a bare KEY applies to task and method configs."""
-    out: list[str] = []
-    for pair in sets:
-        if "=" not in pair:
-            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        key = key.strip()
-        out.extend([f"{key}={value}"] if key.startswith(("task.", "method.")) else
-                   [f"task.{key}={value}", f"method.{key}={value}"])
-    return tuple(out)
-
-
-def _check_sets_used(user_sets: tuple[str, ...], cells: list[PlannedCell]) -> None:
-    """Every bench `--set` key must exist in some cell's task or method config."""
-    known: set[str] = set()
-    for c in cells:
-        known |= {f"task.{k}" for k in type(c.cell.task.config).model_fields}
-        known |= {f"method.{k}" for k in type(c.cell.method_config).model_fields}
-    by_name: dict[str, set[str]] = {}
-    for pair in user_sets:
-        key = pair.split("=", 1)[0]
-        by_name.setdefault(key.split(".", 1)[1], set()).add(key)
-    for name, keys in by_name.items():
-        if not keys & known:
-            allowed = ", ".join(sorted(known))
-            raise ConfigError(f"unknown setting {name!r} for the tasks and methods of this bench; allowed: {allowed}")
+def _check_sets_used(user: tuple[Setting, ...], cells: list[PlannedCell]) -> None:
+    """A bench `--set` applies to each cell whose configs have its key; it must apply to some cell."""
+    for setting in user:
+        hit = False
+        for c in cells:
+            configs = configs_of(c.cell.task, c.cell.spec)
+            scopes = [setting.scope] if setting.scope else list(configs)
+            hit = any(sc in configs and setting.key in configs[sc].model_fields for sc in scopes)
+            if hit:
+                break
+        if not hit:
+            known = sorted({f"{sc}.{k}" for c in cells for sc, cls in configs_of(c.cell.task, c.cell.spec).items()
+                            for k in cls.model_fields})
+            raise ConfigError(f"unknown setting {setting.text.split('=', 1)[0]!r} for the tasks and methods of "
+                              f"this bench; allowed: {', '.join(known)}")
 
 
 def _check_writable(out: Path) -> None:
@@ -207,24 +203,47 @@ def _load_finished(bench: Bench) -> None:
 
 
 def row_from_run_dir(cell: PlannedCell) -> dict[str, Any] | None:
-    """The row of the cell's run dir if it finished with the same config, else None."""
+    """The row of the cell's run dir if its metrics.json is complete and carries the cell's hash."""
+    metrics = finished_metrics(cell.run_dir, cell.cell.config_hash)
+    return cell.row(metrics) if metrics is not None else None
+
+
+LOCK = ".mechscope-bench.lock"
+
+
+@contextmanager
+def bench_lock(out: Path) -> Iterator[None]:
+    """Hold the bench directory's writer lock; a second writer gets a one-line error naming us."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        stored_hash = yaml.safe_load((cell.run_dir / "config.yaml").read_text()).get("config_hash")
-        metrics = json.loads((cell.run_dir / "metrics.json").read_text())
-    except (OSError, ValueError, AttributeError):
-        return None
-    return cell.row(metrics) if stored_hash == cell.cell.config_hash else None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(f"bench directory {str(out)!r} is in use by another bench (pid {holder}); "
+                              "wait for it or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def _refresh_other_rows(bench: Bench) -> None:
+    """Rows another bench added since we planned: keep every row of a cell outside our grid."""
+    mine = {c.key for c in bench.cells}
+    bench.other_rows = [r for r in read_results(bench.out / RESULTS)
+                        if (r["task"], r["method"], int(r["seed"]), r.get("knob") or "") not in mine]
 
 
 # --- execution --------------------------------------------------------------------------------
 
-Backend = Callable[[Bench, int, BenchProgress], None]
-
-
 def run_bench(bench: Bench, workers: int = 1, backend: str = "local", show: bool = True) -> Path:
     """Run every pending cell; rewrite results.parquet after each. Returns the table's path."""
     progress = BenchProgress(total=len(bench.cells), done=len(bench.cells) - len(bench.pending), show=show)
-    with progress:
+    with bench_lock(bench.out), progress:
+        _refresh_other_rows(bench)
         _finish_na_cells(bench, progress)
         if backend == "ray":
             from mechscope.bench.ray_backend import run_with_ray
@@ -234,7 +253,7 @@ def run_bench(bench: Bench, workers: int = 1, backend: str = "local", show: bool
             _run_inline(bench, progress)
         else:
             _run_pool(bench, workers, progress)
-    write_results(bench.out / RESULTS, bench.table_rows())
+        write_results(bench.out / RESULTS, bench.table_rows())
     return bench.out / RESULTS
 
 
@@ -297,10 +316,18 @@ def _run_inline(bench: Bench, progress: BenchProgress) -> None:
 _QUEUE: Any = None
 
 
-def _init_worker(events: Any, threads: int) -> None:
+def _init_worker(events: Any, threads: int, parent: int) -> None:
     global _QUEUE
     _QUEUE = events
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose bench died (even by SIGKILL) is re-parented: then it exits at once."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _worker_progress(slot: int) -> Callable[[str, int, int], None]:
@@ -333,7 +360,7 @@ def _run_pool(bench: Bench, workers: int, progress: BenchProgress) -> None:
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(events, bench.threads)) as pool:
+                             initargs=(events, bench.threads, os.getpid())) as pool:
         # Phase 1: each distinct target once (cells would otherwise race to train it).
         targets: list[Job] = [
             (f"target {r.task} (seed {resolve(r).target_seed})",

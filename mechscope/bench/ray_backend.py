@@ -77,22 +77,20 @@ def run_with_ray(bench: Bench, progress: BenchProgress) -> None:
         for ref in ready:
             cell = pending.pop(ref)
             metrics, files = ray.get(ref)
-            for rel, data in files.items():
-                if rel == "metrics.json":
-                    continue
-                path = cell.run_dir / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            _rewrite_last(cell.run_dir / "metrics.json", files.get("metrics.json"))
+            _write_unit(cell.run_dir, files)
             record(bench, cell, metrics)
             progress.cell_done()
     progress.stop(0)
 
 
-def _rewrite_last(path: Path, data: bytes | None) -> None:
-    """metrics.json marks a finished run dir: make sure it is the last file to land, atomically."""
-    if data is None:
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _write_unit(run_dir: Path, files: dict[str, bytes]) -> None:
+    """A worker's run dir lands as a unit: rebuilt beside it, then renamed into place."""
+    from mechscope.bench.run import move_into_place
+
+    work = run_dir.parent / f".{run_dir.name}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    for rel, data in files.items():
+        path = work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    move_into_place(work, run_dir)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from mechscope.files import atomic_write
 
 RESULTS = "results.parquet"
 KEY_COLUMNS = ["task", "method", "seed", "target_seed", "config_hash", "status"]
@@ -107,16 +108,13 @@ def write_results(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = to_table([{k: (v if not _needs_str(v) else str(v)) for k, v in r.items()} for r in rows])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         pq.write_table(table, tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, write)  # a reader sees the old table or the new one; the mode follows the umask
 
 
 def _needs_str(value: Any) -> bool:
@@ -132,5 +130,17 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
             data = f.read()
     except FileNotFoundError:
         return []
-    rows: list[dict[str, Any]] = pq.read_table(pa.BufferReader(data)).to_pylist()
+    try:
+        rows: list[dict[str, Any]] = pq.read_table(pa.BufferReader(data)).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as err:  # truncated, empty or not a parquet file
+        from mechscope.config import ConfigError
+
+        why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{str(path)!r} is not a readable results table ({why}); move it away to start "
+                          "a new one") from None
+    if rows and not all(k in rows[0] for k in ("task", "method", "seed", "config_hash", "status")):
+        from mechscope.config import ConfigError
+
+        raise ConfigError(f"{str(path)!r} is not a mechscope results table (no task/method/seed/config_hash "
+                          "columns); move it away to start a new one")
     return rows

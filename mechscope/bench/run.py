@@ -3,14 +3,22 @@
 `mechscope decompose` runs one cell; `mechscope bench` runs a grid of them. Both go through
 
     request = CellRequest("tms-5-2", "oracle", seed=0, sets=("target_seed=3",))
-    cell = resolve(request)               # validates everything; raises ConfigError, does no work
+    cell = resolve(request)               # validates and resolves every setting; does no work
     metrics = run_cell(cell, run_dir)      # trains/loads the target, fits, scores, writes run_dir
 
-A run directory holds `config.yaml` (the full resolved config), `decomposition/`, `tensors.safetensors`
-(`Score.tensors`, the method's `extra_tensors`, and the directions the report draws),
-`matches.json`, `figures/` and — written last, atomically, so its presence marks a finished cell —
-`metrics.json`. A task × method pair that makes no sense gets a run dir whose metrics.json has
-`status: "n/a"` and the reason; the bench turns it into an `n/a` row.
+Settings are resolved here, once: the task's and the method's class defaults, the method's per-task
+table (`Config.task_defaults`), a bench preset's soft rules, a recorded config.yaml (`--config`),
+then `--set` — each `--set` value parsed by its config field's own type (`config.assign`). The
+result is frozen and complete, so config.yaml records exactly what ran and `config_hash` changes
+whenever any setting does.
+
+A run directory holds `config.yaml` (the resolved settings and their hash), `decomposition/`,
+`tensors.safetensors` (`Score.tensors`, the method's `extra_tensors`, and the directions the report
+draws; a dynamics analysis's points), `matches.json`, `figures/` and `metrics.json` (with the same
+`config_hash`). It is written as a unit: built in `.<name>.partial` beside it (where a long fit's
+checkpoints survive a kill), then renamed into place; a cell is finished only when its
+metrics.json carries the resolved config's hash. A task × method pair that makes no sense gets a
+run dir whose metrics.json has `status: "n/a"` and the reason.
 """
 
 from __future__ import annotations
@@ -19,12 +27,11 @@ import inspect
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +40,18 @@ import yaml
 from safetensors.torch import save_file
 from torch import Tensor
 
-from mechscope.config import Config, ConfigError, config_hash, split_overrides, with_overrides
+from mechscope.config import Config, ConfigError, RunConfig, Scope, assign, config_hash, parse_sets, validated
 from mechscope.core import Task
+from mechscope.decompose.base import Decomposition
 from mechscope.decompose.registry import METHODS, FitContext, MethodSpec, fit_blind, get_method
+from mechscope.files import atomic_text
 from mechscope.zoo import TASKS, get_task
-
-FIXED_POINTS = "fixed-points"
-"""The bench's name for the fixed-point analysis: the one 'method' of dynamics tasks."""
 
 StageProgress = Callable[[str, int, int], None]
 """`progress(stage, done, total)`; stage is "target", "fit" or "score"."""
+
+MANAGED = ("config.yaml", "metrics.json")
+"""A directory holding these (with a `config_hash`) is a mechscope run dir: safe to replace."""
 
 
 def no_stage_progress(stage: str, done: int, total: int) -> None:
@@ -62,20 +71,21 @@ class CellRequest:
     preset_sets: tuple[str, ...] = ()
     """Soft `task.KEY=VALUE` / `method.KEY=VALUE` settings from a bench preset: each applies only
     where that config has the field; `sets` win over them."""
+    recorded: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Settings read back from a run's config.yaml (`--config`), by scope: above the presets,
+    below `sets`."""
 
 
 @dataclass
 class Cell:
-    """A resolved cell: configs validated, target seed settled, hash computed."""
+    """A resolved cell: every setting validated and resolved, hash computed."""
 
     task: Task
     method: str
-    spec: MethodSpec | None
-    """None for `fixed-points` (the dynamics analysis is not a registered decomposition method)."""
+    spec: MethodSpec
     method_config: Config
-    """The method's config; for `fixed-points`, the finder's (`FinderConfig`)."""
     seed: int
-    target_seed: int
+    run_config: RunConfig
     device: str
     na_reason: str | None = None
     config_hash: str = ""
@@ -83,6 +93,10 @@ class Cell:
     @property
     def task_name(self) -> str:
         return self.task.name
+
+    @property
+    def target_seed(self) -> int:
+        return self.run_config.target_seed
 
     def resolved_config(self) -> dict[str, Any]:
         """The full resolved config, as written to config.yaml and hashed into `config_hash`."""
@@ -97,10 +111,10 @@ class Cell:
 
 
 def method_names() -> list[str]:
-    """Every method the bench knows: the registered decomposition methods plus `fixed-points`."""
+    """Every registered method in grid order: by name, the dynamics family's last."""
     import mechscope.decompose  # noqa: F401  (fills the registry)
 
-    return [*sorted(METHODS), FIXED_POINTS]
+    return sorted(METHODS, key=lambda n: (METHODS[n].family == "dynamics", n))
 
 
 def check_task(name: str) -> None:
@@ -114,6 +128,11 @@ def check_method(name: str) -> None:
         raise ConfigError(f"unknown method {name!r}; available: {', '.join(names)}")
 
 
+def configs_of(task: Task, spec: MethodSpec) -> dict[Scope, type[Config]]:
+    """The config classes `--set` keys are looked up in, by scope."""
+    return {"task": type(task.config), "method": spec.Cfg, "run": RunConfig}
+
+
 def resolve(request: CellRequest) -> Cell:
     """Validate a request into a Cell. Every user error is a one-line `ConfigError`; no work is done."""
     check_task(request.task)
@@ -121,44 +140,40 @@ def resolve(request: CellRequest) -> Cell:
     if request.seed < 0:
         raise ConfigError(f"--seed must be ≥ 0, got {request.seed}")
     task = get_task(request.task)
-    task_fields = set(type(task.config).model_fields)
-    spec: MethodSpec | None = None
-    if request.method == FIXED_POINTS:
-        from mechscope.dynamics.finder import FinderConfig
-
-        method_config: Config = FinderConfig()
-    else:
-        spec = get_method(request.method)
-        method_config = spec.Cfg()
-    method_fields = set(type(method_config).model_fields)
-    soft = [p for p in request.preset_sets if _has_field(p, task_fields, method_fields)]
-    task_sets, method_sets, run_sets = split_overrides([*soft, *request.sets], task_fields, method_fields)
+    spec = get_method(request.method)
+    configs = configs_of(task, spec)
+    names: dict[Scope, str] = {"task": f"task {task.name!r}", "method": f"method {spec.name!r}", "run": "run"}
+    soft = assign(parse_sets(request.preset_sets), configs, names, soft=True)
+    hard = assign(parse_sets(request.sets), configs, names)
     if request.steps is not None:
         if request.steps <= 0:
             raise ConfigError(f"--steps must be > 0, got {request.steps}")
-        if "steps" not in method_fields:
-            raise ConfigError(f"method {request.method!r} has no 'steps' setting; allowed: {', '.join(sorted(method_fields))}")
-        method_sets["steps"] = str(request.steps)
-    task = with_task_config(task, with_overrides(task.config, task_sets, f"task {task.name!r}"))
-    method_config = with_overrides(method_config, method_sets, f"method {request.method!r}")
-    target_seed = request.seed
-    if "target_seed" in run_sets:
-        raw = run_sets["target_seed"]
-        if not raw.strip().isdigit():
-            raise ConfigError(f"bad value for target_seed: {raw!r} (expected an integer ≥ 0)")
-        target_seed = int(raw)
-    cell = Cell(task, request.method, spec, method_config, request.seed, target_seed, request.device)
+        if "steps" not in spec.Cfg.model_fields:
+            raise ConfigError(f"method {spec.name!r} has no 'steps' setting; "
+                              f"allowed: {', '.join(sorted(spec.Cfg.model_fields))}")
+        hard["method"]["steps"] = request.steps
+    chosen = {sc: {**soft[sc], **request.recorded.get(sc, {}), **hard[sc]} for sc in configs}
+    task = with_task_config(task, validated(type(task.config), {**task.config.model_dump(), **chosen["task"]},
+                                            names["task"]))
+    method_config = validated(spec.Cfg, chosen["method"], names["method"]).resolved(task)
+    run_config = validated(RunConfig, {"target_seed": request.seed, **chosen["run"]}, "run")
+    cell = Cell(task, spec.name, spec, method_config, request.seed, run_config, request.device)
     cell.na_reason = not_applicable(cell)
     cell.config_hash = config_hash(cell.resolved_config())
     return cell
 
 
-def _has_field(pair: str, task_fields: set[str], method_fields: set[str]) -> bool:
-    key = pair.split("=", 1)[0].strip()
-    if key == "target_seed":
-        return True
-    scope, _, name = key.partition(".")
-    return (scope == "task" and name in task_fields) or (scope == "method" and name in method_fields)
+def recorded_request(path: Path, sets: tuple[str, ...] = (), device: str | None = None) -> CellRequest:
+    """The request that reruns the run whose config.yaml is `path` (`--set` may change it)."""
+    try:
+        body = yaml.safe_load(path.read_text())
+        task, method, seed = str(body["task"]), str(body["method"]), int(body["seed"])
+        recorded = {"task": dict(body["task_config"]), "method": dict(body["method_config"]),
+                    "run": {"target_seed": int(body["target_seed"])}}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+        why = err.strerror if isinstance(err, OSError) else f"not a mechscope config.yaml ({type(err).__name__})"
+        raise ConfigError(f"--config {str(path)!r}: {why}") from None
+    return CellRequest(task, method, seed, sets, device=device or str(body.get("device", "cpu")), recorded=recorded)
 
 
 def with_task_config(task: Task, config: Config) -> Task:
@@ -173,12 +188,9 @@ def with_task_config(task: Task, config: Config) -> Task:
 
 def not_applicable(cell: Cell) -> str | None:
     """Why the pair makes no sense (the cell is `n/a`), or None."""
-    if cell.method == FIXED_POINTS:
-        return None if cell.task.kind == "dynamics" else "fixed-point analysis needs a recurrent (dynamics) task"
-    if cell.task.kind == "dynamics":
+    if cell.task.kind == "dynamics" and cell.spec.family != "dynamics":
         return "a decomposition method does not apply to a fixed-point (dynamics) task"
-    assert cell.spec is not None
-    return cell.spec.applies_to(cell.task)
+    return cell.spec.applies_to(cell.task)  # a dynamics method says itself that it needs a recurrent task
 
 
 # --- running -------------------------------------------------------------------------------
@@ -190,50 +202,112 @@ def make_target(cell: Cell, progress: StageProgress = no_stage_progress) -> torc
     return cell.task.make_target(cell.target_seed, lambda d, t: progress("target", d, t))
 
 
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a directory mechscope wrote (its config.yaml or metrics.json has a hash)."""
+    for name in MANAGED:
+        try:
+            body = (yaml.safe_load if name.endswith(".yaml") else json.loads)((path / name).read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        if isinstance(body, dict) and "config_hash" in body:
+            return True
+    return False
+
+
+def check_run_dir(path: Path, force: bool = False) -> None:
+    """`--out` must be new, empty, or a mechscope run dir (replaced); anything else needs `--force`."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {str(path)!r} is a file, not a directory")
+    if path.is_dir() and not force and any(path.iterdir()) and not is_run_dir(path):
+        raise ConfigError(f"--out {str(path)!r} is a non-empty directory that is not a mechscope run dir "
+                          "(pick another, or add --force to write into it)")
+
+
+def finished_metrics(run_dir: Path, config_hash_: str) -> dict[str, Any] | None:
+    """The run dir's metrics.json if it is complete and was made with this resolved config."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or metrics.get("config_hash") != config_hash_:
+        return None
+    return metrics
+
+
 def run_cell(cell: Cell, run_dir: str | Path, progress: StageProgress = no_stage_progress) -> dict[str, Any]:
-    """Run one cell into `run_dir` and return its metrics.json body."""
+    """Run one cell into `run_dir` (written as a unit) and return its metrics.json body."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_text(run_dir / "config.yaml", yaml.safe_dump({**cell.resolved_config(), "config_hash": cell.config_hash,
-                                                           "device": cell.device}, sort_keys=False))
+    work = run_dir.parent / f".{run_dir.name}.partial"
+    work.mkdir(parents=True, exist_ok=True)
+    for stale in work.iterdir():  # a killed earlier attempt: keep only its fit checkpoints
+        if stale.name != "checkpoints":
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    config = {**cell.resolved_config(), "config_hash": cell.config_hash, "device": cell.device}
+    atomic_text(work / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     head = {"task": cell.task.name, "method": cell.method, "seed": cell.seed, "target_seed": cell.target_seed}
     if cell.na_reason is not None:
-        metrics = {**head, "status": "n/a", "reason": cell.na_reason}
-        _atomic_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-        return metrics
-    target = make_target(cell, progress)
-    if cell.method == FIXED_POINTS:
-        body, wall, peak = _run_fixed_points(cell, target, run_dir, progress)
-        tensors: dict[str, Tensor] = {}
+        metrics = {**head, "status": "n/a", "reason": cell.na_reason, "config_hash": cell.config_hash}
     else:
-        body, tensors, wall, peak = _run_decomposition(cell, target, run_dir, progress)
-    metrics = {**head, "status": "ok", **body, "wall_s": wall, "peak_mem_mb": peak}
-    if tensors:
-        save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()},
-                  str(run_dir / "tensors.safetensors"))
-        from mechscope.report.figures import run_figures
+        target = make_target(cell, progress)
+        body, tensors, wall, peak = _fit_and_score(cell, target, work, progress)
+        metrics = plain({**head, "status": "ok", **body, "wall_s": wall, "peak_mem_mb": peak,
+                         "config_hash": cell.config_hash})
+        if tensors:
+            save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()},
+                      str(work / "tensors.safetensors"))
+    atomic_text(work / "metrics.json", json.dumps(metrics, indent=2))
+    move_into_place(work, run_dir)
+    return metrics
 
-        run_figures(tensors, run_dir / "figures")
-    _atomic_text(run_dir / "metrics.json", json.dumps(plain(metrics), indent=2))
-    return plain(metrics)
+
+def move_into_place(work: Path, run_dir: Path) -> None:
+    """Replace `run_dir` by the finished `work` dir: one rename when it is new or a run dir of
+    ours; into a foreign directory (`--force`), file by file with metrics.json last."""
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
+        for entry in sorted(work.iterdir(), key=lambda p: p.name == "metrics.json"):
+            dest = run_dir / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(entry, dest)
+        work.rmdir()
+        return
+    old = run_dir.parent / f".{run_dir.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if run_dir.exists():
+        os.replace(run_dir, old)
+    os.replace(work, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
-def _run_decomposition(
+def _fit_and_score(
     cell: Cell, target: torch.nn.Module, run_dir: Path, progress: StageProgress
 ) -> tuple[dict[str, Any], dict[str, Tensor], float, float]:
-    from mechscope.metrics import score
-
-    assert cell.spec is not None and cell.method_config is not None
     target = target.to(cell.device)
     ctx = FitContext(seed=cell.seed, device=cell.device, progress=lambda d, t: progress("fit", d, t),
                      checkpoint_dir=str(run_dir / "checkpoints"))
     torch.manual_seed(cell.seed)
+    progress("fit", 0, 1)
     with PeakMemory(cell.device) as mem:
         start = time.perf_counter()
-        decomposition = fit_blind(cell.spec, target, cell.task, cell.method_config, ctx)
+        fitted = fit_blind(cell.spec, target, cell.task, cell.method_config, ctx)
         wall = time.perf_counter() - start
-    decomposition.save(run_dir / "decomposition")
     progress("score", 0, 1)
+    if isinstance(fitted, Decomposition):
+        body, tensors = _score_decomposition(cell, target, fitted, run_dir)
+    else:  # an analysis (the dynamics family) scores itself against the task's expected structure
+        body, tensors = fitted.evaluate(cell.task, target), fitted.tensors()
+        fitted.figures(run_dir / "figures")
+    progress("score", 1, 1)
+    return body, tensors, wall, mem.peak_mb
+
+
+def _score_decomposition(
+    cell: Cell, target: torch.nn.Module, decomposition: Decomposition, run_dir: Path
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    from mechscope.metrics import score
+    from mechscope.report.figures import run_figures
+
+    decomposition.save(run_dir / "decomposition")
     truth = cell.task.ground_truth(target)
     result = score(decomposition, cell.task, truth)
     body = dict(result.metrics)
@@ -248,11 +322,12 @@ def _run_decomposition(
     matches = [m.__dict__ for m in result.matches]
     mechanisms = [{"name": m.name, "space": m.space, "site": m.site, "rank": m.rank, "rule": m.rule,
                    "feature": m.feature} for m in truth.mechanisms]
-    _atomic_text(run_dir / "matches.json", json.dumps(
+    atomic_text(run_dir / "matches.json", json.dumps(
         {"fire_threshold": decomposition.fire_threshold, "n_features": truth.n_features,
          "represented": truth.represented, "mechanisms": mechanisms, "matches": plain(matches)}, indent=2))
-    progress("score", 1, 1)
-    return body, tensors, wall, mem.peak_mb
+    if tensors:
+        run_figures(tensors, run_dir / "figures")
+    return body, tensors
 
 
 def report_tensors(decomposition: Any, truth: Any, max_numel: int = 2_000_000) -> dict[str, Tensor]:
@@ -268,39 +343,6 @@ def report_tensors(decomposition: Any, truth: Any, max_numel: int = 2_000_000) -
         out[f"true_directions.activation.{site}"] = torch.stack([m.direction for m in mechs])
         out[f"directions.activation.{site}"] = found
     return out
-
-
-def _run_fixed_points(
-    cell: Cell, target: torch.nn.Module, run_dir: Path, progress: StageProgress
-) -> tuple[dict[str, Any], float, float]:
-    """The dynamics engineer's `run_fixed_points`, handed the fully resolved configs as settings.
-
-    It writes its own run files; they go to a scratch folder and are moved in (its tensors, its
-    figure, its config as `fixed_points.yaml`) so that our `config.yaml`/`metrics.json` stay the
-    bench's completion marks."""
-    from mechscope.dynamics.command import run_fixed_points
-
-    sets = [f"task.{k}={json.dumps(v)}" for k, v in cell.task.config.model_dump(mode="json").items()]
-    sets += [f"method.{k}={json.dumps(v)}" for k, v in cell.method_config.model_dump(mode="json").items()]
-    sets.append(f"target_seed={cell.target_seed}")
-    scratch = Path(tempfile.mkdtemp(dir=run_dir, prefix=".fixed-points."))
-    torch.manual_seed(cell.seed)
-    progress("fit", 0, 1)
-    with PeakMemory(cell.device) as mem:
-        start = time.perf_counter()
-        body = run_fixed_points(cell.task.name, seed=cell.seed, overrides=sets, out=scratch)
-        wall = time.perf_counter() - start
-    progress("fit", 1, 1)
-    (run_dir / "figures").mkdir(exist_ok=True)
-    moves = {"fixed_points.safetensors": run_dir / "fixed_points.safetensors",
-             "fixed_points.png": run_dir / "figures" / "fixed_points.png",
-             "config.yaml": run_dir / "fixed_points.yaml"}
-    for name, dest in moves.items():
-        if (scratch / name).exists():
-            os.replace(scratch / name, dest)
-    shutil.rmtree(scratch, ignore_errors=True)
-    body = {k: v for k, v in body.items() if k not in ("task", "method", "seed", "target_seed", "wall_s")}
-    return body, wall, mem.peak_mb
 
 
 def run_cell_safely(cell: Cell, run_dir: str | Path, progress: StageProgress = no_stage_progress) -> dict[str, Any]:
@@ -372,10 +414,3 @@ def plain(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):
         return value.item()
     return value
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

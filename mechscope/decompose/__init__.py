@@ -11,6 +11,7 @@ from mechscope.decompose import (
 )
 from mechscope.decompose.base import Decomposition, ParameterDecomposition, load_decomposition
 from mechscope.decompose.registry import METHODS, FitContext, MethodSpec, get_method, register
+from mechscope.dynamics import method as _fixed_points  # noqa: F401  (the "dynamics" family's method)
 
 __all__ = [
     "METHODS",

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mechscope.bounds import BatchSize, LearningRate, Steps
 from mechscope.config import Config, ConfigError
 from mechscope.core import Progress, no_progress
 from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
@@ -52,11 +53,11 @@ class DictionaryConfig(Config):
     activation: ClassVar[Activation]
     n_latents: int | None = None
     """Dictionary size C; None: twice the number of true directions (rows of `task.onehot()`)."""
-    steps: int = 1_500
-    batch_size: int | None = None
+    steps: Steps = 1_500
+    batch_size: BatchSize | None = None
     """None: about 256k numbers per batch, between 128 and 1024 rows (1024 on TMS, 256 on a
     1000-d residual stream), so a step costs about the same on every task."""
-    lr: float = 2e-3
+    lr: LearningRate = 2e-3
     warmup_frac: float = 0.05
     decay_frac: float = 0.3
     """LR: linear warm-up over the first warmup_frac of steps, linear decay to 0 over the last decay_frac."""
@@ -69,7 +70,7 @@ class DictionaryConfig(Config):
 
 class ReLUOptions(DictionaryConfig):
     activation: ClassVar[Activation] = "relu"
-    lr: float = 1e-2  # measured on TMS 40-10 at 1500 steps: MMCS 0.99 (0.79 at lr 2e-3)
+    lr: LearningRate = 1e-2  # measured on TMS 40-10 at 1500 steps: MMCS 0.99 (0.79 at lr 2e-3)
     l1_coef: float = 0.3
 
 
@@ -89,7 +90,7 @@ class BatchTopKOptions(TopKOptions):
 
 class JumpReLUOptions(DictionaryConfig):
     activation: ClassVar[Activation] = "jumprelu"
-    lr: float = 1e-2  # measured on TMS 40-10 at 1500 steps: MMCS 0.90 (0.76 at lr 2e-3, θ₀ 0.1, λ 3e-3)
+    lr: LearningRate = 1e-2  # measured on TMS 40-10 at 1500 steps: MMCS 0.90 (0.76 at lr 2e-3, θ₀ 0.1, λ 3e-3)
     l0_coef: float = 0.05
     bandwidth: float = 0.05
     """ε of the rectangle kernel, in units of the normalised activation (E‖x‖² = 1)."""

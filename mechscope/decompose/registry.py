@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
 
 from mechscope.config import Config
 from mechscope.core import GroundTruth, Progress, Task, TaskFacts, facts_of, no_progress, seeded_generator
-from mechscope.decompose.base import Decomposition
 from mechscope.decompose.parallel import Placement
 
 
@@ -47,7 +47,8 @@ class FitContext:
         return self.truth
 
 
-FitFn = Callable[[nn.Module, TaskFacts, Config, FitContext], Decomposition]
+FitFn = Callable[[nn.Module, TaskFacts, Config, FitContext], Any]
+"""Returns a `Decomposition`; a "dynamics" method returns its analysis (`evaluate`, `tensors`, `figures`)."""
 
 
 def never_reads_truth(config: Config) -> bool:
@@ -90,7 +91,7 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def fit_blind(spec: MethodSpec, target: nn.Module, task: Task, config: Config, ctx: FitContext) -> Decomposition:
+def fit_blind(spec: MethodSpec, target: nn.Module, task: Task, config: Config, ctx: FitContext) -> Any:
     """Fit `spec` on `task` the one way every caller does: through the task's public facts, with the
     ground truth handed over only when the spec says this config reads it."""
     if spec.reads_truth(config):

@@ -34,6 +34,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from mechscope.bounds import BatchSize, LearningRate, Steps
 from mechscope.config import Config, config_hash
 from mechscope.core import GroundTruth, Space, Task, TaskFacts, active_matrix, seeded_generator
 from mechscope.decompose import spd_losses as L
@@ -51,46 +52,66 @@ from mechscope.decompose.spd_presets import (
     Preset,
     Site,
     SPDSettings,
-    default_patterns,
     glob_escape,
-    resolve,
     select_sites,
-    settings_task,
     weight_matrix,
 )
+from mechscope.decompose.spd_presets import task_defaults as spd_task_defaults
 
 
 class SPDConfig(Config):
-    """SPD's knobs. Unset (None) fields come from `preset` for the task (see spd_presets.py)."""
+    """SPD's knobs, each with a concrete default. Where good values differ by task, the one table in
+    spd_presets.py (row `preset` × task) supplies them to every field the caller did not set; the
+    run path resolves a config once, so config.yaml records exactly what trained.
+
+    The class defaults are the table's generic fast row."""
 
     preset: Preset = "fast"
-    modules: list[str] | None = None
-    """fnmatch patterns of module names to decompose; None = the task's default."""
-    steps: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
-    C: int | None = Field(None, ge=1)
+    """Which table row: "fast" (ours, the default) or "paper" (METHODS.md's settings)."""
+    modules: list[str] = Field(default_factory=lambda: ["*"])
+    """fnmatch patterns of module names to decompose (task default: `spd_presets.task_modules`)."""
+    steps: Steps = 10_000
+    batch_size: BatchSize = 256
+    lr: LearningRate = 1e-3
+    lr_warmup_frac: float = Field(0.0, ge=0, le=1)
+    lr_final_frac: float = Field(0.0, ge=0, le=1)
+    lr_components: LearningRate = 1e-3
+    """Adam's lr for U and V (the table's, else the resolved `lr`)."""
+    C: int = Field(100, ge=1)
     """Subcomponents per decomposed module."""
-    ci_hidden: int | None = Field(None, ge=1)
-    faithfulness_coeff: float | None = Field(None, ge=0)
-    stochastic_coeff: float | None = Field(None, ge=0)
-    layerwise_coeff: float | None = Field(None, ge=0)
-    importance_coeff: float | None = Field(None, ge=0)
-    pnorm: float | None = Field(None, gt=0)
-    dense_importance: float | None = Field(None, ge=0)
-    leaky_alpha: float | None = Field(None, ge=0, le=1)
-    importance_warmup_frac: float | None = Field(None, ge=0, le=1)
-    faithfulness_warmup_steps: int | None = Field(None, ge=0)
-    fused: bool | None = None
-    init: Literal["random", "data"] | None = None
-    ci_init: Literal["random", "ramp"] | None = None
-    skip_zero_rows: bool | None = None
-    layerwise_when_single: bool | None = None
-    lr_warmup_frac: float | None = Field(None, ge=0, le=1)
-    lr_final_frac: float | None = Field(None, ge=0, le=1)
-    lr_components: float | None = Field(None, gt=0)
+    ci_hidden: int = Field(16, ge=1)
+    faithfulness_coeff: float = Field(1.0, ge=0)
+    stochastic_coeff: float = Field(1.0, ge=0)
+    layerwise_coeff: float = Field(1.0, ge=0)
+    importance_coeff: float = Field(1e-4, ge=0)
+    pnorm: float = Field(2.0, gt=0)
+    importance_warmup_frac: float = Field(0.0, ge=0, le=1)
+    faithfulness_warmup_steps: int = Field(0, ge=0)
+    faithfulness_warmup_lr: float = Field(1e-2, gt=0)
+    dense_importance: float = Field(1.0, ge=0)
+    leaky_alpha: float = Field(0.01, ge=0, le=1)
+    fused: bool = True
+    layerwise_when_single: bool = True
+    init: Literal["random", "data"] = "random"
+    init_pool: int = Field(16_384, ge=1)
+    ci_init: Literal["random", "ramp"] = "random"
+    skip_zero_rows: bool = True
+    threads: int = Field(0, ge=0)
+    """torch threads while fitting (0: leave as is)."""
+    prefetch: int = Field(16, ge=1)
     output_loss: Literal["auto", "mse", "kl"] = "auto"
+    """"auto": KL on a target that outputs logits, else MSE (the task's public `output_kind`)."""
     checkpoint_every: int = Field(2000, ge=1)
+
+    def task_defaults(self, task: Any) -> dict[str, Any]:
+        row = spd_task_defaults(task, self.preset)
+        if "lr_components" not in row:  # U, V step like the CI MLPs unless the row says otherwise
+            row["lr_components"] = self.lr if "lr" in self.model_fields_set else row.get("lr", self.lr)
+        return row
+
+    def settings(self) -> SPDSettings:
+        """The training loop's view: the SPDSettings fields of this (resolved) config."""
+        return SPDSettings(**{k: getattr(self, k) for k in SPDSettings.model_fields})
 
 
 __all__ = [
@@ -235,9 +256,8 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     rank draws the same global batch and mask noise, trains on its share, gradients averaged; rank
     0 writes the checkpoint)."""
     assert isinstance(config, SPDConfig)
-    overrides = {k: v for k, v in config.model_dump().items() if k in SPDSettings.model_fields}
-    like = settings_task(task)
-    s = resolve(config.preset, overrides, like.name, like.family)
+    config = config.resolved(task)  # a no-op for the run path's (already resolved) config
+    s = config.settings()
     output_loss: L.OutputLoss = (
         ("kl" if task.output_kind == "logits" else "mse")
         if config.output_loss == "auto"
@@ -245,7 +265,7 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     )
     device = torch.device(ctx.device)
     target.to(device)
-    sites = select_sites(target, config.modules if config.modules is not None else default_patterns(like, target))
+    sites = select_sites(target, config.modules)
     comps = nn.ModuleList([SiteComponents.for_site(site, s.C, s.ci_hidden) for site in sites])
     init_gen = ctx.generator(1)
     if s.init == "data":

@@ -1,9 +1,10 @@
-"""SPD settings per task — the paper's (`preset=paper`) and our faster default (`preset=fast`) —
-and the sites SPD decomposes: modules chosen by fnmatch patterns, with a default per task.
+"""SPD's one table of per-task settings — the paper's (`preset=paper`) and our faster default
+(`preset=fast`), by task name, else family, else the generic row — and the sites SPD decomposes:
+modules chosen by fnmatch patterns, with a default per task family (`task_modules`).
 
-A field left unset (None) in `SPDConfig` takes its value from the preset for the task's name (or,
-failing that, its family); a field the user sets always wins. The resolved `SPDSettings` are saved
-with the decomposition, so a run records exactly what it trained with.
+`SPDConfig.task_defaults` reads this table; the run path resolves a config once, so every field a
+user did not set takes the table's value for the task (a field the user sets always wins), and the
+run's config.yaml records the result. `SPDSettings` is the training loop's view of those values.
 
 Paper settings (METHODS.md): TMS 5-2 C = 20, Adam lr 1e-3 cosine, 40k steps, batch 4096,
 importance 3e-3 with p = 1; TMS 40-10 C = 200, importance 1e-4, p = 2; residual MLP 1 layer
@@ -151,6 +152,23 @@ def resolve(preset: Preset, overrides: dict[str, Any], task_name: str, family: s
     return SPDSettings(**values)
 
 
+def task_modules(task: Any) -> list[str]:
+    """The default module patterns of a task family: TMS its `W` (and the +ID variants' `identity`),
+    the residual MLP every layer's `mlp_in`/`mlp_out`, any other target every supported untied module."""
+    if task.family == "tms":
+        return ["W", "identity"] if getattr(task.config, "identity", False) else ["W"]
+    if task.family == "resid-mlp":
+        return ["layers.*.mlp_in", "layers.*.mlp_out"]
+    return ["*"]
+
+
+def task_defaults(task: Any, preset: Preset) -> dict[str, Any]:
+    """The table's row for `task` (a random-init control takes its original's): every SPDConfig
+    field that differs by task, `modules` included."""
+    like = settings_task(task)
+    return {**preset_values(preset, like.name, like.family), "modules": task_modules(like)}
+
+
 # --- sites: which modules, and how to read their weight --------------------------------------------
 Kind = Literal["linear", "embedding", "conv1d"]
 SUPPORTED = "nn.Linear, nn.Embedding, transformers Conv1D"
@@ -182,16 +200,6 @@ def weight_matrix(site: Site) -> Tensor:
     return w if site.kind == "linear" else w.T  # Embedding is [vocab, d], Conv1D is [d_in, d_out]
 
 
-def default_patterns(task: TaskFacts, target: nn.Module) -> list[str]:
-    names = {n for n, _ in target.named_modules()}
-    if task.family == "tms":
-        return [p for p in ("W", "identity") if p in names]
-    if task.family == "resid-mlp":
-        return ["layers.*.mlp_in", "layers.*.mlp_out"]
-    tied = getattr(target, "tied", {})
-    return [n for n, m in target.named_modules() if n and n not in tied and _supported(m)]
-
-
 def _supported(module: nn.Module) -> bool:
     try:
         module_kind("", module)
@@ -201,12 +209,17 @@ def _supported(module: nn.Module) -> bool:
 
 
 def select_sites(target: nn.Module, patterns: list[str]) -> list[Site]:
-    """Sites matching `patterns`, in the model's module order; one-line errors for bad patterns."""
+    """Sites matching `patterns`, in the model's module order; one-line errors for bad patterns.
+
+    A wildcard pattern (`*`, `layers.*`) selects the supported modules among its matches; a plain
+    module name must itself be supported."""
     modules = dict(target.named_modules())
     tied: dict[str, str] = getattr(target, "tied", {})
     chosen: list[str] = []
     for pat in patterns:
         hits = [n for n in modules if n and fnmatch(n, pat)]
+        if any(ch in pat for ch in "*?["):
+            hits = [n for n in hits if _supported(modules[n])]
         if not hits:
             close = ", ".join(n for n in list(modules)[1:12])
             raise ConfigError(f"module pattern {pat!r} matches no module of {type(target).__name__}; modules: {close}")

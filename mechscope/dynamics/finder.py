@@ -27,35 +27,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
+from mechscope.bounds import MAX_STEPS, LearningRate
 from mechscope.config import Config
 from mechscope.dynamics.linearize import STABLE_TOL, Linearization, jacobians, linearize
 from mechscope.dynamics.wrappers import StepFunction
 
 
 class FinderConfig(Config):
-    n_starts: int = 1024
-    noise: float = 0.05
+    """The finder's settings, each with a concrete default (the fixed-points method's table,
+    `mechscope/dynamics/method.py`, sets the ones a task needs otherwise)."""
+
+    n_starts: int = Field(1024, ge=1)
+    noise: float = Field(0.05, ge=0)
     """Start noise, in units of each state dimension's standard deviation over the trajectories."""
-    lr: float = 1e-2
-    max_iters: int = 500
-    adam_tol: float = 1e-12
-    newton_steps: int = 50
-    q_fixed: float = 1e-12
-    q_slow: float | None = None
-    """Keep points with q below this; None: the task's choice (`finder_defaults`), else 1e-5."""
-    dedup_tol: float = 1e-3
-    outlier_scale: float = 10.0
+    lr: LearningRate = 1e-2
+    max_iters: int = Field(500, ge=0, le=MAX_STEPS)
+    adam_tol: float = Field(1e-12, ge=0)
+    newton_steps: int = Field(50, ge=0)
+    q_fixed: float = Field(1e-12, ge=0)
+    q_slow: float = Field(1e-5, ge=0)
+    """Keep points with q below this."""
+    dedup_tol: float = Field(1e-3, ge=0)
+    outlier_scale: float = Field(10.0, gt=0)
     stable_tol: float = STABLE_TOL
-    keep_slow: bool | None = None
-    """None: the task's choice, else False. True: also keep the Adam-phase points with
-    q < q_slow (before Newton): an approximate line attractor is a continuum of slow points,
-    which Newton would pull onto its few exact points."""
+    keep_slow: bool = False
+    """True: also keep the Adam-phase points with q < q_slow (before Newton): an approximate line
+    attractor is a continuum of slow points, which Newton would pull onto its few exact points."""
 
     @property
     def slow_level(self) -> float:
-        return 1e-5 if self.q_slow is None else self.q_slow
+        return self.q_slow
 
 
 class NoFixedPointsError(ValueError):

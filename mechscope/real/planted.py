@@ -223,13 +223,14 @@ REPORTED = (
 
 
 def planted_methods(methods: list[str]) -> list[str]:
-    """The method list, with "all" expanded to every registered method (registry order)."""
+    """The method list, with "all" expanded to every registered method (registry order) but the
+    "dynamics" family's (fixed points need a recurrent task)."""
     from mechscope.decompose.registry import METHODS, get_method
 
     get_method("oracle")  # fills the registry
     out: list[str] = []
     for name in methods:
-        out += list(METHODS) if name == "all" else [name]
+        out += [n for n, spec in METHODS.items() if spec.family != "dynamics"] if name == "all" else [name]
     return list(dict.fromkeys(out))
 
 

@@ -26,10 +26,11 @@ def test_run_directory_and_keys(tmp_path: Path) -> None:
     assert m["max_rel_error"] <= 1e-6
     assert json.loads((tmp_path / "metrics.json").read_text()) == m
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert cfg["inputs"] == [[0.5, -1.0, 2.0]] and cfg["finder"]["n_starts"] == 32
-    tensors = load_file(str(tmp_path / "fixed_points.safetensors"))
+    assert cfg["method_config"]["inputs"] == [[0.5, -1.0, 2.0]] and cfg["method_config"]["n_starts"] == 32
+    assert cfg["config_hash"] == m["config_hash"]
+    tensors = load_file(str(tmp_path / "tensors.safetensors"))
     assert tensors["input0.points"].shape == (1, 16)
-    assert (tmp_path / "fixed_points.png").stat().st_size > 1000
+    assert (tmp_path / "figures" / "fixed_points.png").stat().st_size > 1000
 
 
 def test_target_seed_is_set_on_its_own() -> None:
