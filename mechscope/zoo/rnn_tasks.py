@@ -26,9 +26,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from pydantic import Field
+from torch import Tensor, nn
 
 from mechscope.config import Config, ConfigError
 from mechscope.zoo import register_task
