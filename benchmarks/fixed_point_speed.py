@@ -15,8 +15,8 @@ Accuracy: on `linear-rnn` (h* = (I − A)⁻¹ B u in closed form) both the batc
 per-point loop are scored against the closed form at a non-zero input (max relative error of
 any found point, eigenvalue error after Hungarian pairing).
 
-One torch thread; machine load makes absolute times noisy, so the ratio from one run is what to
-read. The `fixed-point-finder` reference package (Golub & Sussillo 2018) is not on PyPI, so it
+One torch thread. Wall and CPU seconds (`time.process_time`) are both printed: on a loaded
+machine wall time is mostly waiting for a core, so read the CPU-second ratio. The `fixed-point-finder` reference package (Golub & Sussillo 2018) is not on PyPI, so it
 is not compared here. Results: benchmarks/RESULTS.md, "Fixed points".
 """
 
@@ -45,19 +45,19 @@ def closed_form_accuracy(n_loop: int) -> dict[str, object]:
     expected = task.expected(model, u)  # type: ignore[attr-defined]
     cfg = FinderConfig(n_starts=256)
     starts = sample_starts(states, cfg.n_starts, cfg.noise, gen)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     batched = score_closed_form(find_fixed_points(step, states, u, cfg, gen, starts=starts), expected)
-    t_b = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t_b = time.process_time() - t0
+    t0 = time.process_time()
     loop = [score_closed_form(find_fixed_points(step, states, u, cfg, gen, starts=starts[i : i + 1]), expected)
             for i in range(n_loop)]
-    t_l = (time.perf_counter() - t0) * cfg.n_starts / n_loop
+    t_l = (time.process_time() - t0) * cfg.n_starts / n_loop
     return {
         "linear_rnn_batched_rel_error": batched["rel_error"],
         "linear_rnn_batched_eig_rel_error": batched["eig_rel_error"],
         "linear_rnn_loop_max_rel_error": max(s["rel_error"] for s in loop),
         "linear_rnn_loop_max_eig_rel_error": max(s["eig_rel_error"] for s in loop),
-        "linear_rnn_speedup": round(t_l / t_b, 1),
+        "linear_rnn_speedup_cpu": round(t_l / t_b, 1),
     }
 
 
@@ -80,12 +80,12 @@ def main() -> None:
     cfg = FinderConfig(n_starts=args.starts)
     find_fixed_points(step, states, u, cfg, gen, starts=starts[:4])  # warm-up (lazy torch imports)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     batched = find_fixed_points(step, states, u, cfg, gen, starts=starts)
-    t_batched = time.perf_counter() - t0
+    t_batched, c_batched = time.perf_counter() - t0, time.process_time() - c0
 
     idx = torch.linspace(0, args.starts - 1, min(args.loop_sample, args.starts)).round().long()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     loop_kinds: list[str] = []
     loop_memories: set[int] = set()
     expected = task.expected(model, u)  # type: ignore[union-attr]
@@ -94,8 +94,9 @@ def main() -> None:
         one = find_fixed_points(step, states, u, cfg, gen, starts=starts[i : i + 1])
         loop_kinds += [k for k, f in zip(one.kinds, one.is_fixed.tolist(), strict=True) if f]
         loop_memories |= set(score_flipflop(one, expected, readout)["matched_memories"])
-    t_loop_measured = time.perf_counter() - t0
+    t_loop_measured, c_loop_measured = time.perf_counter() - t0, time.process_time() - c0
     t_loop = t_loop_measured * args.starts / len(idx)
+    c_loop = c_loop_measured * args.starts / len(idx)
     scored: FixedPoints = batched
     score = score_flipflop(scored, expected, readout)
 
@@ -107,6 +108,9 @@ def main() -> None:
         "loop_measured_s": round(t_loop_measured, 3),
         "loop_extrapolated_s": round(t_loop, 3),
         "speedup": round(t_loop / t_batched, 1),
+        "batched_cpu_s": round(c_batched, 3),
+        "loop_extrapolated_cpu_s": round(c_loop, 3),
+        "speedup_cpu": round(c_loop / c_batched, 1),
         "batched_found": {k: batched.count(k) for k in ("stable", "saddle", "unstable", "marginal")},
         "batched_memories_matched": f"{score['n_matched']} / {2**args.bits}",
         "batched_precision_recall": [score["stable_precision"], score["stable_recall"]],

@@ -2,6 +2,10 @@
 
     u[B, T, m] ──nn.RNN / nn.GRU / nn.LSTM (site "rnn")──► h[B, T, H] ──Linear ("readout")──► y
 
+`cell=ssm|deltanet` builds a closed-loop selective-SSM (Mamba-style) or DeltaNet stack instead
+(`zoo.recurrent_cells`, `n_layers`, `n_state`, `feedback`), trained by the same loop; the finder
+then works on the stack's joint state.
+
 - **flipflop** (`--set n_bits=1…6 cell=rnn|gru|lstm`; presets flipflop-2bit … flipflop-5bit):
   n channels of sparse ±1 pulses (every channel pulses at t = 0, so every memory is defined);
   each output holds the sign of its channel's last pulse. Truth: 2ⁿ stable fixed points at u = 0,
