@@ -84,3 +84,13 @@ def test_modern_cells_train_and_cache(cell: str, tmp_path: Path, monkeypatch: py
     assert isinstance(model, CellStack) and model.cell == cell
     again = task.make_target(0)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+@pytest.mark.slow
+def test_closed_loop_ssm_stack_holds_each_memory_as_an_attractor() -> None:
+    """Issue 16: the trained selective-SSM stack's 3-bit memories are 8 stable points of its joint state."""
+    from mechscope.dynamics.command import run_fixed_points
+
+    m = run_fixed_points("flipflop", 0, None, ["cell=ssm", "steps=1500"], None)
+    assert m["n_stable"] == m["n_matched"] == 8
+    assert m["stable_precision"] == 1.0 and m["stable_recall"] == 1.0
