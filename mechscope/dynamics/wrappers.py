@@ -5,8 +5,10 @@ that map for the recurrent layers torch ships — `nn.RNN`, `nn.GRU`, `nn.LSTM` 
 layers) and their cells — by re-writing the cell equations from the module's own weights, so the
 map is differentiable, batched and works under `torch.func` (the fused cuDNN/VF kernels do not).
 An LSTM's state is its pair (h, c) concatenated; a stacked layer's state is all layers
-concatenated. Models that already expose `step(h, u)` (the linear RNN, the selective SSM) are
-used as they are.
+concatenated. Models that already expose `step(h, u)` with `state_size` and `input_size` (the
+linear RNN, the selective SSM, the trained SSM / DeltaNet stacks of `zoo.recurrent_cells`, whose
+state is all layers' states joined) are used as they are, cast to float64, with their
+`readout_slice` if they have one.
 
     step = as_step(model)              # a StepFunction
     h_next = step(h, u)                # [B, n]
@@ -14,6 +16,7 @@ used as they are.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,7 +63,11 @@ def as_step(model: nn.Module, dtype: torch.dtype = torch.float64) -> StepFunctio
     own_step = getattr(model, "step", None)
     if callable(own_step) and hasattr(model, "state_size") and hasattr(model, "input_size"):
         n, m = int(model.state_size), int(model.input_size)  # type: ignore[arg-type]
-        return StepFunction(own_step, n, m, n, (0, n))
+        if any(p.is_floating_point() and p.dtype != dtype for p in model.parameters()):
+            # a trained float32 stack: analyse a float64 copy (the caller's model is untouched)
+            own_step = getattr(copy.deepcopy(model).to(dtype), "step")  # noqa: B009
+        a, b = getattr(model, "readout_slice", (0, n))  # a stack's readout reads only its output part
+        return StepFunction(own_step, n, m, b - a, (int(a), int(b)))
     rnn = find_recurrent(model)
     if getattr(rnn, "bidirectional", False):
         raise ValueError(f"model {type(model).__name__} is bidirectional: it has no forward-time state")

@@ -30,6 +30,7 @@ from mechscope.report.data import (
     load_rows,
     run_dir,
 )
+from mechscope.report.dynamics import dynamics_section
 from mechscope.report.stress import stress_section
 
 DECOMPOSITION_METRICS = ("mmcs", "mcc", "coverage", "ml2r", "activity_f1", "faithfulness", "pgd_faithfulness", "l0", "n_alive",
@@ -173,7 +174,7 @@ def task_section(bench: Path, task: str, methods: list[str], cells: dict[tuple[s
     arts = {m: a for m in ok
             if (a := artifacts(bench, task, m, min(cells[(task, m)].seeds), cells[(task, m)].knob)) is not None}
     if not arts:
-        out.append(_dynamics_figures(bench, task, ok, cells))
+        out.append(dynamics_section(bench, task, ok, cells))
         return "\n".join(out)
     out.append(_found_vs_true(arts))
     out.append(_activity(arts))

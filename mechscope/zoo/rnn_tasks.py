@@ -2,11 +2,17 @@
 
     u[B, T, m] ──nn.RNN / nn.GRU / nn.LSTM (site "rnn")──► h[B, T, H] ──Linear ("readout")──► y
 
-- **flipflop-3bit** (`--set cell=rnn|gru|lstm`): 3 channels of sparse ±1 pulses (every channel
-  pulses at t = 0, so every memory is defined); each output holds the sign of its channel's last
-  pulse. Truth: 2³ = 8 stable fixed points at u = 0, one per memory, plus saddles between them.
-  A target is accepted only at ≥ 99 % bit accuracy with every memory held for `hold_steps`
-  zero-input steps; a failing seed is retrained from derived seeds (recorded in its info).
+`cell=ssm|deltanet` builds a closed-loop selective-SSM (Mamba-style) or DeltaNet stack instead
+(`zoo.recurrent_cells`, `n_layers`, `n_state`, `feedback`), trained by the same loop; the finder
+then works on the stack's joint state.
+
+- **flipflop** (`--set n_bits=1…6 cell=rnn|gru|lstm`; presets flipflop-2bit … flipflop-5bit):
+  n channels of sparse ±1 pulses (every channel pulses at t = 0, so every memory is defined);
+  each output holds the sign of its channel's last pulse. Truth: 2ⁿ stable fixed points at u = 0,
+  one per memory, plus saddles between them. The hidden size and training steps scale with n
+  (`FlipFlopConfig.width` / `n_steps`). A target is accepted only at ≥ 99 % bit accuracy with
+  every memory held for `hold_steps` zero-input steps; a failing seed is retrained from derived
+  seeds (recorded in its info).
 - **sine-generator**: a constant input level u_j sets the frequency ω_j; the output is sin(ω_j t).
   Truth: per input, a fixed point whose unstable directions are a complex pair of angle ≈ ω_j
   (the centre of the limit cycle).
@@ -16,20 +22,25 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from mechscope.config import Config
+from mechscope.config import Config, ConfigError
 from mechscope.zoo import register_task
 from mechscope.zoo.base import GroundTruth, Progress, Task, no_progress
 from mechscope.zoo.cache import load_target, save_target, seeded_generator, target_path
+from mechscope.zoo.recurrent_cells import MODERN_CELLS, CellStack
 
-Cell = Literal["rnn", "gru", "lstm"]
+Cell = Literal["rnn", "gru", "lstm", "ssm", "deltanet"]
+"""rnn / gru / lstm: one torch layer; ssm / deltanet: a closed-loop stack (`zoo.recurrent_cells`)."""
 
 
 @dataclass(frozen=True)
@@ -49,24 +60,60 @@ class ExpectedStructure:
 
 class RecurrentConfig(Config):
     cell: Cell = "gru"
-    hidden_size: int = 32
-    steps: int = 1500
-    batch_size: int = 64
-    seq_len: int = 50
-    lr: float = 1e-2
+    hidden_size: Annotated[int | None, Field(ge=1)] = 32
+    """None: the task's choice (`width`)."""
+    steps: Annotated[int | None, Field(ge=1)] = 1500
+    """None: the task's choice (`n_steps`)."""
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    seq_len: Annotated[int, Field(ge=2)] = 50
+    lr: Annotated[float, Field(gt=0)] = 1e-2
     input_noise: float = 0.02
     state_noise: float = 0.0
     activity_l2: float = 0.0
     """Penalty on mean h²: the sine generator's limit cycle stays small, so its dynamics near the
     fixed point stay close to their linearisation (whose angle then gives the frequency)."""
-    max_attempts: int = 3
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    n_layers: Annotated[int, Field(ge=1, le=4)] = 2
+    """ssm / deltanet: layers in the stack (rnn / gru / lstm: always one layer)."""
+    n_state: Annotated[int, Field(ge=1, le=64)] = 4
+    """ssm: states per channel (N)."""
+    feedback: bool = True
+    """ssm / deltanet: feed the last output back into layer 1 (see `zoo.recurrent_cells`: without
+    it the stack has one fixed point per input, whatever it learned)."""
+
+    def width(self) -> int:
+        """The hidden size actually built (ssm / deltanet: the stack's width D, kept small because
+        the finder forms full Jacobians of the joint state)."""
+        if self.hidden_size is not None:
+            return self.hidden_size
+        return {"ssm": 16, "deltanet": 8}.get(self.cell, 32)
+
+    def n_steps(self) -> int:
+        """The training steps actually run."""
+        return 1500 if self.steps is None else self.steps
 
 
 class FlipFlopConfig(RecurrentConfig):
     state_noise: float = 0.05
-    n_bits: int = 3
-    pulse_prob: float = 0.05
-    hold_steps: int = 500
+    n_bits: Annotated[int, Field(ge=1, le=6)] = 3
+    """Memory bits: 2^n_bits stable points. 1–6 (64 memories is the most the default finder's
+    1024 starts cover reliably)."""
+    hidden_size: Annotated[int | None, Field(ge=1)] = None
+    steps: Annotated[int | None, Field(ge=1)] = None
+    pulse_prob: Annotated[float, Field(gt=0, le=1)] = 0.05
+    hold_steps: Annotated[int, Field(ge=1)] = 500
+
+    def width(self) -> int:
+        """32 units up to 3 bits, 64 for 4–5, 96 for 6: 2^n memories need room to sit apart."""
+        if self.hidden_size is not None or self.cell in MODERN_CELLS:
+            return super().width()
+        return 32 if self.n_bits <= 3 else 64 if self.n_bits <= 5 else 96
+
+    def n_steps(self) -> int:
+        """1500 steps up to 3 bits, 3000 for 4–5, 4000 for 6 (more memories, more to learn)."""
+        if self.steps is not None:
+            return self.steps
+        return 1500 if self.n_bits <= 3 else 3000 if self.n_bits <= 5 else 4000
 
 
 class SineConfig(RecurrentConfig):
@@ -92,7 +139,7 @@ class IntegratorConfig(RecurrentConfig):
 class RecurrentModel(nn.Module):
     """One recurrent layer and a linear readout; the state is what the finder analyses."""
 
-    def __init__(self, cell: Cell, input_size: int, hidden_size: int, output_size: int) -> None:
+    def __init__(self, cell: Literal["rnn", "gru", "lstm"], input_size: int, hidden_size: int, output_size: int) -> None:
         super().__init__()
         layer = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[cell]
         self.rnn = layer(input_size, hidden_size, batch_first=True)
@@ -129,8 +176,16 @@ class RecurrentTask(Task):
     kind: ClassVar[Literal["decomposition", "dynamics"]] = "dynamics"
     family = "rnn"
     config: RecurrentConfig
-    input_size: ClassVar[int]
-    output_size: ClassVar[int] = 1
+    n_inputs: ClassVar[int] = 1
+    n_outputs: ClassVar[int] = 1
+
+    @property
+    def input_size(self) -> int:
+        return self.n_inputs
+
+    @property
+    def output_size(self) -> int:
+        return self.n_outputs
 
     @property
     def n_features(self) -> int:
@@ -154,13 +209,17 @@ class RecurrentTask(Task):
         """Finder settings this task needs (FinderConfig keys); `--set` overrides them."""
         return {}
 
-    def accept(self, model: RecurrentModel, gen: torch.Generator) -> dict[str, Any]:
+    def accept(self, model: RecurrentModel | CellStack, gen: torch.Generator) -> dict[str, Any]:
         """Quality checks of a trained target; must hold "ok": bool."""
         return {"ok": True}
 
-    def build(self) -> RecurrentModel:
+    def build(self) -> RecurrentModel | CellStack:
         c = self.config
-        return RecurrentModel(c.cell, self.input_size, c.hidden_size, self.output_size)
+        if c.cell in MODERN_CELLS:
+            return CellStack(
+                c.cell, self.input_size, c.width(), self.output_size, c.n_layers, c.n_state, c.feedback  # type: ignore[arg-type]
+            )
+        return RecurrentModel(c.cell, self.input_size, c.width(), self.output_size)  # type: ignore[arg-type]
 
     def make_target(self, target_seed: int, progress: Progress = no_progress) -> nn.Module:
         path = target_path(self.name, self.config, target_seed)
@@ -181,7 +240,7 @@ class RecurrentTask(Task):
         return model
 
 
-def train_recurrent(model: RecurrentModel, task: RecurrentTask, seed: int, progress: Progress) -> dict[str, Any]:
+def train_recurrent(model: RecurrentModel | CellStack, task: RecurrentTask, seed: int, progress: Progress) -> dict[str, Any]:
     """Adam on MSE between outputs and targets, with gradient clipping; returns the final loss.
 
     Trains on one torch thread whatever the caller's setting, so a target is the same bit for bit
@@ -194,15 +253,16 @@ def train_recurrent(model: RecurrentModel, task: RecurrentTask, seed: int, progr
         torch.set_num_threads(threads)
 
 
-def _train(model: RecurrentModel, task: RecurrentTask, seed: int, progress: Progress) -> dict[str, Any]:
+def _train(model: RecurrentModel | CellStack, task: RecurrentTask, seed: int, progress: Progress) -> dict[str, Any]:
     c = task.config
     torch.manual_seed(seed)
     gen = seeded_generator(seed + 10_000)
     opt = torch.optim.Adam(model.parameters(), lr=c.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.steps, eta_min=c.lr * 0.05)
+    n_steps = c.n_steps()
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_steps, eta_min=c.lr * 0.05)
     loss = torch.tensor(0.0)
     t0 = time.perf_counter()
-    for step in range(c.steps):
+    for step in range(n_steps):
         u = task.sample(c.batch_size, gen)  # (B, T, m)
         y = task.targets(u)
         noisy = u + c.input_noise * torch.randn(u.shape, generator=gen) if c.input_noise else u
@@ -215,18 +275,64 @@ def _train(model: RecurrentModel, task: RecurrentTask, seed: int, progress: Prog
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % 50 == 0 or step == c.steps - 1:
-            progress(step + 1, c.steps)
+        if step % 50 == 0 or step == n_steps - 1:
+            progress(step + 1, n_steps)
     return {"final_loss": float(loss.detach()), "train_s": round(time.perf_counter() - t0, 1)}
 
 
 class FlipFlopTask(RecurrentTask):
+    """Registered as `flipflop` (any n_bits) and as the presets `flipflop-2bit` … `flipflop-5bit`,
+    whose name fixes n_bits. Built directly, it takes the preset name of its config's n_bits."""
+
     name = "flipflop-3bit"
-    summary = "3-bit flip-flop RNN (--set cell=rnn|gru|lstm): 8 stable fixed points, one per memory"
+    summary = "3-bit flip-flop RNN (--set cell=rnn|gru|lstm|ssm|deltanet): 8 stable fixed points, one per memory"
     Cfg = FlipFlopConfig
     config: FlipFlopConfig
-    input_size = 3
-    output_size = 3
+
+    def __init__(self, config: FlipFlopConfig | None = None, name: str | None = None, summary: str | None = None) -> None:
+        super().__init__(config, name, summary)
+        n = self.config.n_bits
+        if name is None:
+            self.name = f"flipflop-{n}bit" if 2 <= n <= 5 else "flipflop"  # type: ignore[misc]
+        if summary is None:
+            self.summary = (  # type: ignore[misc]
+                f"{n}-bit flip-flop RNN (--set cell=rnn|gru|lstm|ssm|deltanet): {2**n} stable fixed points, one per memory"
+            )
+
+    @classmethod
+    def generic(cls) -> FlipFlopTask:
+        return cls(
+            name="flipflop",
+            summary="n-bit flip-flop RNN (--set n_bits=1…6, default 3; cell=rnn|gru|lstm|ssm|deltanet): "
+            "2^n stable fixed points, one per memory",
+        )
+
+    @classmethod
+    def preset(cls, n_bits: int) -> FlipFlopTask:
+        return cls(FlipFlopConfig(n_bits=n_bits))
+
+    @property
+    def preset_bits(self) -> int | None:
+        """The bit count a preset's name fixes (flipflop-4bit: 4), None for `flipflop`."""
+        found = re.fullmatch(r"flipflop-(\d+)bit", self.name)
+        return int(found[1]) if found else None
+
+    @property
+    def input_size(self) -> int:
+        return self.config.n_bits
+
+    @property
+    def output_size(self) -> int:
+        return self.config.n_bits
+
+    def make_target(self, target_seed: int, progress: Progress = no_progress) -> nn.Module:
+        preset, n = self.preset_bits, self.config.n_bits
+        if preset is not None and n != preset:
+            raise ConfigError(
+                f"task {self.name!r} has n_bits={preset}, got n_bits={n}; "
+                f"use 'flipflop --set n_bits={n}'" + (f" or 'flipflop-{n}bit'" if 2 <= n <= 5 else "")
+            )
+        return super().make_target(target_seed, progress)
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         c = self.config
@@ -247,16 +353,16 @@ class FlipFlopTask(RecurrentTask):
         bits = (torch.arange(2**b)[:, None] >> torch.arange(b)[None, :]) & 1
         return bits.double() * 2 - 1
 
-    def accept(self, model: RecurrentModel, gen: torch.Generator) -> dict[str, Any]:
+    def accept(self, model: RecurrentModel | CellStack, gen: torch.Generator) -> dict[str, Any]:
         """≥ 99 % bit accuracy on fresh sequences, and every memory held for `hold_steps`."""
         c = self.config
         with torch.no_grad():
             u = self.sample(512, gen)
             acc = float((model(u).sign() == self.targets(u)).float().mean())
-            mem = self.memories().float()  # (8, bits)
+            mem = self.memories().float()  # (2^bits, bits)
             hold = torch.zeros(mem.shape[0], c.hold_steps + 1, c.n_bits)
             hold[:, 0] = mem
-            y = model(hold)  # (8, 1 + hold, bits)
+            y = model(hold)  # (2^bits, 1 + hold, bits)
             held = bool(((y.sign() == mem[:, None]) & (y.abs() > 0.5)).all())
         return {"ok": acc >= 0.99 and held, "bit_accuracy": acc, "memories_held": held}
 
@@ -269,7 +375,6 @@ class SineTask(RecurrentTask):
     summary = "sine-wave generator RNN: per input level an oscillatory unstable point of angle ω"
     Cfg = SineConfig
     config: SineConfig
-    input_size = 1
 
     def omegas(self) -> Tensor:
         c = self.config
@@ -290,7 +395,7 @@ class SineTask(RecurrentTask):
         t = torch.arange(1, u.shape[1] + 1, dtype=torch.float32)[None, :]
         return torch.sin(omega * t)[..., None]  # (B, T, 1)
 
-    def accept(self, model: RecurrentModel, gen: torch.Generator) -> dict[str, Any]:
+    def accept(self, model: RecurrentModel | CellStack, gen: torch.Generator) -> dict[str, Any]:
         """Mean squared error on twice the training length (the oscillation must persist)."""
         u = self.levels().float()[:, None, None].expand(-1, 2 * self.config.seq_len, 1)
         with torch.no_grad():
@@ -310,7 +415,6 @@ class IntegratorTask(RecurrentTask):
     summary = "integrator RNN: output the running sum of its input (a line attractor of slow points)"
     Cfg = IntegratorConfig
     config: IntegratorConfig
-    input_size = 1
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         c = self.config
@@ -319,7 +423,7 @@ class IntegratorTask(RecurrentTask):
     def targets(self, u: Tensor) -> Tensor:
         return u.cumsum(dim=1)
 
-    def accept(self, model: RecurrentModel, gen: torch.Generator) -> dict[str, Any]:
+    def accept(self, model: RecurrentModel | CellStack, gen: torch.Generator) -> dict[str, Any]:
         u = self.sample(256, gen)
         with torch.no_grad():
             y = self.targets(u)
@@ -334,6 +438,8 @@ class IntegratorTask(RecurrentTask):
         return {"keep_slow": True, "q_slow": 1e-4}
 
 
-register_task("flipflop-3bit", FlipFlopTask)
+register_task("flipflop", FlipFlopTask.generic)
+for _n in (2, 3, 4, 5):  # flipflop-3bit is the name older runs and the quick bench use
+    register_task(f"flipflop-{_n}bit", functools.partial(FlipFlopTask.preset, _n))
 register_task("sine-generator", SineTask)
 register_task("integrator", IntegratorTask)

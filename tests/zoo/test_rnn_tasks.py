@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mechscope.config import ConfigError, with_overrides
 from mechscope.dynamics.command import run_fixed_points
-from mechscope.zoo import get_task
+from mechscope.zoo import TASKS, get_task
 from mechscope.zoo.cache import target_path
 from mechscope.zoo.rnn_tasks import FlipFlopConfig, FlipFlopTask, IntegratorTask, RecurrentModel, SineTask
 
@@ -36,6 +37,50 @@ def test_flipflop_samples_and_memories() -> None:
     assert set(u.unique().tolist()) <= {-1.0, 0.0, 1.0}
     mem = task.memories()
     assert mem.shape == (8, 3) and len({tuple(r) for r in mem.tolist()}) == 8
+
+
+@pytest.mark.parametrize("n", [1, 4, 6])
+def test_flipflop_n_bits_sets_inputs_outputs_and_memories(n: int) -> None:
+    task = get_task("flipflop")
+    task.config = with_overrides(task.config, {"n_bits": str(n)}, "task")
+    u = task.sample(4, torch.Generator().manual_seed(0))
+    assert u.shape == (4, task.config.seq_len, n)
+    assert task.targets(u).shape == u.shape
+    mem = task.memories()  # type: ignore[attr-defined]
+    assert mem.shape == (2**n, n) and len({tuple(r) for r in mem.tolist()}) == 2**n
+    model = task.build()  # type: ignore[attr-defined]
+    assert model(u).shape == u.shape  # input_size follows n_bits (it was fixed at 3)
+
+
+def test_flipflop_presets_and_recipe_scaling() -> None:
+    for n in (2, 3, 4, 5):
+        task = get_task(f"flipflop-{n}bit")
+        assert task.config.n_bits == n and f"{2**n} stable" in task.summary  # type: ignore[attr-defined]
+    assert "flipflop" in TASKS and "n_bits" in TASKS["flipflop"]().summary
+    assert FlipFlopConfig(n_bits=3).width() == 32 and FlipFlopConfig(n_bits=5).width() == 64
+    assert FlipFlopConfig(n_bits=5).n_steps() > FlipFlopConfig(n_bits=3).n_steps()
+    assert FlipFlopConfig(n_bits=5, hidden_size=20).width() == 20
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("n_bits", "0", "'n_bits': '0' (Input should be greater than or equal to 1)"),
+        ("n_bits", "7", "'n_bits': '7' (Input should be less than or equal to 6)"),
+        ("cell", "mamba", "'cell': 'mamba' (Input should be 'rnn', 'gru', 'lstm', 'ssm' or 'deltanet')"),
+        ("n_layers", "0", "'n_layers': '0'"),
+    ],
+)
+def test_bad_flipflop_settings_are_one_line_errors(key: str, value: str, says: str) -> None:
+    task = get_task("flipflop")
+    with pytest.raises(ConfigError) as err:
+        with_overrides(task.config, {key: value}, "task")
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_preset_name_keeps_its_bit_count() -> None:
+    with pytest.raises(ConfigError, match=r"'flipflop-3bit' has n_bits=3, got n_bits=4; use 'flipflop --set n_bits=4'"):
+        run_fixed_points("flipflop-3bit", 0, None, ["n_bits=4"], None)
 
 
 def test_sine_and_integrator_data() -> None:
@@ -88,6 +133,23 @@ def test_flipflop_has_eight_matched_stable_points(cell: str) -> None:
     assert m["n_stable"] == 8 and m["n_matched"] == 8
     assert m["stable_precision"] == 1.0 and m["stable_recall"] == 1.0
     assert m["n_saddle"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [2, 4])
+def test_gru_flipflop_with_more_bits_has_every_memory(n: int) -> None:
+    """2^n stable points, each a distinct memory (issue 16: n = 2…5 on GRU). n = 5 is left out:
+    its seed-0 target holds one memory as a slow point (RESULTS.md), seeds 1 and 2 pass."""
+    m = run_fixed_points("flipflop", 0, None, [f"n_bits={n}"], None)
+    assert m["n_stable"] == m["n_matched"] == 2**n
+    assert m["stable_precision"] == 1.0 and m["stable_recall"] == 1.0
+
+
+@pytest.mark.slow
+def test_held_out_bit_count_through_set() -> None:
+    """n = 1 is in no preset: the generic task trains and scores it from `--set n_bits=1`."""
+    m = run_fixed_points("flipflop", 0, None, ["n_bits=1"], None)
+    assert m["n_matched"] == 2 and m["stable_recall"] == 1.0 and m["stable_precision"] == 1.0
 
 
 @pytest.mark.slow

@@ -1,0 +1,171 @@
+"""Modern recurrent cells as trainable zoo targets: a selective state-space (Mamba-style) stack and
+a DeltaNet-style linear-attention stack, each run closed-loop, as one map on a joint state.
+
+**Why closed-loop.** Both families update their state *linearly* in the state, with parameters
+chosen by the layer's input: a selective SSM h' = Ā(x) ⊙ h + B̄(x) x, a delta rule
+S' = S(I − β(x) k(x)k(x)ᵀ) + β(x) v(x)k(x)ᵀ. In a plain feed-forward stack layer l's input is
+layer l−1's output, so at a constant model input u layer 1 is an affine map of its own state
+(one fixed point, or an affine subspace of them), hence layer 2 sees a constant input, and so on:
+the joint Jacobian is block lower-triangular with blocks Ā_l (or I − β kkᵀ), and the stack has
+**exactly one** fixed point (SSM: |Ā| < 1), or a flat continuum of marginal ones (delta rule:
+eigenvalue 1 orthogonal to k) — never 2ⁿ isolated attractors, whatever the nonlinearities between
+layers (`tests/zoo/test_recurrent_cells.py` checks this). Deployed models become nonlinear
+dynamical systems through their output loop (autoregressive generation). So the targets here
+feed their last output o_{t−1} back into layer 1's input, as a language model feeds back its
+token: x₁ = [u_t, o_{t−1}]. The joint state is every layer's state, flattened, then o:
+
+    state = [h_1 (D·N) | … | h_L (D·N) | o (D)]        (deltanet: S_l is D×D, flattened)
+
+and `readout` (a Linear on o, `readout_slice`) gives the outputs. `feedback=False` builds the
+open-loop stack (o is still carried in the state, for the readout).
+
+Selective SSM layer (Mamba's S6 block without the short causal convolution), width D, N states:
+
+    x̂ = rmsnorm(x_in); x = silu(W_x x̂), z = W_z x̂       input branch, gate branch   [D]
+    Δ = softplus(W_Δ x + b_Δ), B = W_B x, C = W_C x      input-dependent step, B, C  [D], [N], [N]
+    h' = exp(Δ a) ⊙ h + (Δ B) ⊙ x                        a = −exp(a_log) < 0        [D, N]
+    y = (h' C) + d ⊙ x;  out = W_o (y ⊙ silu(z)) (+ x_in)  gating between layers; a residual
+                                                          from layer 2 on (layer 1's input holds
+                                                          the fed-back o: a residual there would
+                                                          be an unbounded linear loop)
+
+DeltaNet layer (one head, width D): x = silu(W_x rmsnorm(x_in)), k = W_k x/‖·‖, q likewise,
+v = W_v x, β = sigmoid(w_β·x); S' = S − β (S k − v) kᵀ; out = W_o (S' q) (+ x_in from layer 2 on).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ModernCell = Literal["ssm", "deltanet"]
+MODERN_CELLS: tuple[str, ...] = ("ssm", "deltanet")
+
+
+class SelectiveSSMLayer(nn.Module):
+    """One Mamba-style selective SSM layer: (state [B, D·N], x_in [B, d_in]) → (state', out [B, D])."""
+
+    def __init__(self, d_in: int, width: int, n_state: int) -> None:
+        super().__init__()
+        self.width, self.n_state = width, n_state
+        self.state_size = width * n_state
+        self.w_x = nn.Linear(d_in, width)
+        self.w_z = nn.Linear(d_in, width)
+        self.w_dt = nn.Linear(width, width)
+        self.w_b = nn.Linear(width, n_state, bias=False)
+        self.w_c = nn.Linear(width, n_state, bias=False)
+        # S4D-real init a = −(1 … N); Δ starts small (softplus(−3) ≈ 0.05), as Mamba's dt init
+        self.a_log = nn.Parameter(torch.log(torch.arange(1, n_state + 1, dtype=torch.float32)).repeat(width, 1))
+        nn.init.constant_(self.w_dt.bias, -3.0)
+        self.d = nn.Parameter(torch.ones(width))
+        self.w_o = nn.Linear(width, width)
+        self.norm = nn.RMSNorm(d_in, eps=1e-5)
+        self.residual = d_in == width
+
+    def forward(self, h: Tensor, x_in: Tensor) -> tuple[Tensor, Tensor]:
+        xn = self.norm(x_in)  # pre-norm, as in Mamba blocks
+        x = F.silu(self.w_x(xn))  # (B, D)
+        z = self.w_z(xn)
+        dt = F.softplus(self.w_dt(x))  # (B, D)
+        b, c = self.w_b(x), self.w_c(x)  # (B, N)
+        a = -torch.exp(self.a_log)  # (D, N)
+        s = h.reshape(-1, self.width, self.n_state)
+        s = torch.exp(dt[:, :, None] * a) * s + (dt[:, :, None] * b[:, None, :]) * x[:, :, None]
+        y = (s * c[:, None, :]).sum(-1) + self.d * x  # (B, D)
+        out = self.w_o(y * F.silu(z))
+        return s.reshape(h.shape[0], self.state_size), out + x_in if self.residual else out
+
+
+class DeltaNetLayer(nn.Module):
+    """One DeltaNet (delta-rule linear attention) layer: matrix state S [D, D] flattened to D²."""
+
+    def __init__(self, d_in: int, width: int) -> None:
+        super().__init__()
+        self.width = width
+        self.state_size = width * width
+        self.w_x = nn.Linear(d_in, width)
+        self.w_q = nn.Linear(width, width, bias=False)
+        self.w_k = nn.Linear(width, width, bias=False)
+        self.w_v = nn.Linear(width, width, bias=False)
+        self.w_beta = nn.Linear(width, 1)
+        self.w_o = nn.Linear(width, width)
+        self.norm = nn.RMSNorm(d_in, eps=1e-5)
+        self.residual = d_in == width
+
+    def forward(self, h: Tensor, x_in: Tensor) -> tuple[Tensor, Tensor]:
+        x = F.silu(self.w_x(self.norm(x_in)))  # (B, D)
+        q = F.normalize(self.w_q(x), dim=-1, eps=1e-6)
+        k = F.normalize(self.w_k(x), dim=-1, eps=1e-6)
+        v = self.w_v(x)
+        beta = torch.sigmoid(self.w_beta(x))  # (B, 1)
+        s = h.reshape(-1, self.width, self.width)  # S: (B, d_v, d_k)
+        err = (s @ k[:, :, None]).squeeze(-1) - v  # S k − v: (B, d_v)
+        s = s - beta[:, :, None] * err[:, :, None] * k[:, None, :]  # S(I − β kkᵀ) + β v kᵀ
+        o = self.w_o((s @ q[:, :, None]).squeeze(-1))  # (B, d_v)
+        return s.reshape(h.shape[0], self.state_size), o + x_in if self.residual else o
+
+
+class CellStack(nn.Module):
+    """L layers of one modern cell, closed-loop through o, read out linearly from o.
+
+    `step(state, u)` is the whole map the fixed-point finder analyses (`as_step` uses it, with
+    `state_size`, `input_size` and `readout_slice`); `rollout` trains it."""
+
+    def __init__(
+        self,
+        cell: ModernCell,
+        input_size: int,
+        width: int,
+        output_size: int,
+        n_layers: int = 2,
+        n_state: int = 8,
+        feedback: bool = True,
+    ) -> None:
+        super().__init__()
+        self.cell, self.feedback = cell, feedback
+        self.input_size, self.width = input_size, width
+        d0 = input_size + (width if feedback else 0)
+        layers: list[nn.Module] = []
+        for i in range(n_layers):
+            d_in = d0 if i == 0 else width
+            layers.append(SelectiveSSMLayer(d_in, width, n_state) if cell == "ssm" else DeltaNetLayer(d_in, width))
+        self.layers = nn.ModuleList(layers)
+        self.layer_sizes = [int(layer.state_size) for layer in layers]  # type: ignore[arg-type]
+        self.state_size = sum(self.layer_sizes) + width
+        self.readout_slice = (self.state_size - width, self.state_size)
+        self.readout = nn.Linear(width, output_size)
+
+    def step(self, h: Tensor, u: Tensor) -> Tensor:
+        """h' = F(h, u) on joint states h [B, state_size] and inputs u [B, m]."""
+        a, b = self.readout_slice
+        x = torch.cat([u, h[:, a:b]], dim=-1) if self.feedback else u
+        new = []
+        i = 0
+        for layer, size in zip(self.layers, self.layer_sizes, strict=True):
+            s, x = layer(h[:, i : i + size], x)
+            new.append(s)
+            i += size
+        new.append(x)
+        return torch.cat(new, dim=-1)
+
+    def rollout(
+        self, u: Tensor, state_noise: float = 0.0, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(outputs [B, T, out], joint states [B, T, state_size]) from the zero state; with
+        `state_noise`, Gaussian noise on the whole joint state after every step."""
+        h = torch.zeros(u.shape[0], self.state_size, dtype=u.dtype)
+        hs = []
+        a, b = self.readout_slice
+        for t in range(u.shape[1]):
+            h = self.step(h, u[:, t])
+            if state_noise:
+                h = h + state_noise * torch.randn(h.shape, generator=generator, dtype=h.dtype)
+            hs.append(h)
+        states = torch.stack(hs, dim=1)
+        return self.readout(states[..., a:b]), states
+
+    def forward(self, u: Tensor, state_noise: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+        return self.rollout(u, state_noise, generator)[0]
