@@ -41,7 +41,7 @@ def test_one_transcoder_per_mlp_reads_input_writes_output() -> None:
     task, dec = fitted(TranscoderTopKConfig(**FAST))
     assert dec.sites == ["layers.0.mlp_out", "layers.1.mlp_out"]
     C = dec.n_components("layers.0.mlp_out")
-    assert C == 48  # 2 × 24 signed directions
+    assert C == 96  # blind: 8 × the width of the MLP input (rank 12: 12 features embedded in 32 dims)
     assert dec.directions("layers.0.mlp_out", "activation").shape == (C, 32)  # type: ignore[union-attr]
     assert dec.read_directions("layers.0.mlp_out").shape == (C, 32)
     assert dec.coders["layers.1.mlp_out"].read == ("layers.1.mlp_in", "input")
