@@ -5,6 +5,7 @@ from mechscope.decompose import (
     oracle,  # noqa: F401
     random_components,  # noqa: F401
     sae,  # noqa: F401
+    saelens_peers,  # noqa: F401  (registers only when sae_lens is installed)
     spd,  # noqa: F401
     transcoder,  # noqa: F401
 )

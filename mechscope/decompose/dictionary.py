@@ -322,6 +322,11 @@ class SparseCoder(nn.Module):
 
 
 # --- training loop -----------------------------------------------------------------------------
+def default_batch_size(d_in: int, d_out: int) -> int:
+    """About 256k numbers per batch, 128–1024 rows: a step costs about the same on every task."""
+    return min(1_024, max(128, 262_144 // max(d_in, d_out)))
+
+
 def lr_lambda(steps: int, warmup_frac: float, decay_frac: float) -> Callable[[int], float]:
     """Linear warm-up, flat, then linear decay to 0 over the last `decay_frac` of the steps."""
     warm = max(1, int(steps * warmup_frac))
@@ -345,7 +350,7 @@ def train_coder(
     if isinstance(cfg, TopKOptions) and k is not None and k > n_latents:
         raise ConfigError(f"k={k} is larger than the dictionary (n_latents={n_latents})")
     x0, y0 = source(1)
-    batch = cfg.batch_size or min(1_024, max(128, 262_144 // max(x0.shape[1], y0.shape[1])))
+    batch = cfg.batch_size or default_batch_size(x0.shape[1], y0.shape[1])
     buffer = ActivationBuffer(source, max(cfg.buffer_size, 2 * batch), batch, generator)
     x0, y0 = buffer.sample(min(cfg.buffer_size, 8_192))
     s_in = float(x0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))

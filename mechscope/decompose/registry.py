@@ -67,6 +67,8 @@ class MethodSpec:
     """"calibration", "activation", "parameter" or "dynamics"."""
     reads_truth: Callable[[Config], bool] = never_reads_truth
     """Whether a fit with this config is handed the ground truth (`ctx.truth`)."""
+    peer: bool = False
+    """Trained by another library's own code (a peer row beside our variant of the same family)."""
 
 
 METHODS: dict[str, MethodSpec] = {}
