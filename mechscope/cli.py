@@ -80,7 +80,8 @@ def methods() -> None:
     width = max(map(len, [*names, FIXED_POINTS]))
     for name in names:
         spec = METHODS[name]
-        print(f"{name:<{width}}  {spec.family:<11} {spec.summary}")
+        tag = "[peer] " if spec.peer else ""  # trained by another library's own code
+        print(f"{name:<{width}}  {spec.family:<11} {tag}{spec.summary}")
     print(f"{FIXED_POINTS:<{width}}  {'dynamics':<11} fixed/slow points of a recurrent task and their stability")
 
 

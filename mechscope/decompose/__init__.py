@@ -5,12 +5,15 @@ from mechscope.decompose import (
     oracle,  # noqa: F401
     random_components,  # noqa: F401
     sae,  # noqa: F401
+    sae_matryoshka,  # noqa: F401
     saelens_peers,  # noqa: F401  (registers only when sae_lens is installed)
     spd,  # noqa: F401
     transcoder,  # noqa: F401
 )
 from mechscope.decompose.base import Decomposition, ParameterDecomposition, load_decomposition
-from mechscope.decompose.registry import METHODS, FitContext, MethodSpec, get_method, register
+from mechscope.decompose.registry import METHODS, FitContext, MethodSpec, get_method, load_plugins, register
+
+load_plugins()  # third-party methods: entry-point group `mechscope.methods`
 
 __all__ = [
     "METHODS",
@@ -19,6 +22,7 @@ __all__ = [
     "MethodSpec",
     "ParameterDecomposition",
     "get_method",
+    "load_plugins",
     "load_decomposition",
     "register",
 ]

@@ -96,7 +96,10 @@ class JumpReLUOptions(DictionaryConfig):
     l0_coef: float = 0.05
     bandwidth: float = 0.05
     """ε of the rectangle kernel, in units of the normalised activation (E‖x‖² = 1)."""
-    init_threshold: float = 0.3
+    init_threshold: float | None = None
+    """θ₀ in normalised units; None: `init_threshold_rms` × the RMS of the initial pre-activations."""
+    init_threshold_rms: float = 0.1
+    """θ₀ as a fraction of the RMS pre-activation at initialisation (`jumprelu_init_threshold`)."""
     l0_grad_to_encoder: bool = True
     """Also pass the L0 pseudo-derivative to the pre-activations (Anthropic 2025); False = paper."""
 
@@ -322,6 +325,21 @@ class SparseCoder(nn.Module):
 
 
 # --- training loop -----------------------------------------------------------------------------
+def jumprelu_init_threshold(cfg: JumpReLUOptions, pre: Tensor) -> float:
+    """θ₀ from the initial pre-activations pre [N, C]: a fixed fraction of their RMS.
+
+    A latent whose pre-activations never reach θ gets neither a reconstruction gradient nor a
+    threshold gradient (the kernel sees only pre within ε/2 of θ), so it never fires. A random unit
+    encoder row gives pre ~ ‖x‖/√d: RMS 0.32 on a 10-d toy but 0.03 on a 1000-d stream, where a
+    fixed θ₀ = 0.3 is ~10 RMS above almost every pre-activation (1 % of latents ever reach it on
+    8k inputs; 88 % ended dead). At 0.1 RMS every latent starts as a near-ReLU, firing on about
+    half its inputs, and the L0 price raises θ from there."""
+    if cfg.init_threshold is not None:
+        return cfg.init_threshold
+    rms = float(pre.pow(2).mean().sqrt())
+    return max(cfg.init_threshold_rms * rms, 1e-8)
+
+
 def default_batch_size(d_in: int, d_out: int) -> int:
     """About 256k numbers per batch, 128–1024 rows: a step costs about the same on every task."""
     return min(1_024, max(128, 262_144 // max(d_in, d_out)))
@@ -344,9 +362,10 @@ def lr_lambda(steps: int, warmup_frac: float, decay_frac: float) -> Callable[[in
 
 def train_coder(
     source: Source, cfg: DictionaryConfig, n_latents: int, k: int | None, sae: bool,
-    generator: torch.Generator, progress: Progress = no_progress,
+    generator: torch.Generator, progress: Progress = no_progress, make_coder: Callable[..., SparseCoder] | None = None,
 ) -> SparseCoder:  # fmt: skip
-    """Train one coder on the activations `source` yields; returns it on the raw scale."""
+    """Train one coder on the activations `source` yields; returns it on the raw scale.
+    `make_coder` builds a SparseCoder subclass with its own `train_step` (Matryoshka's nested losses)."""
     if isinstance(cfg, TopKOptions) and k is not None and k > n_latents:
         raise ConfigError(f"k={k} is larger than the dictionary (n_latents={n_latents})")
     x0, y0 = source(1)
@@ -355,12 +374,12 @@ def train_coder(
     x0, y0 = buffer.sample(min(cfg.buffer_size, 8_192))
     s_in = float(x0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
     s_out = s_in if sae else float(y0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
-    coder = SparseCoder(x0.shape[1], y0.shape[1], n_latents, cfg.activation, k, sae, generator)
+    coder = (make_coder or SparseCoder)(x0.shape[1], y0.shape[1], n_latents, cfg.activation, k, sae, generator)
     with torch.no_grad():
         y0n = y0 / s_out
         coder.b_dec.copy_(geometric_median(y0n) if cfg.b_dec_init == "geometric_median" else y0n.mean(0))
         if isinstance(cfg, JumpReLUOptions):
-            coder.log_threshold.fill_(math.log(cfg.init_threshold))
+            coder.log_threshold.fill_(math.log(jumprelu_init_threshold(cfg, coder.pre_acts(x0 / s_in))))
     params = [p for p in coder.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.steps, cfg.warmup_frac, cfg.decay_frac))

@@ -22,14 +22,14 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from mechscope.decompose.dictionary import SparseCoder
+from mechscope.decompose.dictionary import Activation, SparseCoder
 
 TOLERANCE = 1e-5
 """Largest |difference| allowed between a converted coder and the library's own, relative to the
 batch's largest activation (float32 sums in another order differ by ~1e-7)."""
 
-_SAELENS_SAE = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
-_SAELENS_TRANSCODER = {"transcoder": "relu", "jumprelu_transcoder": "jumprelu"}
+_SAELENS_SAE: dict[str, Activation] = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
+_SAELENS_TRANSCODER: dict[str, Activation] = {"transcoder": "relu", "jumprelu_transcoder": "jumprelu"}
 
 
 class DictionaryFormatError(ValueError):

@@ -7,12 +7,22 @@ bottom. `mechscope/decompose/__init__.py` imports each method file once so regis
 Fits are blind: `facts` is the task's public face (`TaskFacts`: sampler, sites, settings) and its
 `ground_truth` raises. A method that is sized from the truth says so through `reads_truth(config)`;
 the runner then hands it the truth in `ctx.truth`, and the run's config records it.
+
+Third-party methods register through the entry-point group `mechscope.methods`: each entry point
+names a `MethodSpec` (or a function returning one), e.g. in the plugin's pyproject.toml
+
+    [project.entry-points."mechscope.methods"]
+    my-method = "my_package.method:SPEC"
+
+`load_plugins()` (run once when `mechscope.decompose` is imported) registers them beside ours.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 
 import torch
 from torch import nn
@@ -79,6 +89,28 @@ def register(spec: MethodSpec) -> MethodSpec:
         raise ValueError(f"method {spec.name!r} registered twice")
     METHODS[spec.name] = spec
     return spec
+
+
+PLUGIN_GROUP = "mechscope.methods"
+
+
+def load_plugins() -> list[str]:
+    """Register every `mechscope.methods` entry point not registered yet; returns their names.
+    A plugin that fails to load is reported on stderr in one line and skipped."""
+    loaded: list[str] = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            obj = ep.load()
+            spec = obj if isinstance(obj, MethodSpec) else obj()
+            if not isinstance(spec, MethodSpec):
+                raise TypeError(f"it gave {type(spec).__name__}, not a MethodSpec")
+        except Exception as err:  # a broken plugin must not break mechscope
+            print(f"mechscope: warning: plugin {ep.name!r} ({ep.value}) not loaded: {err}", file=sys.stderr)
+            continue
+        if spec.name not in METHODS:
+            register(spec)
+            loaded.append(spec.name)
+    return loaded
 
 
 def get_method(name: str) -> MethodSpec:

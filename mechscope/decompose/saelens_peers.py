@@ -35,11 +35,18 @@ from torch import Tensor, nn
 from mechscope.config import Config, ConfigError
 from mechscope.core import TaskFacts, derive_seed
 from mechscope.decompose.activation_buffer import ActivationBuffer, task_source
-from mechscope.decompose.dictionary import DictionaryConfig, ReLUOptions, TopKOptions, blind_sizes, default_batch_size
+from mechscope.decompose.dictionary import (
+    DictionaryConfig,
+    ReLUOptions,
+    TopKOptions,
+    blind_sizes,
+    default_batch_size,
+)
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
 from mechscope.decompose.import_dictionary import require_equal, saelens_coder
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.decompose.sae import applies_to
+from mechscope.decompose.sae_matryoshka import matryoshka_widths
 
 Variant = Literal["standard", "topk", "batchtopk", "jumprelu", "matryoshka"]
 PRESET_LR = {"default": 3e-4, "short": 2e-3}
@@ -84,11 +91,6 @@ def _training_sae(variant: Variant, d_in: int, n_latents: int, k: int | None) ->
     return sae_lens.MatryoshkaBatchTopKTrainingSAE(cfg)
 
 
-def matryoshka_widths(n_latents: int, levels: int = 4) -> list[int]:
-    """Nested prefix widths C/2^(levels−1), …, C/2, C (distinct, ≥ 1): the same for ours and SAELens's."""
-    return sorted({max(1, n_latents >> i) for i in range(levels)})
-
-
 @contextlib.contextmanager
 def _quiet_trainer() -> Iterator[None]:
     """SAELens's trainer draws a tqdm bar on stderr; mechscope draws its own progress."""
@@ -97,7 +99,7 @@ def _quiet_trainer() -> Iterator[None]:
     import sae_lens.training.sae_trainer as trainer_module
 
     bar = trainer_module.tqdm
-    trainer_module.tqdm = partial(bar, disable=True)  # type: ignore[assignment]
+    trainer_module.tqdm = partial(bar, disable=True)
     try:
         yield
     finally:

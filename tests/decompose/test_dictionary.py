@@ -15,8 +15,8 @@ from mechscope.decompose.dictionary import (
     SparseCoder,
     TopKOptions,
     _TopKEncode,
-    oracle_sizes,
     lr_lambda,
+    oracle_sizes,
     train_coder,
 )
 
