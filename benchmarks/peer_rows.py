@@ -38,7 +38,9 @@ PAIRS = {
 TASKS = ("tms-40-10", "resid-mlp-1l", "stress-iid", "synth-sae-bench")
 
 
-def run_one(task_name: str, method: str, seed: int, sets: dict[str, Any], target: torch.nn.Module) -> dict[str, Any]:
+def run_one(
+    task_name: str, method: str, seed: int, sets: dict[str, Any], target: torch.nn.Module
+) -> dict[str, Any]:
     task = get_task(task_name)
     spec = get_method(method)
     cfg = spec.Cfg(**sets)
@@ -49,7 +51,7 @@ def run_one(task_name: str, method: str, seed: int, sets: dict[str, Any], target
     site = dec.sites[0]
     coder = dec.coder(site)  # type: ignore[attr-defined]
     d = coder.d_in
-    steps = int(getattr(cfg, "steps"))
+    steps = int(cfg.steps)
     batch = getattr(cfg, "batch_size", None) or default_batch_size(d, d)
     return {"task": task_name, "method": method, "seed": seed, "sets": sets, "mmcs": metrics["mmcs"],
             "activity_f1": metrics["activity_f1"], "l0": metrics.get("l0"), "n_latents": coder.n_latents,
@@ -92,7 +94,9 @@ def table(rows: list[dict[str, Any]], tasks: list[str], pairs: list[str]) -> str
             cpu_ours = sum(r["fit_cpu_s"] for r in ours) / max(1, len(ours))
             peers = default + short
             cpu_peer = sum(r["fit_cpu_s"] for r in peers) / max(1, len(peers))
-            ratio = f"{cpu_peer / cpu_ours:.1f}× ({cpu_ours:.1f} vs {cpu_peer:.1f})" if ours and peers else "–"
+            ratio = (
+                f"{cpu_peer / cpu_ours:.1f}× ({cpu_ours:.1f} vs {cpu_peer:.1f})" if ours and peers else "–"
+            )
             seeds = sorted({r["seed"] for r in ours + peers})
             samples = sorted({r["samples_seen"] for r in ours + peers})
             lines.append(f"| {task} | {pair} | {mean_std([r['mmcs'] for r in ours])} | "
@@ -106,7 +110,9 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--pairs", default=",".join(PAIRS))
     parser.add_argument("--seeds", default="0")
-    parser.add_argument("--steps", type=int, default=None, help="override both sides' steps (default: theirs, equal)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="override both sides' steps (default: theirs, equal)"
+    )
     parser.add_argument("--jsonl", default="peer_rows.jsonl")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
@@ -123,7 +129,11 @@ def main() -> None:
             for seed in seeds:
                 for pair in pairs:
                     ours, peer = PAIRS[pair]
-                    for method, sets in ((ours, {}), (peer, {"preset": "default"}), (peer, {"preset": "short"})):
+                    for method, sets in (
+                        (ours, {}),
+                        (peer, {"preset": "default"}),
+                        (peer, {"preset": "short"}),
+                    ):
                         probe = {"task": task_name, "method": method, "seed": seed, "sets": {**sets, **extra}}
                         if key(probe) in done:
                             continue

@@ -274,5 +274,23 @@ for _name, _fn in _REAL_COMMANDS.items():
     app.command(_name)(_fn)
 
 
+
+@app.command("score")
+def score_dictionary(
+    task: Annotated[str, typer.Argument(help="task name (see `mechscope tasks`)")],
+    sae: Annotated[Path, typer.Option(help="a SAELens SAE dir, a sparsify checkpoint or a mechscope run dir")],
+    site: Annotated[str | None, typer.Option(help="module whose output the dictionary reads")] = None,
+    out: Annotated[Path | None, typer.Option(help="write metrics.json, figures and tensors here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print only the metrics JSON on stdout")] = False,
+) -> None:
+    """Score a dictionary you bring on a zoo task's site, with the same scorer as `decompose`."""
+    from mechscope.bench.run import check_task
+    from mechscope.score_command import score
+
+    check_task(task)
+    metrics = _guarded(lambda: score(sae, task, site=site, out=out))  # a ScoreError is one line, exit 2
+    print(json.dumps(metrics, indent=2)) if as_json else _print_summary({**metrics, "seed": "-"})
+
+
 if __name__ == "__main__":
     app()

@@ -22,7 +22,7 @@ __all__ = [
     "MethodSpec",
     "ParameterDecomposition",
     "get_method",
-    "load_plugins",
     "load_decomposition",
+    "load_plugins",
     "register",
 ]

@@ -14,8 +14,13 @@ trusted unchecked.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
+import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -41,10 +46,14 @@ def saelens_coder(cfg: dict[str, Any], tensors: dict[str, Tensor], where: str = 
     arch = cfg.get("architecture", "standard")
     table = {**_SAELENS_SAE, **_SAELENS_TRANSCODER}
     if arch not in table:
-        raise DictionaryFormatError(f"{where}: architecture {arch!r} is not supported; supported: {', '.join(table)}")
+        raise DictionaryFormatError(
+            f"{where}: architecture {arch!r} is not supported; supported: {', '.join(table)}"
+        )
     norm = cfg.get("normalize_activations", "none")
     if norm not in ("none", None):
-        raise DictionaryFormatError(f"{where}: normalize_activations={norm!r} is not supported (fold it first); supported: none")
+        raise DictionaryFormatError(
+            f"{where}: normalize_activations={norm!r} is not supported (fold it first); supported: none"
+        )
     W_enc = tensors["W_enc"].float().t().contiguous()  # (C, d_in)
     b_enc, W_dec, b_dec = tensors["b_enc"].float(), tensors["W_dec"].float(), tensors["b_dec"].float()
     C, d_in = W_enc.shape
@@ -65,10 +74,14 @@ def saelens_coder(cfg: dict[str, Any], tensors: dict[str, Tensor], where: str = 
     return coder.eval()
 
 
-def sparsify_coder(cfg: dict[str, Any], tensors: dict[str, Tensor], where: str = "sparsify checkpoint") -> SparseCoder:
+def sparsify_coder(
+    cfg: dict[str, Any], tensors: dict[str, Tensor], where: str = "sparsify checkpoint"
+) -> SparseCoder:
     """A sparsify SparseCoder checkpoint (cfg.json body and sae.safetensors) as a SparseCoder."""
     if cfg.get("activation", "topk") != "topk":
-        raise DictionaryFormatError(f"{where}: activation {cfg.get('activation')!r} is not supported; supported: topk")
+        raise DictionaryFormatError(
+            f"{where}: activation {cfg.get('activation')!r} is not supported; supported: topk"
+        )
     if cfg.get("skip_connection") or "W_skip" in tensors:
         raise DictionaryFormatError(f"{where}: skip connections are not supported")
     W_enc, b_enc = tensors["encoder.weight"].float(), tensors["encoder.bias"].float()  # (C, d_in), (C,)
@@ -84,7 +97,7 @@ def sparsify_coder(cfg: dict[str, Any], tensors: dict[str, Tensor], where: str =
 
 
 def dictionary_format(path: str | Path) -> str:
-    """"saelens", "sparsify" or "mechscope" (a run dir or its decomposition/); raises otherwise."""
+    """ "saelens", "sparsify" or "mechscope" (a run dir or its decomposition/); raises otherwise."""
     path = Path(path)
     if (path / "decomposition" / "decomposition.json").exists() or (path / "decomposition.json").exists():
         return "mechscope"
@@ -107,11 +120,19 @@ def load_dictionary(path: str | Path) -> SparseCoder:
         raise DictionaryFormatError(f"{path} is a mechscope run directory: load it with load_decomposition")
     try:
         cfg = json.loads((path / "cfg.json").read_text())
-        tensors = load_file(str(path / ("sae_weights.safetensors" if kind == "saelens" else "sae.safetensors")))
+        tensors = load_file(
+            str(path / ("sae_weights.safetensors" if kind == "saelens" else "sae.safetensors"))
+        )
     except (OSError, ValueError) as err:
-        raise DictionaryFormatError(f"{path}: cannot read the dictionary ({type(err).__name__}: {err})") from err
+        raise DictionaryFormatError(
+            f"{path}: cannot read the dictionary ({type(err).__name__}: {err})"
+        ) from err
     try:
-        coder = saelens_coder(cfg, tensors, str(path)) if kind == "saelens" else sparsify_coder(cfg, tensors, str(path))
+        coder = (
+            saelens_coder(cfg, tensors, str(path))
+            if kind == "saelens"
+            else sparsify_coder(cfg, tensors, str(path))
+        )
     except KeyError as err:
         raise DictionaryFormatError(f"{path}: the weights lack tensor {err.args[0]!r}") from err
     check = check_against_saelens if kind == "saelens" else check_against_sparsify
@@ -121,7 +142,9 @@ def load_dictionary(path: str | Path) -> SparseCoder:
 
 def max_difference(ours: tuple[Tensor, Tensor], theirs: tuple[Tensor, Tensor]) -> float:
     """Largest |difference| of (encodings, reconstructions), relative to their largest entry."""
-    return max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(ours, theirs, strict=True))
+    return max(
+        float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(ours, theirs, strict=True)
+    )
 
 
 def require_equal(coder: SparseCoder, encode: Any, decode: Any, x: Tensor, where: str) -> None:
@@ -132,33 +155,48 @@ def require_equal(coder: SparseCoder, encode: Any, decode: Any, x: Tensor, where
         theirs = (z_lib, decode(z_lib))
     diff = max_difference(ours, theirs)
     if not diff <= TOLERANCE:
-        raise DictionaryFormatError(f"{where}: the converted dictionary differs from the library's by {diff:.2e} (> {TOLERANCE:g})")
+        raise DictionaryFormatError(
+            f"{where}: the converted dictionary differs from the library's by {diff:.2e} (> {TOLERANCE:g})"
+        )
 
 
 def probe_batch(coder: SparseCoder, n: int = 256, seed: int = 0) -> Tensor:
     """A batch that exercises the coder: its own decoder rows mixed and scaled, plus noise."""
     g = torch.Generator().manual_seed(seed)
     if coder.d_in == coder.d_out:
-        mix = torch.rand(n, coder.n_latents, generator=g) * (torch.rand(n, coder.n_latents, generator=g) < 0.05)
-        return (mix @ coder.W_dec.detach() + coder.b_dec.detach()) + 0.01 * torch.randn(n, coder.d_in, generator=g)
+        mix = torch.rand(n, coder.n_latents, generator=g) * (
+            torch.rand(n, coder.n_latents, generator=g) < 0.05
+        )
+        return (mix @ coder.W_dec.detach() + coder.b_dec.detach()) + 0.01 * torch.randn(
+            n, coder.d_in, generator=g
+        )
     return torch.randn(n, coder.d_in, generator=g)
 
 
+def quiet_import(name: str) -> ModuleType | None:
+    """Import a peer library (None if not installed) without its import-time noise: SAELens's
+    dependencies warn (DeprecationWarning), sparsify prints to stdout — which `--json` keeps clean."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            return None
+
+
 def check_against_saelens(coder: SparseCoder, path: Path) -> None:
-    try:
-        from sae_lens import SAE
-    except ImportError:
+    sae_lens = quiet_import("sae_lens")
+    if sae_lens is None:
         return
-    sae = SAE.load_from_disk(str(path))
+    sae = sae_lens.SAE.load_from_disk(str(path))
     require_equal(coder, sae.encode, sae.decode, probe_batch(coder), str(path))
 
 
 def check_against_sparsify(coder: SparseCoder, path: Path) -> None:
-    try:
-        from sparsify import SparseCoder as EAICoder
-    except ImportError:
+    sparsify = quiet_import("sparsify")
+    if sparsify is None:
         return
-    eai = EAICoder.load_from_disk(path)
+    eai = sparsify.SparseCoder.load_from_disk(path)
 
     def encode(x: Tensor) -> Tensor:
         out = eai.encode(x)

@@ -92,5 +92,14 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     return DictionaryDecomposition(target, coders)
 
 
-register(MethodSpec("sae-matryoshka", "Matryoshka BatchTopK SAE: nested prefixes each reconstruct",
-                    SAEMatryoshkaConfig, fit, applies_to, "activation", reads_truth))
+register(
+    MethodSpec(
+        "sae-matryoshka",
+        "Matryoshka BatchTopK SAE: nested prefixes each reconstruct",
+        SAEMatryoshkaConfig,
+        fit,
+        applies_to,
+        "activation",
+        reads_truth,
+    )
+)

@@ -43,7 +43,7 @@ from mechscope.decompose.dictionary import (
     default_batch_size,
 )
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
-from mechscope.decompose.import_dictionary import require_equal, saelens_coder
+from mechscope.decompose.import_dictionary import quiet_import, require_equal, saelens_coder
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.decompose.sae import applies_to
 from mechscope.decompose.sae_matryoshka import matryoshka_widths
@@ -75,8 +75,8 @@ class SAELensConfig(Config):
 
 def _training_sae(variant: Variant, d_in: int, n_latents: int, k: int | None) -> Any:
     """SAELens's training SAE for the variant, at its config's defaults apart from the sizes."""
-    import sae_lens
-
+    sae_lens = quiet_import("sae_lens")
+    assert sae_lens is not None
     if variant == "standard":
         return sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(d_in=d_in, d_sae=n_latents))
     if variant == "jumprelu":
@@ -85,9 +85,13 @@ def _training_sae(variant: Variant, d_in: int, n_latents: int, k: int | None) ->
     if variant == "topk":
         return sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(d_in=d_in, d_sae=n_latents, k=k))
     if variant == "batchtopk":
-        return sae_lens.BatchTopKTrainingSAE(sae_lens.BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=n_latents, k=k))
+        return sae_lens.BatchTopKTrainingSAE(
+            sae_lens.BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=n_latents, k=k)
+        )
     widths = matryoshka_widths(n_latents)
-    cfg = sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(d_in=d_in, d_sae=n_latents, k=k, matryoshka_widths=widths)
+    cfg = sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(
+        d_in=d_in, d_sae=n_latents, k=k, matryoshka_widths=widths
+    )
     return sae_lens.MatryoshkaBatchTopKTrainingSAE(cfg)
 
 
@@ -111,6 +115,7 @@ def train_saelens(
     batch: int, seed: int,
 ) -> Any:  # fmt: skip
     """Train SAELens's SAE with SAELens's trainer on `config.steps` batches of `buffer`."""
+    quiet_import("sae_lens")
     from sae_lens import SAETrainer
     from sae_lens.config import SAETrainerConfig
 
@@ -118,8 +123,9 @@ def train_saelens(
     sae = _training_sae(variant, d_in, n_latents, k)
     lr = config.lr if config.lr is not None else PRESET_LR[config.preset]
     # lr_end = lr / 10 is what SAELens's runner config fills in (used only by decaying schedules)
-    trainer_cfg = SAETrainerConfig(total_training_samples=config.steps * batch, train_batch_size_samples=batch,
-                                   lr=lr, lr_end=lr / 10)
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=config.steps * batch, train_batch_size_samples=batch, lr=lr, lr_end=lr / 10
+    )
 
     def stream() -> Iterator[Tensor]:
         while True:
@@ -129,7 +135,9 @@ def train_saelens(
         return SAETrainer(trainer_cfg, sae, stream()).fit()
 
 
-def peer_sizes(variant: Variant, config: SAELensConfig, x: Tensor, generator: torch.Generator) -> tuple[int, int | None]:
+def peer_sizes(
+    variant: Variant, config: SAELensConfig, x: Tensor, generator: torch.Generator
+) -> tuple[int, int | None]:
     """The blind (n_latents, k) the matching `sae-*` method chooses for the same settings."""
     opts: DictionaryConfig = (
         ReLUOptions(n_latents=config.n_latents, expansion=config.expansion) if variant in ("standard", "jumprelu")
@@ -138,11 +146,12 @@ def peer_sizes(variant: Variant, config: SAELensConfig, x: Tensor, generator: to
     return blind_sizes(opts, x, generator)
 
 
-def fit_variant(variant: Variant, target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> DictionaryDecomposition:
+def fit_variant(
+    variant: Variant, target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext
+) -> DictionaryDecomposition:
     """One SAELens SAE per activation site, converted into mechscope's dictionary and checked."""
-    from sae_lens import SAE
-
-    assert isinstance(config, SAELensConfig)
+    sae_lens = quiet_import("sae_lens")
+    assert isinstance(config, SAELensConfig) and sae_lens is not None
     sites = [config.site] if config.site else task.activation_sites()
     if not sites:
         raise ConfigError(f"task {task.name!r} names no activation site; set site=<module name>")
@@ -154,13 +163,19 @@ def fit_variant(variant: Variant, target: nn.Module, task: TaskFacts, config: Co
         d_in = source(1)[0].shape[1]
         batch = config.batch_size or default_batch_size(d_in, d_in)
         buffer = ActivationBuffer(source, max(config.buffer_size, 2 * batch), batch, ctx.generator(100 + i))
-        sae = train_saelens(variant, buffer, d_in, n_latents, k, config, batch, derive_seed(ctx.seed, 200 + i))
+        sae = train_saelens(
+            variant, buffer, d_in, n_latents, k, config, batch, derive_seed(ctx.seed, 200 + i)
+        )
         with tempfile.TemporaryDirectory() as tmp:
             sae.save_inference_model(tmp)  # SAELens's own export (BatchTopK → JumpReLU, TopK norms folded)
-            inference = SAE.load_from_disk(tmp)
+            inference = sae_lens.SAE.load_from_disk(tmp)
             body = json.loads((Path(tmp) / "cfg.json").read_text())
-            coder = saelens_coder(body, load_file(str(Path(tmp) / "sae_weights.safetensors")), f"saelens-{variant}")
-        require_equal(coder, inference.encode, inference.decode, buffer.sample(512)[0], f"saelens-{variant} at {site!r}")
+            coder = saelens_coder(
+                body, load_file(str(Path(tmp) / "sae_weights.safetensors")), f"saelens-{variant}"
+            )
+        require_equal(
+            coder, inference.encode, inference.decode, buffer.sample(512)[0], f"saelens-{variant} at {site!r}"
+        )
         coders[site] = SiteCoder(coder, (site, "output"))
     return DictionaryDecomposition(target, coders)
 
@@ -183,11 +198,25 @@ PEERS: dict[str, tuple[Variant, str]] = {
     "saelens-jumprelu": ("jumprelu", "JumpReLU"),
     "saelens-matryoshka": ("matryoshka", "Matryoshka BatchTopK"),
 }
-PEER_OF = {"saelens-standard": "sae-relu", "saelens-topk": "sae-topk", "saelens-batchtopk": "sae-batchtopk",
-           "saelens-jumprelu": "sae-jumprelu", "saelens-matryoshka": "sae-matryoshka"}
+PEER_OF = {
+    "saelens-standard": "sae-relu",
+    "saelens-topk": "sae-topk",
+    "saelens-batchtopk": "sae-batchtopk",
+    "saelens-jumprelu": "sae-jumprelu",
+    "saelens-matryoshka": "sae-matryoshka",
+}
 """Each peer's own mechscope variant (the row it is shown beside)."""
 
 if available():
     for _name, (_variant, _label) in PEERS.items():
-        register(MethodSpec(_name, f"{_label} SAE trained by SAELens's own trainer (peer of {PEER_OF[_name]})",
-                            SAELensConfig, _fit(_variant), applies_to, "activation", peer=True))
+        register(
+            MethodSpec(
+                _name,
+                f"{_label} SAE trained by SAELens's own trainer (peer of {PEER_OF[_name]})",
+                SAELensConfig,
+                _fit(_variant),
+                applies_to,
+                "activation",
+                peer=True,
+            )
+        )

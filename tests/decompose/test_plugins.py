@@ -35,7 +35,9 @@ def test_entry_point_registers_and_fits(plugin_on_path: None) -> None:
     assert "plugin-pca" in method_names()
     assert resolve(CellRequest("tms-40-10", "plugin-pca")).na_reason is None  # the bench can plan it
     task = ResidMLPTask(ResidMLPConfig(n_features=12, d_embed=32, d_mlp=6, n_layers=1, feature_prob=0.1), "r")
-    dec = fit_blind(METHODS["plugin-pca"], task.build(0).eval(), task, METHODS["plugin-pca"].Cfg(), FitContext())
+    dec = fit_blind(
+        METHODS["plugin-pca"], task.build(0).eval(), task, METHODS["plugin-pca"].Cfg(), FitContext()
+    )
     assert dec.n_components("embed") == 64  # ± each of the 32 principal directions
 
 
