@@ -98,7 +98,7 @@ class JumpReLUOptions(DictionaryConfig):
     """ε of the rectangle kernel, in units of the normalised activation (E‖x‖² = 1)."""
     init_threshold: float | None = None
     """θ₀ in normalised units; None: `init_threshold_rms` × the RMS of the initial pre-activations."""
-    init_threshold_rms: float = 0.1
+    init_threshold_rms: float = 0.03
     """θ₀ as a fraction of the RMS pre-activation at initialisation (`jumprelu_init_threshold`)."""
     l0_grad_to_encoder: bool = True
     """Also pass the L0 pseudo-derivative to the pre-activations (Anthropic 2025); False = paper."""
@@ -332,8 +332,10 @@ def jumprelu_init_threshold(cfg: JumpReLUOptions, pre: Tensor) -> float:
     threshold gradient (the kernel sees only pre within ε/2 of θ), so it never fires. A random unit
     encoder row gives pre ~ ‖x‖/√d: RMS 0.32 on a 10-d toy but 0.03 on a 1000-d stream, where a
     fixed θ₀ = 0.3 is ~10 RMS above almost every pre-activation (1 % of latents ever reach it on
-    8k inputs; 88 % ended dead). At 0.1 RMS every latent starts as a near-ReLU, firing on about
-    half its inputs, and the L0 price raises θ from there."""
+    8k inputs; 88 % ended dead). At 0.03 RMS every latent starts as a near-ReLU, firing on about
+    half its inputs, and the L0 price raises θ from there. Measured (seed 0, θ₀ as a fraction of
+    the RMS): tms-40-10 mmcs / activity_f1 0.93 / 0.73 at 0.95 (the old 0.3), 0.95 / 0.86 at 0.32,
+    0.99 / 0.97 at 0.1, 0.998 / 1.000 at 0.03; resid-mlp-1l 0.999 / 0.99 at 0.1, 0.32 and 0.95."""
     if cfg.init_threshold is not None:
         return cfg.init_threshold
     rms = float(pre.pow(2).mean().sqrt())
