@@ -64,7 +64,7 @@ def test_sparsify_checkpoint(fitted: tuple, tmp_path: Path) -> None:
 def test_bad_inputs_are_one_line_errors(
     fitted: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    task, dec = fitted
+    _, dec = fitted
     path = export_saelens(dec, "W", tmp_path / "sae")
     with pytest.raises(ScoreError, match=r"is not a dictionary"):
         mechscope.score(tmp_path, "tms-40-10")

@@ -121,6 +121,11 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
+def is_peer(name: str) -> bool:
+    """Whether `name` is a registered peer (another library's trainer): benches run those only when named."""
+    return name in METHODS and METHODS[name].peer
+
+
 def fit_blind(
     spec: MethodSpec, target: nn.Module, task: Task, config: Config, ctx: FitContext
 ) -> Decomposition:

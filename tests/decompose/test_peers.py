@@ -11,12 +11,19 @@ import torch
 from safetensors.torch import load_file
 
 from mechscope.decompose import METHODS, FitContext, get_method
-from mechscope.decompose.import_dictionary import DictionaryFormatError, quiet_import, require_equal, saelens_coder
+from mechscope.decompose.import_dictionary import (
+    DictionaryFormatError,
+    quiet_import,
+    require_equal,
+    saelens_coder,
+)
 from mechscope.decompose.registry import fit_blind
 from mechscope.decompose.saelens_peers import PEER_OF, PEERS, _training_sae
 from mechscope.zoo.resid_mlp import ResidMLPConfig, ResidMLPTask
 
-needs_saelens = pytest.mark.skipif(importlib.util.find_spec("sae_lens") is None, reason="sae-lens not installed")
+needs_saelens = pytest.mark.skipif(
+    importlib.util.find_spec("sae_lens") is None, reason="sae-lens not installed"
+)
 
 
 @needs_saelens
@@ -46,7 +53,10 @@ def test_saelens_inference_files_convert_exactly(variant: str, tmp_path: Path) -
     import sae_lens
 
     inference = sae_lens.SAE.load_from_disk(str(tmp_path))
-    cfg, tensors = json.loads((tmp_path / "cfg.json").read_text()), load_file(str(tmp_path / "sae_weights.safetensors"))
+    cfg, tensors = (
+        json.loads((tmp_path / "cfg.json").read_text()),
+        load_file(str(tmp_path / "sae_weights.safetensors")),
+    )
     coder = saelens_coder(cfg, tensors)
     x = torch.randn(256, 12)
     require_equal(coder, inference.encode, inference.decode, x, variant)  # raises if not within 1e-5
@@ -61,7 +71,9 @@ def test_peer_fit_uses_our_blind_sizes_and_budget() -> None:
     task = ResidMLPTask(ResidMLPConfig(n_features=12, d_embed=32, d_mlp=6, n_layers=1, feature_prob=0.1), "r")
     target = task.build(0).eval()
     small = {"steps": 8, "batch_size": 64, "buffer_size": 512}
-    ours = fit_blind(get_method("sae-topk"), target, task, get_method("sae-topk").Cfg(**small), FitContext(seed=1))
+    ours = fit_blind(
+        get_method("sae-topk"), target, task, get_method("sae-topk").Cfg(**small), FitContext(seed=1)
+    )
     peer_spec = get_method("saelens-topk")
     peer = fit_blind(peer_spec, target, task, peer_spec.Cfg(preset="short", **small), FitContext(seed=1))
     assert peer.n_components("embed") == ours.n_components("embed") == 8 * 12
