@@ -34,6 +34,7 @@ PAIRS = {
     "batchtopk": ("sae-batchtopk", "saelens-batchtopk"),
     "jumprelu": ("sae-jumprelu", "saelens-jumprelu"),
     "matryoshka": ("sae-matryoshka", "saelens-matryoshka"),
+    "topk-sparsify": ("sae-topk", "sparsify-topk"),
 }
 TASKS = ("tms-40-10", "resid-mlp-1l", "stress-iid", "synth-sae-bench")
 
@@ -71,9 +72,9 @@ def mean_std(values: list[float]) -> str:
 
 
 def table(rows: list[dict[str, Any]], tasks: list[str], pairs: list[str]) -> str:
-    head = ("| task | variant | ours mmcs | ours activity_f1 | SAELens default mmcs / f1 | SAELens short mmcs / f1 "
+    head = ("| task | ours | peer | ours mmcs | ours activity_f1 | peer default mmcs / f1 | peer short mmcs / f1 "
             "| seeds | samples seen | ours × faster (CPU s) |")  # fmt: skip
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
 
     def pick(task: str, method: str, sets: dict[str, Any]) -> list[dict[str, Any]]:
         return [r for r in rows if r["task"] == task and r["method"] == method
@@ -99,7 +100,7 @@ def table(rows: list[dict[str, Any]], tasks: list[str], pairs: list[str]) -> str
             )
             seeds = sorted({r["seed"] for r in ours + peers})
             samples = sorted({r["samples_seen"] for r in ours + peers})
-            lines.append(f"| {task} | {pair} | {mean_std([r['mmcs'] for r in ours])} | "
+            lines.append(f"| {task} | {ours_name} | {peer_name} | {mean_std([r['mmcs'] for r in ours])} | "
                          f"{mean_std([r['activity_f1'] for r in ours])} | {both(default)} | {both(short)} | "
                          f"{','.join(map(str, seeds))} | {'/'.join(map(str, samples))} | {ratio} |")  # fmt: skip
     return "\n".join(lines)

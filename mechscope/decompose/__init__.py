@@ -7,6 +7,7 @@ from mechscope.decompose import (
     sae,  # noqa: F401
     sae_matryoshka,  # noqa: F401
     saelens_peers,  # noqa: F401  (registers only when sae_lens is installed)
+    sparsify_peer,  # noqa: F401  (registers only when sparsify is installed)
     spd,  # noqa: F401
     transcoder,  # noqa: F401
 )

@@ -126,9 +126,7 @@ def is_peer(name: str) -> bool:
     return name in METHODS and METHODS[name].peer
 
 
-def fit_blind(
-    spec: MethodSpec, target: nn.Module, task: Task, config: Config, ctx: FitContext
-) -> Decomposition:
+def fit_blind(spec: MethodSpec, target: nn.Module, task: Task, config: Config, ctx: FitContext) -> Decomposition:
     """Fit `spec` on `task` the one way every caller does: through the task's public facts, with the
     ground truth handed over only when the spec says this config reads it."""
     if spec.reads_truth(config):
