@@ -78,3 +78,15 @@ def test_peer_fit_uses_our_blind_sizes_and_budget() -> None:
     peer = fit_blind(peer_spec, target, task, peer_spec.Cfg(preset="short", **small), FitContext(seed=1))
     assert peer.n_components("embed") == ours.n_components("embed") == 8 * 12
     assert peer.coder("embed").k == ours.coder("embed").k
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sparsify") is None, reason="eai-sparsify not installed")
+def test_sparsify_peer_trains_with_our_sizes() -> None:
+    task = ResidMLPTask(ResidMLPConfig(n_features=12, d_embed=32, d_mlp=6, n_layers=1, feature_prob=0.1), "r")
+    target = task.build(0).eval()
+    spec = get_method("sparsify-topk")
+    assert spec.peer and spec.family == "activation"
+    small = {"steps": 8, "batch_size": 64, "buffer_size": 512}
+    ours = fit_blind(get_method("sae-topk"), target, task, get_method("sae-topk").Cfg(**small), FitContext(seed=1))
+    peer = fit_blind(spec, target, task, spec.Cfg(**small), FitContext(seed=1))  # its checkpoint, checked on load
+    assert peer.n_components("embed") == ours.n_components("embed") and peer.coder("embed").k == ours.coder("embed").k
