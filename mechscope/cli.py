@@ -80,7 +80,8 @@ def methods() -> None:
     width = max(map(len, names))
     for name in names:
         spec = METHODS[name]
-        print(f"{name:<{width}}  {spec.family:<11} {spec.summary}")
+        tag = "[peer] " if spec.peer else ""  # trained by another library's own code
+        print(f"{name:<{width}}  {spec.family:<11} {tag}{spec.summary}")
 
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE override (task.KEY / method.KEY).")]
@@ -304,6 +305,12 @@ from mechscope.real.command import COMMANDS as _REAL_COMMANDS  # noqa: E402
 for _name, _fn in _REAL_COMMANDS.items():
     app.command(_name)(_fn)
 
+# Causal-LM commands (train-lm, lm-decompose): mechscope/real/lm_command.py
+from mechscope.real.lm_command import COMMANDS as _LM_COMMANDS  # noqa: E402
+
+for _name, _fn in _LM_COMMANDS.items():
+    app.command(_name)(_fn)
+
 
 @app.command()
 def circuit(
@@ -326,6 +333,22 @@ def circuit(
             if key in body:
                 print(f"  {key:<16} {body[key]:.4g}" if isinstance(body[key], float) else f"  {key:<16} {body[key]}")
         print(f"graph: {body['out']}")
+
+@app.command("score")
+def score_dictionary(
+    task: Annotated[str, typer.Argument(help="task name (see `mechscope tasks`)")],
+    sae: Annotated[Path, typer.Option(help="a SAELens SAE dir, a sparsify checkpoint or a mechscope run dir")],
+    site: Annotated[str | None, typer.Option(help="module whose output the dictionary reads")] = None,
+    out: Annotated[Path | None, typer.Option(help="write metrics.json, figures and tensors here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print only the metrics JSON on stdout")] = False,
+) -> None:
+    """Score a dictionary you bring on a zoo task's site, with the same scorer as `decompose`."""
+    from mechscope.bench.run import check_task
+    from mechscope.score_command import score
+
+    check_task(task)
+    metrics = _guarded(lambda: score(sae, task, site=site, out=out))  # a ScoreError is one line, exit 2
+    print(json.dumps(metrics, indent=2)) if as_json else _print_summary({**metrics, "seed": "-"})
 
 
 if __name__ == "__main__":

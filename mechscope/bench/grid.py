@@ -55,6 +55,7 @@ from mechscope.bench.run import (
     run_cell_safely,
 )
 from mechscope.config import ConfigError, Setting, parse_sets
+from mechscope.decompose.registry import is_peer
 from mechscope.zoo import TASKS
 
 Key = tuple[str, str, int, str]
@@ -130,7 +131,8 @@ def plan_bench(
     for name in methods or ():
         check_method(name)
     task_list = list(dict.fromkeys(tasks)) if tasks else [t for t in spec.tasks if t in TASKS]
-    method_list = list(dict.fromkeys(methods)) if methods else method_names()
+    # peers (other libraries' trainers) run only when named: --methods saelens-topk,…
+    method_list = list(dict.fromkeys(methods)) if methods else [m for m in method_names() if not is_peer(m)]
     user = parse_sets(sets)
     user_sets = tuple(s.text for s in user)
     out = Path(out)

@@ -7,12 +7,22 @@ bottom. `mechscope/decompose/__init__.py` imports each method file once so regis
 Fits are blind: `facts` is the task's public face (`TaskFacts`: sampler, sites, settings) and its
 `ground_truth` raises. A method that is sized from the truth says so through `reads_truth(config)`;
 the runner then hands it the truth in `ctx.truth`, and the run's config records it.
+
+Third-party methods register through the entry-point group `mechscope.methods`: each entry point
+names a `MethodSpec` (or a function returning one), e.g. in the plugin's pyproject.toml
+
+    [project.entry-points."mechscope.methods"]
+    my-method = "my_package.method:SPEC"
+
+`load_plugins()` (run once when `mechscope.decompose` is imported) registers them beside ours.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from importlib.metadata import entry_points
 from typing import Any
 
 import torch
@@ -71,6 +81,8 @@ class MethodSpec:
     """"calibration", "activation", "parameter" or "dynamics"."""
     reads_truth: Callable[[Config], bool] = never_reads_truth
     """Whether a fit with this config is handed the ground truth (`ctx.truth`)."""
+    peer: bool = False
+    """Trained by another library's own code (a peer row beside our variant of the same family)."""
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -83,12 +95,39 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
+PLUGIN_GROUP = "mechscope.methods"
+
+
+def load_plugins() -> list[str]:
+    """Register every `mechscope.methods` entry point not registered yet; returns their names.
+    A plugin that fails to load is reported on stderr in one line and skipped."""
+    loaded: list[str] = []
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            obj = ep.load()
+            spec = obj if isinstance(obj, MethodSpec) else obj()
+            if not isinstance(spec, MethodSpec):
+                raise TypeError(f"it gave {type(spec).__name__}, not a MethodSpec")
+        except Exception as err:  # a broken plugin must not break mechscope
+            print(f"mechscope: warning: plugin {ep.name!r} ({ep.value}) not loaded: {err}", file=sys.stderr)
+            continue
+        if spec.name not in METHODS:
+            register(spec)
+            loaded.append(spec.name)
+    return loaded
+
+
 def get_method(name: str) -> MethodSpec:
     import mechscope.decompose  # noqa: F401  (fills the registry)
 
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
     return METHODS[name]
+
+
+def is_peer(name: str) -> bool:
+    """Whether `name` is a registered peer (another library's trainer): benches run those only when named."""
+    return name in METHODS and METHODS[name].peer
 
 
 def fit_blind(spec: MethodSpec, target: nn.Module, task: Task, config: Config, ctx: FitContext) -> Any:

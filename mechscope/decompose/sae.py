@@ -25,7 +25,8 @@ from mechscope.decompose.dictionary import (
     JumpReLUOptions,
     ReLUOptions,
     TopKOptions,
-    default_sizes,
+    fit_sizes,
+    reads_truth,
     train_coder,
 )
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
@@ -60,11 +61,10 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     if not sites:
         raise ConfigError(f"task {task.name!r} names no activation site; set site=<module name>")
     target.to(ctx.device)  # the activations are computed, and the coder trained, on ctx.device
-    probe = task.sample(4_096, ctx.generator(1))
-    n_latents, k = default_sizes(config, task.onehot().shape[0], (probe != 0).sum(-1))
     coders: dict[str, SiteCoder] = {}
     for i, site in enumerate(sites):
         source = task_source(target, task, (site, "output"), (site, "output"), ctx.generator(10 + i))
+        n_latents, k = fit_sizes(config, source, task, site, ctx.truth, ctx.generator(1 + i))
         coder = train_coder(source, config, n_latents, k, True, ctx.generator(100 + i), ctx.progress,
                             ctx.device, ctx.placement)  # fmt: skip
         coders[site] = SiteCoder(coder, (site, "output"))
@@ -93,7 +93,7 @@ def applies_to(task: Task) -> str | None:
 
 
 _SUMMARY = "sparse autoencoder on the task's activation site"
-register(MethodSpec("sae-relu", f"ReLU + L1 {_SUMMARY}", SAEReLUConfig, fit, applies_to, "activation"))
-register(MethodSpec("sae-topk", f"TopK {_SUMMARY} (AuxK revival)", SAETopKConfig, fit, applies_to, "activation"))
-register(MethodSpec("sae-batchtopk", f"BatchTopK {_SUMMARY}", SAEBatchTopKConfig, fit, applies_to, "activation"))
-register(MethodSpec("sae-jumprelu", f"JumpReLU {_SUMMARY} (L0 penalty)", SAEJumpReLUConfig, fit, applies_to, "activation"))
+register(MethodSpec("sae-relu", f"ReLU + L1 {_SUMMARY}", SAEReLUConfig, fit, applies_to, "activation", reads_truth))
+register(MethodSpec("sae-topk", f"TopK {_SUMMARY} (AuxK revival)", SAETopKConfig, fit, applies_to, "activation", reads_truth))
+register(MethodSpec("sae-batchtopk", f"BatchTopK {_SUMMARY}", SAEBatchTopKConfig, fit, applies_to, "activation", reads_truth))
+register(MethodSpec("sae-jumprelu", f"JumpReLU {_SUMMARY} (L0 penalty)", SAEJumpReLUConfig, fit, applies_to, "activation", reads_truth))

@@ -27,7 +27,8 @@ from mechscope.decompose.dictionary import (
     DictionaryConfig,
     JumpReLUOptions,
     TopKOptions,
-    default_sizes,
+    fit_sizes,
+    reads_truth,
     train_coder,
 )
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
@@ -59,11 +60,10 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     if not mlps:
         raise ConfigError(f"task {task.name!r} has no MLP to transcode")
     target.to(ctx.device)  # the activations are computed, and the coder trained, on ctx.device
-    probe = task.sample(4_096, ctx.generator(1))
-    n_latents, k = default_sizes(config, task.onehot().shape[0], (probe != 0).sum(-1))
     coders: dict[str, SiteCoder] = {}
     for i, (mlp_in, mlp_out) in enumerate(mlps):
         source = task_source(target, task, (mlp_in, "input"), (mlp_out, "output"), ctx.generator(10 + i))
+        n_latents, k = fit_sizes(config, source, task, mlp_out, ctx.truth, ctx.generator(1 + i))
         coder = train_coder(source, config, n_latents, k, False, ctx.generator(100 + i), ctx.progress,
                             ctx.device, ctx.placement)  # fmt: skip
         coders[mlp_out] = SiteCoder(coder, (mlp_in, "input"))
@@ -92,5 +92,5 @@ def applies_to(task: Task) -> str | None:
 
 
 _SUMMARY = "transcoder: MLP input → MLP output"
-register(MethodSpec("transcoder-topk", f"TopK {_SUMMARY}", TranscoderTopKConfig, fit, applies_to, "activation"))
-register(MethodSpec("transcoder-jumprelu", f"JumpReLU {_SUMMARY}", TranscoderJumpReLUConfig, fit, applies_to, "activation"))
+register(MethodSpec("transcoder-topk", f"TopK {_SUMMARY}", TranscoderTopKConfig, fit, applies_to, "activation", reads_truth))
+register(MethodSpec("transcoder-jumprelu", f"JumpReLU {_SUMMARY}", TranscoderJumpReLUConfig, fit, applies_to, "activation", reads_truth))

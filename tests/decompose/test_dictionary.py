@@ -15,8 +15,8 @@ from mechscope.decompose.dictionary import (
     SparseCoder,
     TopKOptions,
     _TopKEncode,
-    default_sizes,
     lr_lambda,
+    oracle_sizes,
     train_coder,
 )
 
@@ -100,18 +100,18 @@ def test_errors_k_too_large_and_wrong_shape() -> None:
     with pytest.raises(ConfigError, match="k=40"):
         SparseCoder(8, 8, 32, "topk", k=40)
     with pytest.raises(ConfigError, match="k=9 is larger than the dictionary"):
-        default_sizes(TopKOptions(k=9, n_latents=8), 4, torch.ones(10))
+        oracle_sizes(TopKOptions(k=9, n_latents=8), 4, torch.ones(10))
     with pytest.raises(ConfigError, match="unknown activation"):
         SparseCoder(8, 8, 32, "gelu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"shape \(4, 7\); the dictionary expects \[batch, 8\]"):
         coder("topk", k=2).encode(torch.randn(4, 7))
 
 
-def test_default_sizes_from_the_task() -> None:
+def test_oracle_sizes_from_the_task() -> None:
     counts = torch.tensor([0, 1, 1, 2, 2, 2, 3, 3, 4, 4])
-    assert default_sizes(TopKOptions(), 40, counts) == (80, 2)  # mean 2.2, rounded
-    assert default_sizes(BatchTopKOptions(), 40, torch.zeros(5)) == (80, 1)  # at least 1
-    assert default_sizes(ReLUOptions(n_latents=10), 40, counts) == (10, None)
+    assert oracle_sizes(TopKOptions(), 40, counts) == (80, 2)  # mean 2.2, rounded
+    assert oracle_sizes(BatchTopKOptions(), 40, torch.zeros(5)) == (80, 1)  # at least 1
+    assert oracle_sizes(ReLUOptions(n_latents=10), 40, counts) == (10, None)
 
 
 def test_fold_scales_gives_the_same_function_on_raw_activations() -> None:

@@ -52,7 +52,7 @@ def test_decomposition_interface_on_tms() -> None:
     dec = fitted(SAETopKConfig(**FAST))
     assert dec.sites == ["W"]
     C = dec.n_components("W")
-    assert C == 10 and dec.coder("W").k == 1  # 2 × 5 directions; 0.25 active features per input → k = 1
+    assert C == 16 and dec.coder("W").k == 1  # blind: 8 × width 2; k ≤ width / 2 = 1
     assert dec.directions("W", "activation").shape == (C, 2)  # type: ignore[union-attr]
     assert dec.directions("W", "parameter") is None
     x = task.sample(64, torch.Generator().manual_seed(1))
@@ -91,8 +91,8 @@ def test_clear_errors() -> None:
     task, model = pentagon()
     with pytest.raises(SiteError, match="did you mean W"):
         fit(model, task, SAETopKConfig(site="Ww", **FAST), FitContext())
-    with pytest.raises(ConfigError, match="k=11 is larger than the dictionary"):
-        fit(model, task, SAETopKConfig(k=11, **FAST), FitContext())
+    with pytest.raises(ConfigError, match="k=17 is larger than the dictionary"):
+        fit(model, task, SAETopKConfig(k=17, **FAST), FitContext())
     dec = fitted(SAETopKConfig(**FAST))
     with pytest.raises(ValueError, match="dictionary expects"):
         dec.coder("W").encode(torch.randn(3, 4))
@@ -104,7 +104,7 @@ def test_export_writes_saelens_layout(tmp_path: Path) -> None:
     dec = fitted(SAETopKConfig(**FAST))
     out = export_saelens(dec, "W", tmp_path / "sae")
     cfg = json.loads((out / "cfg.json").read_text())
-    assert cfg["architecture"] == "topk" and cfg["d_in"] == 2 and cfg["d_sae"] == 10 and cfg["k"] == 1
+    assert cfg["architecture"] == "topk" and cfg["d_in"] == 2 and cfg["d_sae"] == 16 and cfg["k"] == 1
     assert (out / "sae_weights.safetensors").exists()
 
 

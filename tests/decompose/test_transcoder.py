@@ -41,16 +41,17 @@ def test_one_transcoder_per_mlp_reads_input_writes_output() -> None:
     task, dec = fitted(TranscoderTopKConfig(**FAST))
     assert dec.sites == ["layers.0.mlp_out", "layers.1.mlp_out"]
     C = dec.n_components("layers.0.mlp_out")
-    assert C == 48  # 2 × 24 signed directions
+    assert C == 96  # blind: 8 × the width of the MLP input (rank 12: 12 features embedded in 32 dims)
     assert dec.directions("layers.0.mlp_out", "activation").shape == (C, 32)  # type: ignore[union-attr]
     assert dec.read_directions("layers.0.mlp_out").shape == (C, 32)
     assert dec.coders["layers.1.mlp_out"].read == ("layers.1.mlp_in", "input")
     x = task.sample(40, torch.Generator().manual_seed(3))
-    assert dec.activity(x)["layers.1.mlp_out"].shape == (40, C)
+    # sized per site: layer 1 reads the stream after layer 0's MLP wrote into it (rank 12 + 6 = 18)
+    assert dec.activity(x)["layers.1.mlp_out"].shape == (40, 8 * 18)
     # Every latent off: each MLP's output is exactly its transcoder's decoder bias.
     model = dec.target
     assert isinstance(model, ResidMLPModel)
-    off = dec.forward_with(x, {s: torch.zeros(C) for s in dec.sites})
+    off = dec.forward_with(x, {s: torch.zeros(dec.n_components(s)) for s in dec.sites})
     with torch.no_grad():
         r = model.embed(x)
         for layer, site in zip(model.layers, dec.sites, strict=True):

@@ -1,0 +1,88 @@
+"""Blind defaults: no method reads the ground truth while fitting; sizing=oracle reads it openly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from mechscope.core import GroundTruth
+from mechscope.decompose import METHODS, FitContext, get_method
+from mechscope.decompose.dictionary import TopKOptions, blind_sizes, site_width, sparsity_estimate
+from mechscope.decompose.registry import fit_blind
+from mechscope.zoo.resid_mlp import ResidMLPConfig, ResidMLPTask
+
+SMALL = {"steps": 12, "batch_size": 64, "buffer_size": 512, "checkpoint_every": 6}
+
+
+class TruthlessTask(ResidMLPTask):
+    """A small residual MLP whose ground truth raises on access (and counts the attempts)."""
+
+    reads = 0
+
+    def ground_truth(self, target: nn.Module) -> GroundTruth:
+        TruthlessTask.reads += 1
+        raise AssertionError("a blind fit read the ground truth")
+
+
+class CountingTask(ResidMLPTask):
+    reads = 0
+
+    def ground_truth(self, target: nn.Module) -> GroundTruth:
+        CountingTask.reads += 1
+        return super().ground_truth(target)
+
+
+CFG = ResidMLPConfig(n_features=12, d_embed=32, d_mlp=6, n_layers=1, feature_prob=0.1)
+
+
+def small_config(name: str, **extra: Any) -> Any:
+    Cfg = get_method(name).Cfg
+    return Cfg(**{k: v for k, v in {**SMALL, **extra}.items() if k in Cfg.model_fields})
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in METHODS.items() if s.family != "calibration"))
+def test_every_method_fits_blind(name: str) -> None:
+    task = TruthlessTask(CFG, "resid-truthless")
+    target = task.build(0).eval()
+    spec = get_method(name)
+    config = small_config(name)
+    assert not spec.reads_truth(config), f"{name} reads the truth at its defaults"
+    reads = TruthlessTask.reads
+    dec = fit_blind(spec, target, task, config, FitContext(seed=0))
+    assert TruthlessTask.reads == reads
+    assert dec.sites and all(dec.n_components(s) > 0 for s in dec.sites)
+
+
+def test_sizing_oracle_reads_the_truth_and_records_it() -> None:
+    task = CountingTask(CFG, "resid-counting")
+    target = task.build(0).eval()
+    spec = get_method("sae-topk")
+    config = small_config("sae-topk", sizing="oracle")
+    assert spec.reads_truth(config) and config.model_dump()["sizing"] == "oracle"
+    before = CountingTask.reads
+    dec = fit_blind(spec, target, task, config, FitContext(seed=0))
+    assert CountingTask.reads == before + 1
+    assert dec.n_components("embed") == 2 * 24 and dec.coder("embed").k == 1  # 24 signed directions, L0 1.2
+    with pytest.raises(RuntimeError, match="sizing=oracle needs the ground truth"):
+        spec.fit(target, task, config, FitContext(seed=0))  # bypassing fit_blind: no truth handed over
+
+
+def test_blind_sizes_read_width_and_sparsity_from_the_data() -> None:
+    g = torch.Generator().manual_seed(0)
+    n, d, D = 60, 20, 200
+    dirs = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
+    embed = torch.linalg.qr(torch.randn(D, d, generator=g))[0]  # (D, d): data spans d of D dims
+    for l0 in (1, 3):
+        on = torch.rand(20_000, n, generator=g) < l0 / n
+        feats = on * torch.rand(20_000, n, generator=g)
+        x = feats @ dirs @ embed.T  # (N, D)
+        assert site_width(x) == d
+        est = sparsity_estimate(x, g)
+        assert 0.7 * l0 < est < 1.5 * l0, (l0, est)
+        assert blind_sizes(TopKOptions(), x, g) == (8 * d, int(est))
+    dense = torch.randn(8_000, d, generator=g)
+    assert sparsity_estimate(dense, g) > 50  # Gaussian data: no sparse structure, k capped at width / 2
+    assert blind_sizes(TopKOptions(expansion=2), dense, g) == (2 * d, d // 2)
