@@ -234,11 +234,14 @@ def decompose_model(
         _out_dir(out)
         if lr is not None:
             _positive("--lr", lr)
-        cfg = SPDConfig.model_validate({
+        fields: dict[str, object] = {
             "preset": preset, "modules": modules.split(","), "steps": steps, "batch_size": batch_size,
             "C": n_components, "importance_coeff": importance_coeff,
-            "faithfulness_warmup_steps": faithfulness_warmup_steps, "lr": lr,
-        })  # fmt: skip
+            "faithfulness_warmup_steps": faithfulness_warmup_steps,
+        }  # fmt: skip
+        if lr is not None:  # unset: the preset's table decides
+            fields["lr"] = lr
+        cfg = SPDConfig.model_validate(fields)
         lm, ids = _windows(model, dataset, seq_len, tokens, _device(device))
         held = max(1, ids.shape[0] // 8)
         if ids.shape[0] - held < 1:

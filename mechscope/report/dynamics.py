@@ -3,7 +3,7 @@
 - the fixed points projected on the trajectories' top two PCs, with trajectories (the run's own
   `figures/fixed_points.png`, drawn by `mechscope.dynamics.plot`);
 - the eigenvalue spectrum of every kept point's Jacobian against the unit circle, coloured by the
-  point's stability (read from `fixed_points.safetensors`): memories sit inside the circle, a
+  point's stability (read from the run's `tensors.safetensors`): memories sit inside the circle, a
   saddle has one real eigenvalue outside, an oscillator's point a complex pair outside, a line
   attractor an eigenvalue at +1;
 - a table of point counts per kind and input.
@@ -30,7 +30,7 @@ from mechscope.report import figures
 from mechscope.report.data import run_dir
 
 KINDS = ("stable", "saddle", "unstable", "marginal")
-"""The codes `fixed_points.safetensors` stores (`command.KIND_CODES`), in order."""
+"""The codes a fixed-point run's `tensors.safetensors` stores (`command.KIND_CODES`), in order."""
 COLOURS = {"stable": "tab:blue", "saddle": "tab:orange", "unstable": "tab:red", "marginal": "tab:purple"}
 MAX_PANELS = 4
 
@@ -94,7 +94,7 @@ def dynamics_section(bench: Path, task: str, methods: list[str], cells: dict[Any
         d = run_dir(bench, task, m, min(c.seeds), c.knob)
         pngs = sorted((d / "figures").glob("*.png"))[:3]
         out.extend(f"<img alt='{html.escape(p.stem)}' src='{figures.data_uri(p.read_bytes())}'>" for p in pngs)
-        path = d / "fixed_points.safetensors"
+        path = d / "tensors.safetensors"
         if path.exists():
             inputs = load_points(path)
             if inputs:

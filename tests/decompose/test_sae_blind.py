@@ -43,7 +43,7 @@ def small_config(name: str, **extra: Any) -> Any:
     return Cfg(**{k: v for k, v in {**SMALL, **extra}.items() if k in Cfg.model_fields})
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in METHODS.items() if s.family != "calibration"))
+@pytest.mark.parametrize("name", sorted(n for n, s in METHODS.items() if s.family not in ("calibration", "dynamics")))
 def test_every_method_fits_blind(name: str) -> None:
     task = TruthlessTask(CFG, "resid-truthless")
     target = task.build(0).eval()
@@ -86,3 +86,13 @@ def test_blind_sizes_read_width_and_sparsity_from_the_data() -> None:
     dense = torch.randn(8_000, d, generator=g)
     assert sparsity_estimate(dense, g) > 50  # Gaussian data: no sparse structure, k capped at width / 2
     assert blind_sizes(TopKOptions(expansion=2), dense, g) == (2 * d, d // 2)
+
+
+def test_fixed_point_analysis_fits_blind() -> None:
+    """The dynamics family gets the same blind view: the finder sees the RNN and its inputs only."""
+    from mechscope.zoo import get_task
+
+    task = get_task("linear-rnn")
+    spec = get_method("fixed-points")
+    analysis = fit_blind(spec, task.make_target(0), task, spec.Cfg(), FitContext(seed=0))
+    assert analysis is not None

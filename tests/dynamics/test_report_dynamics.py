@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,13 +11,9 @@ from mechscope.report.dynamics import dynamics_section, load_points
 
 
 def test_dynamics_section_from_a_run_dir(tmp_path: Path) -> None:
-    scratch = tmp_path / "scratch"
-    m = run_fixed_points("linear-rnn", 0, None, ["n_starts=16", "max_iters=50"], scratch)
-    d = run_dir(tmp_path, "linear-rnn", "fixed-points", 0)
-    (d / "figures").mkdir(parents=True)
-    os.replace(scratch / "fixed_points.safetensors", d / "fixed_points.safetensors")  # as the bench lays it out
-    os.replace(scratch / "fixed_points.png", d / "figures" / "fixed_points.png")
-    inputs = load_points(d / "fixed_points.safetensors")
+    d = run_dir(tmp_path, "linear-rnn", "fixed-points", 0)  # where the bench lays a cell out
+    m = run_fixed_points("linear-rnn", 0, None, ["n_starts=16", "max_iters=50"], d)
+    inputs = load_points(d / "tensors.safetensors")
     assert len(inputs) == len(m["inputs"]) and all(abs(i["eigvals"]).max() < 1 for i in inputs)
     cells = {("linear-rnn", "fixed-points"): SimpleNamespace(seeds=[0], knob="")}
     page = dynamics_section(tmp_path, "linear-rnn", ["fixed-points"], cells)
