@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -25,6 +26,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from mechscope.config import ConfigError
+from mechscope.hooks import SiteError
 
 
 class UserError(Exception):
@@ -42,12 +44,28 @@ class _App(typer.Typer):
             _die("aborted", 130)
         except typer.TyperException as err:  # click's usage errors (typer vendors click)
             fmt = getattr(err, "format_message", None)
-            _die(" ".join((fmt() if callable(fmt) else str(err)).split()), 2)
+            _die(_with_given_value(" ".join((fmt() if callable(fmt) else str(err)).split()), args), 2)
         except (UserError, ConfigError) as err:
             _die(str(err), 2)
         except KeyError as err:  # registry look-ups raise KeyError("unknown … ; available: …")
             _die(str(err.args[0]) if err.args else repr(err), 2)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _with_given_value(message: str, args: list[str] | None) -> str:
+    """click names the option whose value it rejected but not the value: add what the user typed."""
+    match = re.match(r"Invalid value for '(--[\w-]+)'", message)
+    argv = list(args) if args is not None else sys.argv[1:]
+    if match is None:
+        return message
+    option = match.group(1)
+    for i in reversed(range(len(argv))):  # the last occurrence is the one click kept
+        token = argv[i]
+        if token == option and i + 1 < len(argv):
+            return f"{message} (got {argv[i + 1]!r})"
+        if token.startswith(option + "="):
+            return f"{message} (got {token.split('=', 1)[1]!r})"
+    return message
 
 
 def _die(message: str, code: int) -> NoReturn:
@@ -276,7 +294,7 @@ def _guarded(work: Any) -> Any:
         return work()
     try:
         return work()
-    except (UserError, ConfigError):
+    except (UserError, ConfigError, SiteError):  # SiteError: a module name the user gave
         raise
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""

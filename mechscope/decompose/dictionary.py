@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mechscope.bounds import BatchSize, LearningRate, Positive, Steps
+from mechscope.bounds import BatchSize, Count, LearningRate, NonNegative, Positive, Steps
 from mechscope.config import Config, ConfigError
 from mechscope.core import GroundTruth, Progress, TaskFacts, no_progress
 from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
@@ -52,7 +52,7 @@ class DictionaryConfig(Config):
     (`blind_sizes`), or from the ground truth when `sizing="oracle"`."""
 
     activation: ClassVar[Activation]
-    n_latents: int | None = None
+    n_latents: Count | None = None
     """Dictionary size C; None: `expansion` × the site's width (see `blind_sizes`)."""
     expansion: Positive = 8.0
     """C = expansion × width of the site's activations, when n_latents is None (sizing=blind)."""
@@ -78,15 +78,15 @@ class DictionaryConfig(Config):
 class ReLUOptions(DictionaryConfig):
     activation: ClassVar[Activation] = "relu"
     lr: LearningRate = 1e-2  # measured on TMS 40-10 at 1500 steps: MMCS 0.99 (0.79 at lr 2e-3)
-    l1_coef: float = 0.3
+    l1_coef: NonNegative = 0.3
 
 
 class TopKOptions(DictionaryConfig):
     activation: ClassVar[Activation] = "topk"
-    k: int | None = None
+    k: Count | None = None
     """Latents kept per input; None: estimated from the activations' kurtosis (`blind_sizes`)."""
     aux_coef: float = 1 / 32
-    k_aux: int | None = None
+    k_aux: Count | None = None
     """Dead latents used by AuxK; None: half the output dimension."""
 
 
@@ -98,7 +98,7 @@ class BatchTopKOptions(TopKOptions):
 class JumpReLUOptions(DictionaryConfig):
     activation: ClassVar[Activation] = "jumprelu"
     lr: LearningRate = 1e-2  # measured on TMS 40-10 at 1500 steps: MMCS 0.90 (0.76 at lr 2e-3, θ₀ 0.1, λ 3e-3)
-    l0_coef: float = 0.05
+    l0_coef: NonNegative = 0.05
     bandwidth: float = 0.05
     """ε of the rectangle kernel, in units of the normalised activation (E‖x‖² = 1)."""
     init_threshold: float | None = None

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mechscope.bounds import Count
 from mechscope.config import Config
 from mechscope.core import GroundTruth, Space, TaskFacts
 from mechscope.decompose.base import Decomposition, Mask, ParameterDecomposition, factored_masked_output
@@ -25,7 +26,7 @@ from mechscope.hooks import capture
 
 
 class RandomConfig(Config):
-    n_components: int | None = None
+    n_components: Count | None = None
     """Components per site; None = that site's true rank (what a perfect decomposition needs)."""
 
 
