@@ -25,7 +25,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from mechscope.config import ConfigError
+from mechscope.config import ConfigError, check_device
 from mechscope.hooks import SiteError
 
 
@@ -274,18 +274,7 @@ def demo(
 
 
 def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N, mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"device {device!r} requested but MPS is not available; use --device cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N, mps")
+    check_device(device)
 
 
 def _guarded(work: Any) -> Any:

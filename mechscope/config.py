@@ -166,3 +166,20 @@ def with_overrides(config: C, overrides: Mapping[str, str], what: str) -> C:
         return config
     chosen = {k: getattr(config, k) for k in config.model_fields_set}
     return validated(type(config), {**chosen, **updates}, what)
+
+
+def check_device(device: str) -> str:
+    """`device` if torch knows it and it is usable here, else a one-line ConfigError."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N, mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} requested but MPS is not available; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N, mps")
+    return device

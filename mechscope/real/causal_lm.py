@@ -39,7 +39,7 @@ from mechscope.config import Config, ConfigError, config_hash
 from mechscope.core import Progress, no_progress, seeded_generator
 from mechscope.files import atomic_text
 from mechscope.real.splice import next_token_ce
-from mechscope.zoo.cache import cache_dir
+from mechscope.zoo.cache import cache_dir, remove_entry, sha256_file
 
 CORPUS = Path(__file__).parents[2] / "tests" / "data" / "licenses_corpus.txt"
 """The licence texts the repository ships (Apache-2.0, GPL-3.0, LGPL-3.0, MPL, MIT, BSD …)."""
@@ -232,14 +232,6 @@ def train_lm(text: str, cfg: CausalLMConfig, seed: int, directory: Path, progres
     return info
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def lm_path(corpus: str | Path, cfg: CausalLMConfig, seed: int) -> Path:
     """Where the LM of (config, seed, corpus bytes) is cached."""
     corpus_sha = hashlib.sha256(Path(corpus).read_bytes()).hexdigest()[:16] if Path(corpus).is_file() else "missing"
@@ -252,14 +244,11 @@ def _cached(path: Path) -> dict[str, Any] | None:
         return None
     try:
         info: dict[str, Any] = json.loads((path / INFO).read_text())
-        if _sha256(path / WEIGHTS) != info["sha256"]:
+        if sha256_file(path / WEIGHTS) != info["sha256"]:
             raise ValueError("weights do not match their recorded SHA-256")
         return info
     except (OSError, ValueError, KeyError):
-        trash = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".trash-{path.name}."))
-        with contextlib.suppress(OSError):
-            os.replace(path, trash / "entry")
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_entry(path)
         return None
 
 
@@ -279,7 +268,7 @@ def local_lm(corpus: str | Path = CORPUS, cfg: CausalLMConfig | str = "demo", se
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         info = train_lm(text, cfg, seed, tmp, progress)
-        info["sha256"] = _sha256(tmp / WEIGHTS)
+        info["sha256"] = sha256_file(tmp / WEIGHTS)
         info["corpus"] = str(corpus)
         atomic_text(tmp / INFO, json.dumps(info, indent=1))
         os.chmod(tmp, 0o777 & ~_umask())

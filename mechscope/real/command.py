@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from mechscope.config import ConfigError
+from mechscope.config import ConfigError, check_device
 from mechscope.core import Progress, no_progress
 from mechscope.decompose.parallel import Placement
 
@@ -71,17 +71,7 @@ def _out_dir(out: Path) -> Path:
 
 
 def _device(device: str) -> str:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device {device!r}; allowed: cpu, cuda, cuda:N")
-    return device
+    return check_device(device)
 
 
 def _positive(name: str, value: float) -> None:

@@ -25,7 +25,7 @@ from torch import nn
 from mechscope.config import Config, config_hash
 from mechscope.core import seeded_generator
 
-__all__ = ["cache_dir", "load_target", "save_target", "seeded_generator", "target_path"]
+__all__ = ["cache_dir", "load_target", "remove_entry", "save_target", "seeded_generator", "sha256_file", "target_path"]
 
 log = logging.getLogger("mechscope")
 
@@ -40,7 +40,7 @@ def target_path(task_name: str, config: Config, target_seed: int) -> Path:
     return cache_dir() / "targets" / f"{task_name}-{config_hash(config, target_seed)}"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -57,13 +57,13 @@ def load_target(path: Path, module: nn.Module) -> dict[str, Any] | None:
     try:
         info: dict[str, Any] = json.loads(info_file.read_text())
         want = info.get("sha256")
-        if want is not None and _sha256(weights) != want:
+        if want is not None and sha256_file(weights) != want:
             raise ValueError("weights do not match their recorded SHA-256")
         module.load_state_dict(load_file(str(weights)))
     except Exception as err:  # any damage: missing file, bad JSON or header, truncated, wrong shapes
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         log.warning("mechscope: cached target %s is damaged (%s); rebuilding it", path, reason[:200])
-        _remove(path)
+        remove_entry(path)
         return None
     return info
 
@@ -74,7 +74,7 @@ def save_target(path: Path, module: nn.Module, info: dict[str, Any]) -> None:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     state = {k: v.detach().contiguous().clone().cpu() for k, v in module.state_dict().items()}
     save_file(state, str(tmp / WEIGHTS))
-    (tmp / INFO).write_text(json.dumps({**info, "sha256": _sha256(tmp / WEIGHTS)}, indent=2))
+    (tmp / INFO).write_text(json.dumps({**info, "sha256": sha256_file(tmp / WEIGHTS)}, indent=2))
     for f in (tmp / WEIGHTS, tmp / INFO):
         os.chmod(f, 0o666 & ~_umask())
     os.chmod(tmp, 0o777 & ~_umask())
@@ -82,7 +82,7 @@ def save_target(path: Path, module: nn.Module, info: dict[str, Any]) -> None:
         if _intact(path):  # another process stored the same target meanwhile: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
             return
-        _remove(path)  # a damaged entry: replace it
+        remove_entry(path)  # a damaged entry: replace it
     try:
         os.replace(tmp, path)
     except OSError:  # another process won the race: its target is identical
@@ -92,12 +92,12 @@ def save_target(path: Path, module: nn.Module, info: dict[str, Any]) -> None:
 def _intact(path: Path) -> bool:
     try:
         want = json.loads((path / INFO).read_text()).get("sha256")
-        return (path / WEIGHTS).exists() and (want is None or _sha256(path / WEIGHTS) == want)
+        return (path / WEIGHTS).exists() and (want is None or sha256_file(path / WEIGHTS) == want)
     except (OSError, ValueError):
         return False
 
 
-def _remove(path: Path) -> None:
+def remove_entry(path: Path) -> None:
     """Move the entry aside (atomic), then delete it, so no reader sees a half-deleted target."""
     trash = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".trash-{path.name}."))
     with contextlib.suppress(OSError):
