@@ -77,6 +77,13 @@ app = _App(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=
            help="Decompose networks into mechanisms and score them against known ground truth.")
 
 
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a crash (a bug) "
+                                              "instead of one line; same as MECHSCOPE_DEBUG=1")] = False) -> None:
+    if debug:
+        os.environ["MECHSCOPE_DEBUG"] = "1"
+
+
 @app.command()
 def tasks() -> None:
     """List the ground-truth tasks, one line each."""
@@ -245,7 +252,27 @@ def _run_bench(out: Path, preset: str, tasks: str | None, methods: str | None, s
                       resume=resume, device=device, sets=sets)
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     _guarded(lambda: run_bench(plan, workers=n_workers, backend=backend))
-    return build_report(out)
+    path = build_report(out)
+    print(_leaderboard(out))
+    return path
+
+
+def _leaderboard(out: Path) -> str:
+    """The verdict in the terminal: task × method headline scores, peers beside ours."""
+    from mechscope.bench.results import RESULTS, read_results
+    from mechscope.decompose import METHODS
+    from mechscope.report.leaderboard import leaderboard
+
+    rows = [r for r in read_results(out / RESULTS) if r.get("status") == "ok" and r.get("mmcs") is not None]
+    peer_of = {name: own for name, spec in METHODS.items() if spec.peer
+               for own in [getattr(spec, "peer_of", None) or _own_variant(name)]}
+    return leaderboard(rows, peer_of)
+
+
+def _own_variant(peer: str) -> str:
+    """`saelens-topk` → `sae-topk`, `sparsify-topk` → `sae-topk`, `saelens-standard` → `sae-relu`."""
+    variant = peer.split("-", 1)[1]
+    return "sae-relu" if variant == "standard" else f"sae-{variant}"
 
 
 @app.command()
@@ -287,7 +314,7 @@ def _guarded(work: Any) -> Any:
         raise
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
-        print(f"mechscope: failed: {type(err).__name__}: {first} (MECHSCOPE_DEBUG=1 shows the traceback)",
+        print(f"mechscope: failed: {type(err).__name__}: {first} (--debug shows the traceback)",
               file=sys.stderr)
         sys.exit(1)
 

@@ -23,8 +23,6 @@ site modules; methods that split weights (oracle, random, SPD) subclass it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mechscope.core import Space
+from mechscope.files import atomic_write
 from mechscope.hooks import replace_output
 
 Mask = dict[str, Tensor]
@@ -128,8 +127,8 @@ class Decomposition(ABC):
         tensors, config = self.state()
         meta = {"kind": self.kind, "sites": self.sites, "config": config}
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        _atomic_write(directory / "components.safetensors", lambda p: save_file(tensors, str(p)))
-        _atomic_write(directory / "decomposition.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
+        atomic_write(directory / "components.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write(directory / "decomposition.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
 
 
 def load_decomposition(directory: str | Path, target: nn.Module) -> Decomposition:
@@ -142,18 +141,6 @@ def load_decomposition(directory: str | Path, target: nn.Module) -> Decompositio
         raise ValueError(f"unknown decomposition kind {meta['kind']!r} in {directory}; known: {known}")
     tensors = load_file(str(directory / "components.safetensors"))
     return cls.from_state(target, tensors, meta["config"])
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class ParameterDecomposition(Decomposition):

@@ -14,8 +14,6 @@ transcoder. The export needs no SAELens at all — only its file format.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition
+from mechscope.files import atomic_write
 
 _SAE_ARCH = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "jumprelu"}
 _TRANSCODER_ARCH = {"relu": "transcoder", "jumprelu": "jumprelu_transcoder"}
@@ -77,12 +76,5 @@ def export_saelens(dec: DictionaryDecomposition, site: str, directory: str | Pat
         ("sae_weights.safetensors", lambda p: save_file(tensors, str(p))),
         ("cfg.json", lambda p: p.write_text(json.dumps(cfg, indent=2))),
     ):
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-        os.close(fd)
-        try:
-            write(Path(tmp))
-            os.replace(tmp, directory / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(directory / name, write)
     return directory

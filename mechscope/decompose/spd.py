@@ -24,7 +24,6 @@ The subcomponents, CI MLPs and masked forward are in `spd_components.py`, the lo
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +56,7 @@ from mechscope.decompose.spd_presets import (
     weight_matrix,
 )
 from mechscope.decompose.spd_presets import task_defaults as spd_task_defaults
+from mechscope.files import atomic_write
 
 
 class SPDConfig(Config):
@@ -243,9 +243,7 @@ def _faithfulness_warmup(sites: list[Site], comps: nn.ModuleList, s: SPDSettings
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> SPDDecomposition:

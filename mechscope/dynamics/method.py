@@ -15,7 +15,6 @@ resolves them once, so config.yaml records the inputs and every finder setting t
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from mechscope.core import Task, TaskFacts, seeded_generator
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.dynamics.finder import FinderConfig, FixedPoints, NoFixedPointsError, find_fixed_points
 from mechscope.dynamics.wrappers import StepFunction, as_step
+from mechscope.files import atomic_write
 
 N_TRAJECTORIES = 64
 KIND_CODES = {"stable": 0, "saddle": 1, "unstable": 2, "marginal": 3}
@@ -120,9 +120,13 @@ class FixedPointAnalysis:
 
         directory.mkdir(parents=True, exist_ok=True)
         labels = [f"{self.name}  u={[round(float(x), 3) for x in fp.input]}" for fp in self.results]
-        tmp = directory / f".fixed_points.{os.getpid()}.png"  # savefig picks the format by suffix
-        plot_fixed_points(self.traj, self.results, labels, tmp)
-        os.replace(tmp, directory / "fixed_points.png")
+
+        def draw(tmp: Path) -> None:  # savefig picks the format by suffix: draw to .png, then move
+            png = tmp.with_suffix(".png")
+            plot_fixed_points(self.traj, self.results, labels, png)
+            png.replace(tmp)
+
+        atomic_write(directory / "fixed_points.png", draw)
 
 
 def analyse(model: nn.Module, task: TaskFacts | Task | None, config: FixedPointsConfig,

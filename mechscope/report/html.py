@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mechscope.files import atomic_text
 from mechscope.report import figures
 from mechscope.report.data import (
     Artifacts,
@@ -72,10 +71,7 @@ def build_report(bench: str | Path) -> Path:
     parts.append(tradeoff_section(cells))
     parts.append("</body></html>")
     out = bench / "report.html"
-    fd, tmp = tempfile.mkstemp(dir=bench, prefix=".report.", suffix=".html")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-    os.replace(tmp, out)
+    atomic_text(out, "\n".join(parts))
     return out
 
 
