@@ -11,7 +11,7 @@ training loop of `dictionary.py`; this file only says *where* an SAE reads (a ta
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from torch import nn
@@ -24,6 +24,7 @@ from mechscope.decompose.dictionary import (
     DictionaryConfig,
     JumpReLUOptions,
     ReLUOptions,
+    SparseCoder,
     TopKOptions,
     fit_sizes,
     reads_truth,
@@ -33,30 +34,34 @@ from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 
 
-class _SiteOption(Config):
+class SiteOption(Config):
     site: str | None = None
     """Module whose output the SAE decomposes; None: the task's `activation_sites()`."""
 
 
-class SAEReLUConfig(ReLUOptions, _SiteOption):
+class SAEReLUConfig(ReLUOptions, SiteOption):
     pass
 
 
-class SAETopKConfig(TopKOptions, _SiteOption):
+class SAETopKConfig(TopKOptions, SiteOption):
     pass
 
 
-class SAEBatchTopKConfig(BatchTopKOptions, _SiteOption):
+class SAEBatchTopKConfig(BatchTopKOptions, SiteOption):
     pass
 
 
-class SAEJumpReLUConfig(JumpReLUOptions, _SiteOption):
+class SAEJumpReLUConfig(JumpReLUOptions, SiteOption):
     pass
 
 
-def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> DictionaryDecomposition:
-    """Train one SAE per activation site of `task` on the target's activations."""
-    assert isinstance(config, DictionaryConfig) and isinstance(config, _SiteOption)
+def fit(
+    target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext,
+    make_coder: Callable[..., SparseCoder] | None = None,
+) -> DictionaryDecomposition:  # fmt: skip
+    """Train one SAE per activation site of `task` on the target's activations (`make_coder`: a
+    SparseCoder subclass with its own loss, e.g. Matryoshka's)."""
+    assert isinstance(config, DictionaryConfig) and isinstance(config, SiteOption)
     sites = [config.site] if config.site else task.activation_sites()
     if not sites:
         raise ConfigError(f"task {task.name!r} names no activation site; set site=<module name>")
@@ -66,7 +71,7 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
         source = task_source(target, task, (site, "output"), (site, "output"), ctx.generator(10 + i))
         n_latents, k = fit_sizes(config, source, task, site, ctx.truth, ctx.generator(1 + i))
         coder = train_coder(source, config, n_latents, k, True, ctx.generator(100 + i), ctx.progress,
-                            ctx.device, ctx.placement)  # fmt: skip
+                            ctx.device, ctx.placement, make_coder=make_coder)  # fmt: skip
         coders[site] = SiteCoder(coder, (site, "output"))
     return DictionaryDecomposition(target, coders)
 

@@ -19,27 +19,24 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from mechscope.bounds import Count
 from mechscope.config import Config, ConfigError
 from mechscope.core import TaskFacts
-from mechscope.decompose.activation_buffer import task_source
 from mechscope.decompose.dictionary import (
     BatchTopKOptions,
     DictionaryConfig,
     SparseCoder,
     TrainStep,
-    fit_sizes,
     reads_truth,
-    train_coder,
 )
-from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
+from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition
 from mechscope.decompose.registry import FitContext, MethodSpec, register
-from mechscope.decompose.sae import applies_to
+from mechscope.decompose.sae import SiteOption, applies_to
+from mechscope.decompose.sae import fit as fit_sae
 
 
-class SAEMatryoshkaConfig(BatchTopKOptions):
-    site: str | None = None
-    """Module whose output the SAE decomposes; None: the task's `activation_sites()`."""
-    levels: int = 4
+class SAEMatryoshkaConfig(BatchTopKOptions, SiteOption):
+    levels: Count = 4
     """Number of nested prefixes: widths C/2^(levels−1), …, C/2, C."""
 
 
@@ -79,19 +76,7 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     assert isinstance(config, SAEMatryoshkaConfig)
     if config.levels < 1:
         raise ConfigError(f"levels={config.levels} must be ≥ 1")
-    sites = [config.site] if config.site else task.activation_sites()
-    if not sites:
-        raise ConfigError(f"task {task.name!r} names no activation site; set site=<module name>")
-    target.to(ctx.device)  # the activations are computed, and the coder trained, on ctx.device
-    coders: dict[str, SiteCoder] = {}
-    for i, site in enumerate(sites):
-        source = task_source(target, task, (site, "output"), (site, "output"), ctx.generator(10 + i))
-        n_latents, k = fit_sizes(config, source, task, site, ctx.truth, ctx.generator(1 + i))
-        make = partial(MatryoshkaCoder, levels=config.levels)
-        coder = train_coder(source, config, n_latents, k, True, ctx.generator(100 + i), ctx.progress,
-                            ctx.device, ctx.placement, make_coder=make)
-        coders[site] = SiteCoder(coder, (site, "output"))
-    return DictionaryDecomposition(target, coders)
+    return fit_sae(target, task, config, ctx, partial(MatryoshkaCoder, levels=config.levels))
 
 
 register(
