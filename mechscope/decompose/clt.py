@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mechscope.bounds import BatchSize, Count, Fraction, LearningRate, Steps
 from mechscope.config import Config, ConfigError
 from mechscope.core import Space, Task, TaskFacts
 from mechscope.decompose.base import Decomposition, Mask
@@ -31,15 +32,15 @@ from mechscope.hooks import capture, get_module
 
 
 class CLTTopKConfig(Config):
-    n_latents: int | None = None
+    n_latents: Count | None = None
     """Latents per layer; None: twice the task's true directions (rows of `task.onehot()`), as SAEs."""
-    k: int | None = None
+    k: Count | None = None
     """Latents kept per layer and input; None: the mean number of active input features (≥ 1)."""
-    steps: int = 1_500
-    batch_size: int = 512
-    lr: float = 2e-3
-    warmup_frac: float = 0.05
-    decay_frac: float = 0.3
+    steps: Steps = 1_500
+    batch_size: BatchSize = 512
+    lr: LearningRate = 2e-3
+    warmup_frac: Fraction = 0.05
+    decay_frac: Fraction = 0.3
 
 
 class CrossLayerTranscoder(nn.Module):

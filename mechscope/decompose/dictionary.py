@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mechscope.bounds import BatchSize, Count, LearningRate, NonNegative, Positive, Steps
+from mechscope.bounds import BatchSize, Count, Fraction, LearningRate, NonNegative, Positive, Steps
 from mechscope.config import Config, ConfigError
 from mechscope.core import GroundTruth, Progress, TaskFacts, no_progress
 from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
@@ -65,13 +65,13 @@ class DictionaryConfig(Config):
     """None: about 256k numbers per batch, between 128 and 1024 rows (1024 on TMS, 256 on a
     1000-d residual stream), so a step costs about the same on every task."""
     lr: LearningRate = 2e-3
-    warmup_frac: float = 0.05
-    decay_frac: float = 0.3
+    warmup_frac: Fraction = 0.05
+    decay_frac: Fraction = 0.3
     """LR: linear warm-up over the first warmup_frac of steps, linear decay to 0 over the last decay_frac."""
-    buffer_size: int = 32_768
+    buffer_size: Count = 32_768
     """Activations held in the shuffled buffer (half is refilled each time it is consumed)."""
     b_dec_init: Literal["geometric_median", "mean"] = "geometric_median"
-    dead_after_steps: int = 100
+    dead_after_steps: Count = 100
     """A latent that has not fired for this many steps counts as dead (AuxK revives those)."""
 
 
@@ -85,25 +85,25 @@ class TopKOptions(DictionaryConfig):
     activation: ClassVar[Activation] = "topk"
     k: Count | None = None
     """Latents kept per input; None: estimated from the activations' kurtosis (`blind_sizes`)."""
-    aux_coef: float = 1 / 32
+    aux_coef: NonNegative = 1 / 32
     k_aux: Count | None = None
     """Dead latents used by AuxK; None: half the output dimension."""
 
 
 class BatchTopKOptions(TopKOptions):
     activation: ClassVar[Activation] = "batchtopk"
-    threshold_momentum: float = 0.99
+    threshold_momentum: Fraction = 0.99
 
 
 class JumpReLUOptions(DictionaryConfig):
     activation: ClassVar[Activation] = "jumprelu"
     lr: LearningRate = 1e-2  # measured on TMS 40-10 at 1500 steps: MMCS 0.90 (0.76 at lr 2e-3, θ₀ 0.1, λ 3e-3)
     l0_coef: NonNegative = 0.05
-    bandwidth: float = 0.05
+    bandwidth: Positive = 0.05
     """ε of the rectangle kernel, in units of the normalised activation (E‖x‖² = 1)."""
-    init_threshold: float | None = None
+    init_threshold: Positive | None = None
     """θ₀ in normalised units; None: `init_threshold_rms` × the RMS of the initial pre-activations."""
-    init_threshold_rms: float = 0.03
+    init_threshold_rms: Fraction = 0.03
     """θ₀ as a fraction of the RMS pre-activation at initialisation (`jumprelu_init_threshold`)."""
     l0_grad_to_encoder: bool = True
     """Also pass the L0 pseudo-derivative to the pre-activations (Anthropic 2025); False = paper."""

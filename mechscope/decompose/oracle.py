@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mechscope.bounds import Positive
 from mechscope.config import Config
 from mechscope.core import ActiveRule, GroundTruth, Mechanism, Space, TaskFacts
 from mechscope.decompose.base import (
@@ -41,7 +42,7 @@ from mechscope.hooks import replace_output
 
 
 class OracleConfig(Config):
-    remainder_tol: float = 1e-6
+    remainder_tol: Positive = 1e-6
     """Singular values of the leftover weight below remainder_tol·‖W‖ are float noise, dropped."""
 
 

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from mechscope.bounds import BatchSize, Count, LearningRate, Positive, Steps
 from mechscope.config import Config, ConfigError
 from mechscope.core import TaskFacts, derive_seed
 from mechscope.decompose.activation_buffer import ActivationBuffer, task_source
@@ -59,18 +60,18 @@ class SAELensConfig(Config):
     """Module whose output the SAE decomposes; None: the task's `activation_sites()`."""
     preset: Literal["default", "short"] = "default"
     """default: SAELens's own defaults; short: the same with lr 2e-3 for a short run."""
-    lr: float | None = None
+    lr: LearningRate | None = None
     """None: the preset's learning rate (3e-4 default, 2e-3 short)."""
-    n_latents: int | None = None
+    n_latents: Count | None = None
     """None: expansion × the site's width, as for `sae-*` (`blind_sizes`)."""
-    expansion: float = 8.0
-    k: int | None = None
+    expansion: Positive = 8.0
+    k: Count | None = None
     """TopK family: latents per input; None: the blind estimate `sae-topk` uses."""
-    steps: int = 1_500
+    steps: Steps = 1_500
     """Same default budget as `sae-*`: steps × batch_size samples seen."""
-    batch_size: int | None = None
+    batch_size: BatchSize | None = None
     """None: the rule `sae-*` uses (about 256k numbers per batch, 128–1024 rows)."""
-    buffer_size: int = 32_768
+    buffer_size: Count = 32_768
 
 
 def _training_sae(variant: Variant, d_in: int, n_latents: int, k: int | None) -> Any:

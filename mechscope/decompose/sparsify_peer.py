@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from mechscope.bounds import BatchSize, Count, Positive, Steps
 from mechscope.config import Config, ConfigError
 from mechscope.core import TaskFacts, derive_seed
 from mechscope.decompose.activation_buffer import ActivationBuffer, task_source
@@ -41,13 +42,13 @@ class SparsifyConfig(Config):
     """Module whose output the SAE decomposes; None: the task's `activation_sites()`."""
     preset: Literal["default", "short"] = "default"
     """default: sparsify's own defaults (Signum); short: Adam at lr 2e-3, 5 % warm-up."""
-    n_latents: int | None = None
-    expansion: float = 8.0
-    k: int | None = None
+    n_latents: Count | None = None
+    expansion: Positive = 8.0
+    k: Count | None = None
     """None: the blind estimate `sae-topk` uses."""
-    steps: int = 1_500
-    batch_size: int | None = None
-    buffer_size: int = 32_768
+    steps: Steps = 1_500
+    batch_size: BatchSize | None = None
+    buffer_size: Count = 32_768
 
 
 class _ActivationStream(nn.Module):

@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mechscope.bounds import MAX_STEPS, LearningRate
+from mechscope.bounds import MAX_STEPS, LearningRate, Positive
 from mechscope.config import Config
 from mechscope.dynamics.linearize import STABLE_TOL, Linearization, jacobians, linearize
 from mechscope.dynamics.wrappers import StepFunction
@@ -52,7 +52,7 @@ class FinderConfig(Config):
     """Keep points with q below this."""
     dedup_tol: float = Field(1e-3, ge=0)
     outlier_scale: float = Field(10.0, gt=0)
-    stable_tol: float = STABLE_TOL
+    stable_tol: Positive = STABLE_TOL
     keep_slow: bool = False
     """True: also keep the Adam-phase points with q < q_slow (before Newton): an approximate line
     attractor is a continuum of slow points, which Newton would pull onto its few exact points."""

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mechscope.bounds import Count, Prob
 from mechscope.circuits.truth import CircuitTruth, TrueNode
 from mechscope.config import Config
 from mechscope.core import seeded_generator
@@ -66,9 +67,9 @@ NEURONS: dict[Op, tuple[tuple[float, float], ...]] = {
 
 
 class BooleanCircuitsConfig(Config):
-    d_model: int = 24
+    d_model: Count = 24
     """Residual width; at least the 20 feature directions, so the dual reads are exact."""
-    p: float = 0.3
+    p: Prob = 0.3
     """Probability that each input bit is 1."""
 
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from mechscope.bounds import Count, LearningRate, NonNegative, Positive, Steps
 from mechscope.config import Config, ConfigError
 from mechscope.zoo import register_task
 from mechscope.zoo.base import GroundTruth, Progress, Task, no_progress
@@ -67,9 +68,9 @@ class RecurrentConfig(Config):
     batch_size: Annotated[int, Field(ge=1)] = 64
     seq_len: Annotated[int, Field(ge=2)] = 50
     lr: Annotated[float, Field(gt=0)] = 1e-2
-    input_noise: float = 0.02
-    state_noise: float = 0.0
-    activity_l2: float = 0.0
+    input_noise: NonNegative = 0.02
+    state_noise: NonNegative = 0.0
+    activity_l2: NonNegative = 0.0
     """Penalty on mean h²: the sine generator's limit cycle stays small, so its dynamics near the
     fixed point stay close to their linearisation (whose angle then gives the frequency)."""
     max_attempts: Annotated[int, Field(ge=1)] = 3
@@ -94,7 +95,7 @@ class RecurrentConfig(Config):
 
 
 class FlipFlopConfig(RecurrentConfig):
-    state_noise: float = 0.05
+    state_noise: NonNegative = 0.05
     n_bits: Annotated[int, Field(ge=1, le=6)] = 3
     """Memory bits: 2^n_bits stable points. 1–6 (64 memories is the most the default finder's
     1024 starts cover reliably)."""
@@ -118,22 +119,22 @@ class FlipFlopConfig(RecurrentConfig):
 
 class SineConfig(RecurrentConfig):
     cell: Cell = "rnn"
-    hidden_size: int = 48
-    n_freqs: int = 4
-    min_omega: float = 0.15
-    max_omega: float = 0.45
-    steps: int = 2000
-    lr: float = 5e-3
-    seq_len: int = 80
-    input_noise: float = 0.0
-    activity_l2: float = 1.0
+    hidden_size: Count = 48
+    n_freqs: Count = 4
+    min_omega: Positive = 0.15
+    max_omega: Positive = 0.45
+    steps: Steps = 2000
+    lr: LearningRate = 5e-3
+    seq_len: Count = 80
+    input_noise: NonNegative = 0.0
+    activity_l2: NonNegative = 1.0
 
 
 class IntegratorConfig(RecurrentConfig):
     cell: Cell = "rnn"
-    pulse_std: float = 0.1
-    steps: int = 1200
-    input_noise: float = 0.0
+    pulse_std: NonNegative = 0.1
+    steps: Steps = 1200
+    input_noise: NonNegative = 0.0
 
 
 class RecurrentModel(nn.Module):
