@@ -230,6 +230,7 @@ class RecurrentTask(Task):
             for attempt in range(self.config.max_attempts):
                 # derived seeds are deterministic, so a retried target is reproducible
                 train_seed = target_seed + 7919 * attempt
+                torch.manual_seed(train_seed)  # the initial weights too: not whatever the global RNG holds
                 model = self.build()
                 info |= train_recurrent(model, self, train_seed, progress)
                 info |= self.accept(model, seeded_generator(train_seed + 99_991))
