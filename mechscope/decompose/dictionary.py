@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from mechscope.bounds import BatchSize, Count, Fraction, LearningRate, NonNegative, Positive, Steps
 from mechscope.config import Config, ConfigError
-from mechscope.core import GroundTruth, Progress, TaskFacts, no_progress
+from mechscope.core import Progress, no_progress
 from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
 from mechscope.decompose.parallel import Placement, precision
 
@@ -419,93 +419,3 @@ def train_coder(
     coder.fold_scales(s_in, s_out)
     coder.eval()
     return coder
-
-
-# --- sizes: from the data (blind) or from the truth (oracle) -------------------------------------
-KURTOSIS_RATIO = 1.8
-"""E m⁴ / (E m²)² of a feature's magnitude m when it fires; 1.8 for m ~ U(0, 1)."""
-
-
-def site_width(x: Tensor) -> int:
-    """Width of the activations x [N, d]: their numerical rank (singular values of the centred
-    sample above 1e-4 of the largest). On a real model's residual stream this is d; a site whose
-    activations span only part of its space (the zoo embeds 100 features in 1000 dims) gets the
-    width of the part they use."""
-    xc = x - x.mean(0)
-    s = torch.linalg.svdvals(xc[:4_096])
-    return max(1, int((s > 1e-4 * s[0]).sum())) if float(s[0]) > 0 else 1
-
-
-def sparsity_estimate(x: Tensor, generator: torch.Generator, n_dirs: int = 256) -> float:
-    """Mean number of active features per input, estimated from the activations alone.
-
-    Along a random unit direction u, u·x = Σ_i a_i f_i sums the L0 features active on the input.
-    For independent sparse features (each firing with small probability, magnitude m) its excess
-    kurtosis is κ ≈ 3 r / L0 with r = E m⁴ / (E m²)², since a sum's fourth cumulant adds while its
-    variance squared grows with the number of terms. So L0 ≈ 3 r / κ, κ averaged over directions.
-    Measured (seed 0, 20k inputs): tms-40-10 2.7 (true 2.0), resid-mlp-1l 1.04 (1.00),
-    synth-sae-bench 5.9 (7.2). Dense (Gaussian-like) data has κ → 0, i.e. a large L0."""
-    xc = x - x.mean(0)
-    u = torch.randn(x.shape[1], n_dirs, generator=generator)
-    p = xc @ (u / u.norm(dim=0))  # (N, n_dirs)
-    kurt = float((p.pow(4).mean(0) / p.pow(2).mean(0).pow(2).clamp_min(1e-30) - 3).mean())
-    return 3 * KURTOSIS_RATIO / max(kurt, 1e-6)
-
-
-def blind_sizes(cfg: DictionaryConfig, x: Tensor, generator: torch.Generator) -> tuple[int, int | None]:
-    """(n_latents, k) from the site's activations x [N, d_in] alone — what a user with a real
-    model can compute. C = round(expansion × site_width(x)); k = ⌊sparsity_estimate(x)⌋, between
-    1 and half the width: rounded *down* because a k below the true L0 costs TopK far less
-    recovery than one above it (stress sweep in benchmarks/RESULTS.md: k = 1 0.99, k = 4 0.94 on iid
-    data with L0 = 2). The L1 / L0 prices need no rule of their own: they act on activations scaled
-    to E‖x‖² = 1, so they are prices relative to the data's own energy."""
-    width = site_width(x)
-    n_latents = cfg.n_latents if cfg.n_latents is not None else max(2, round(cfg.expansion * width))
-    k: int | None = None
-    if isinstance(cfg, TopKOptions):
-        k = cfg.k if cfg.k is not None else int(min(max(1.0, sparsity_estimate(x, generator)), max(1, width // 2)))
-        _check_k(k, n_latents)
-    return n_latents, k
-
-
-def oracle_sizes(cfg: DictionaryConfig, n_directions: int, active_counts: Tensor) -> tuple[int, int | None]:
-    """(n_latents, k) from the ground truth (sizing=oracle): C = 2 × the n_directions true
-    directions at the site, k = the rounded mean of `active_counts` [n] (how many of them each
-    input uses, ≥ 1)."""
-    n_latents = cfg.n_latents if cfg.n_latents is not None else 2 * n_directions
-    k: int | None = None
-    if isinstance(cfg, TopKOptions):
-        # More slots than features are really active buy polysemantic fix-ups and spurious firing
-        # on single-feature inputs (measured: TMS 40-10 k=4 vs 2, residual MLP k=2 vs 1).
-        k = cfg.k if cfg.k is not None else max(1, round(float(active_counts.float().mean())))
-        _check_k(k, n_latents)
-    return n_latents, k
-
-
-def fit_sizes(
-    cfg: DictionaryConfig, source: Source, task: TaskFacts, site: str, truth: GroundTruth | None,
-    generator: torch.Generator,
-) -> tuple[int, int | None]:  # fmt: skip
-    """(n_latents, k) for one site's fit: from 8,192 activations of `source` (sizing=blind), or
-    from the ground truth at `site` (sizing=oracle; `truth` is None in a blind fit)."""
-    if cfg.sizing == "oracle":
-        if truth is None:
-            raise RuntimeError("sizing=oracle needs the ground truth, but this fit was handed none (use fit_blind)")
-        return oracle_sizes(cfg, *truth_counts(truth, task.sample(4_096, generator), site))
-    return blind_sizes(cfg, source(8_192)[0], generator)
-
-
-def reads_truth(config: Config) -> bool:
-    """A dictionary method's `MethodSpec.reads_truth`: only a sizing=oracle fit gets the truth."""
-    return isinstance(config, DictionaryConfig) and config.sizing == "oracle"
-
-
-def truth_counts(truth: GroundTruth, probe: Tensor, site: str) -> tuple[int, Tensor]:
-    """(number of true activation directions at `site`, [n] how many each input of `probe` uses):
-    what `oracle_sizes` reads."""
-    return len(truth.in_space("activation", site)), truth.active(probe, "activation", site).sum(-1)
-
-
-def _check_k(k: int, n_latents: int) -> None:
-    if k > n_latents:
-        raise ConfigError(f"k={k} is larger than the dictionary (n_latents={n_latents})")

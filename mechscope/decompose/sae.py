@@ -26,11 +26,10 @@ from mechscope.decompose.dictionary import (
     ReLUOptions,
     SparseCoder,
     TopKOptions,
-    fit_sizes,
-    reads_truth,
     train_coder,
 )
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
+from mechscope.decompose.dictionary_sizing import fit_sizes, reads_truth
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 
 

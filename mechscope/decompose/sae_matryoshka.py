@@ -22,14 +22,9 @@ from torch import Tensor, nn
 from mechscope.bounds import Count
 from mechscope.config import Config, ConfigError
 from mechscope.core import TaskFacts
-from mechscope.decompose.dictionary import (
-    BatchTopKOptions,
-    DictionaryConfig,
-    SparseCoder,
-    TrainStep,
-    reads_truth,
-)
+from mechscope.decompose.dictionary import BatchTopKOptions, DictionaryConfig, SparseCoder, TrainStep
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition
+from mechscope.decompose.dictionary_sizing import reads_truth
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.decompose.sae import SiteOption, applies_to
 from mechscope.decompose.sae import fit as fit_sae

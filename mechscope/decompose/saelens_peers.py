@@ -36,14 +36,9 @@ from mechscope.bounds import BatchSize, Count, LearningRate, Positive, Steps
 from mechscope.config import Config, ConfigError
 from mechscope.core import TaskFacts, derive_seed
 from mechscope.decompose.activation_buffer import ActivationBuffer, task_source
-from mechscope.decompose.dictionary import (
-    DictionaryConfig,
-    ReLUOptions,
-    TopKOptions,
-    blind_sizes,
-    default_batch_size,
-)
+from mechscope.decompose.dictionary import DictionaryConfig, ReLUOptions, TopKOptions, default_batch_size
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
+from mechscope.decompose.dictionary_sizing import blind_sizes
 from mechscope.decompose.import_dictionary import quiet_import, require_equal, saelens_coder
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.decompose.sae import applies_to

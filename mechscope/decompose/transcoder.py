@@ -23,15 +23,9 @@ from torch import nn
 from mechscope.config import Config, ConfigError
 from mechscope.core import Task, TaskFacts
 from mechscope.decompose.activation_buffer import loader_source, task_source
-from mechscope.decompose.dictionary import (
-    DictionaryConfig,
-    JumpReLUOptions,
-    TopKOptions,
-    fit_sizes,
-    reads_truth,
-    train_coder,
-)
+from mechscope.decompose.dictionary import DictionaryConfig, JumpReLUOptions, TopKOptions, train_coder
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
+from mechscope.decompose.dictionary_sizing import fit_sizes, reads_truth
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 
 

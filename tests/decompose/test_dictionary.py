@@ -16,9 +16,9 @@ from mechscope.decompose.dictionary import (
     TopKOptions,
     _TopKEncode,
     lr_lambda,
-    oracle_sizes,
     train_coder,
 )
+from mechscope.decompose.dictionary_sizing import oracle_sizes
 
 
 def gen(seed: int = 0) -> torch.Generator:

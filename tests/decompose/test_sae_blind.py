@@ -10,7 +10,8 @@ from torch import nn
 
 from mechscope.core import GroundTruth
 from mechscope.decompose import METHODS, FitContext, get_method
-from mechscope.decompose.dictionary import TopKOptions, blind_sizes, site_width, sparsity_estimate
+from mechscope.decompose.dictionary import TopKOptions
+from mechscope.decompose.dictionary_sizing import blind_sizes, site_width, sparsity_estimate
 from mechscope.decompose.registry import fit_blind
 from mechscope.zoo.resid_mlp import ResidMLPConfig, ResidMLPTask
 
