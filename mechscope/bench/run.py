@@ -23,7 +23,6 @@ run dir whose metrics.json has `status: "n/a"` and the reason.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -314,10 +313,8 @@ def _score_decomposition(
     tensors = dict(result.tensors)
     if hasattr(decomposition, "extra_metrics"):
         body.update(decomposition.extra_metrics(cell.task, truth))
-    if hasattr(decomposition, "extra_tensors"):
-        takes_truth = len(inspect.signature(decomposition.extra_tensors).parameters) >= 2
-        extra = decomposition.extra_tensors(cell.task, truth) if takes_truth else decomposition.extra_tensors(cell.task)
-        tensors.update(extra)
+    if hasattr(decomposition, "extra_tensors"):  # scoring-time tensors (SPD's one-hot CI pattern)
+        tensors.update(decomposition.extra_tensors(cell.task, truth))
     tensors.update(report_tensors(decomposition, truth))
     matches = [m.__dict__ for m in result.matches]
     mechanisms = [{"name": m.name, "space": m.space, "site": m.site, "rank": m.rank, "rule": m.rule,

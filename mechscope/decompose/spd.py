@@ -408,11 +408,10 @@ class SPDDecomposition(ParameterDecomposition):
             errors += L.ci_pattern_match(fires[site], active_matrix(mechs, onehot), [m.rank for m in mechs])[0]
         return {"ci_pattern_errors": float(errors)}
 
-    def extra_tensors(self, task: Task, truth: GroundTruth | None = None) -> dict[str, Tensor]:
+    def extra_tensors(self, task: Task, truth: GroundTruth) -> dict[str, Tensor]:
         """`ci_pattern.<site>`: causal importance on the one-hot inputs [n_onehot, C], its columns
         ordered as matched to the true mechanisms (then the rest), ready to draw as a heat map."""
         onehot = task.onehot()
-        truth = truth if truth is not None else task.ground_truth(self.target)
         ci = self.activity(onehot)
         out: dict[str, Tensor] = {}
         for site in self.sites:
