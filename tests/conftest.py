@@ -2,7 +2,7 @@
 CUDA is available and skip elsewhere."""
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -49,3 +49,19 @@ def shared_cache(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("MECHSCOPE_CACHE", raising=False)
     else:
         monkeypatch.setenv("MECHSCOPE_CACHE", SHARED_CACHE)
+
+
+def _null_paths(value: object, path: str = "") -> list[str]:
+    if value is None:
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _null_paths(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _null_paths(v, f"{path}[{i}]")]
+    return []
+
+
+@pytest.fixture
+def null_paths() -> Callable[[object], list[str]]:
+    """Where a resolved config still says `null` (dotted paths): a run must record what ran."""
+    return _null_paths

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mechscope.cli import app
+
+NullPaths = Callable[[object], list[str]]
 
 
 @pytest.fixture(autouse=True)
@@ -61,24 +64,16 @@ def test_fixed_points_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert (tmp_path / "fp" / "metrics.json").exists()
 
 
-def _nulls(value: object, path: str = "") -> list[str]:
-    if value is None:
-        return [path]
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _nulls(v, f"{path}.{k}")]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _nulls(v, f"{path}[{i}]")]
-    return []
-
-
-def test_config_reruns_a_run_bit_identically(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_reruns_a_run_bit_identically(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], null_paths: NullPaths
+) -> None:
     first, again = tmp_path / "a", tmp_path / "b"
     code, out, _ = run(["decompose", "tms-5-2", "spd", "--seed", "1", "--set", "task.steps=100", "--set",
                         "method.steps=40", "--set", "target_seed=2", "--out", str(first), "--json"], capsys)
     assert code == 0
     a = json.loads(out)
     config = yaml.safe_load((first / "config.yaml").read_text())
-    assert _nulls(config) == []  # every setting resolved: what ran, not what a preset would fill in
+    assert null_paths(config) == []  # every setting resolved: what ran, not what a preset would fill in
     assert config["method_config"]["C"] == 20 and config["method_config"]["init"] == "data"
     assert config["config_hash"] == a["config_hash"]
     code, out, _ = run(["decompose", "--config", str(first / "config.yaml"), "--out", str(again), "--json"], capsys)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
@@ -11,15 +11,7 @@ from mechscope.config import Config, ConfigError, RunConfig, assign, parse_sets
 from mechscope.decompose import spd_presets
 from mechscope.decompose.spd import SPDConfig
 
-
-def _nulls(value: Any, path: str = "") -> list[str]:
-    if value is None:
-        return [path]
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _nulls(v, f"{path}.{k}")]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in _nulls(v, f"{path}[{i}]")]
-    return []
+NullPaths = Callable[[object], list[str]]
 
 
 class _Small(Config):
@@ -58,10 +50,10 @@ def test_target_seed_is_an_ordinary_run_setting() -> None:
     assert RunConfig().target_seed == 0
 
 
-def test_spd_settings_resolve_from_the_table_with_no_nulls() -> None:
+def test_spd_settings_resolve_from_the_table_with_nonull_paths(null_paths: NullPaths) -> None:
     fast = resolve(CellRequest("tms-5-2", "spd"))
     cfg = fast.resolved_config()
-    assert _nulls(cfg) == []
+    assert null_paths(cfg) == []
     m = fast.method_config
     assert isinstance(m, SPDConfig)
     assert (m.C, m.init, m.modules, m.steps, m.lr_components) == (20, "data", ["W"], 1_000, m.lr)
@@ -85,11 +77,11 @@ def test_a_table_change_changes_the_hash(monkeypatch: pytest.MonkeyPatch) -> Non
     assert after.method_config.C == 21 and after.config_hash != before  # type: ignore[attr-defined]
 
 
-def test_fixed_points_record_their_inputs_and_task_settings() -> None:
+def test_fixed_points_record_their_inputs_and_task_settings(null_paths: NullPaths) -> None:
     cell = resolve(CellRequest("integrator", "fixed-points"))
     m = cell.method_config
     assert (m.keep_slow, m.q_slow, m.inputs) == (True, 1e-4, [[0.0]])  # type: ignore[attr-defined]
-    assert _nulls(cell.resolved_config()) == []
+    assert null_paths(cell.resolved_config()) == []
     lin = resolve(CellRequest("linear-rnn", "fixed-points")).method_config
     assert len(lin.inputs) == 4 and lin.keep_slow is False  # type: ignore[attr-defined]
     assert resolve(CellRequest("tms-5-2", "fixed-points")).na_reason is not None

@@ -167,13 +167,23 @@ class TranscoderLike(Decomposition):
         return cls(target, config["site"], tensors["w"], tensors["r"])
 
 
-def test_transcoder_read_side_is_scored() -> None:
-    task = ResidMLPTask(ResidMLPConfig(n_features=6, d_embed=12, d_mlp=4, n_layers=1), name="resid-hand")
+def hand_resid_task() -> ResidMLPTask:
+    return ResidMLPTask(ResidMLPConfig(n_features=6, d_embed=12, d_mlp=4, n_layers=1), name="resid-hand")
+
+
+def hand_transcoder_truth() -> tuple[ResidMLPTask, nn.Module, str, list[Any], torch.Tensor, torch.Tensor]:
+    """A tiny resid-MLP with its true transcoder at mlp_out: (task, model, site, mechanisms, writes, reads)."""
+    task = hand_resid_task()
     model = task.build(0)
     site = "layers.0.mlp_out"
     mechs = task.ground_truth(model).in_space("activation", site)
     writes = torch.stack([m.direction for m in mechs])
     reads = torch.stack([m.read for m in mechs if m.read is not None])
+    return task, model, site, mechs, writes, reads
+
+
+def test_transcoder_read_side_is_scored() -> None:
+    task, model, site, _mechs, writes, reads = hand_transcoder_truth()
     m = score(TranscoderLike(model, site, writes, reads), task, ablation=False).metrics
     assert m["recovery_space"] == "activation" and m["unscored_sites"] == {"activation": ["embed"]}
     assert math.isclose(m["read_mmcs"], 1.0, abs_tol=1e-6) and math.isclose(m["read_mcc"], 1.0, abs_tol=1e-6)
@@ -183,7 +193,7 @@ def test_transcoder_read_side_is_scored() -> None:
 
 
 def test_parameter_method_on_dense_mlp_out_has_no_activation_space() -> None:
-    task = ResidMLPTask(ResidMLPConfig(n_features=6, d_embed=12, d_mlp=4, n_layers=1), name="resid-hand")
+    task = hand_resid_task()
     model = task.build(0)
     oracle = build_oracle(model, task.ground_truth(model))
     m = score(OracleDecomposition(model, oracle.param), task, ablation=False).metrics  # no "embed" part
@@ -196,12 +206,7 @@ def test_parameter_method_on_dense_mlp_out_has_no_activation_space() -> None:
 def test_l0_true_counts_only_the_scored_sites() -> None:
     """Issue 13: a method at mlp_out is scored on mlp_out's truth only, and so is l0_true (the
     unscored residual stream's ±W_E[i] would double it)."""
-    task = ResidMLPTask(ResidMLPConfig(n_features=6, d_embed=12, d_mlp=4, n_layers=1), name="resid-hand")
-    model = task.build(0)
-    site = "layers.0.mlp_out"
-    mechs = task.ground_truth(model).in_space("activation", site)
-    writes = torch.stack([m.direction for m in mechs])
-    reads = torch.stack([m.read for m in mechs if m.read is not None])
+    task, model, site, mechs, writes, reads = hand_transcoder_truth()
     m = score(TranscoderLike(model, site, writes, reads), task, ablation=False).metrics
     data = eval_sets(task).data
     expected = float(active_matrix(mechs, data).float().sum(1).mean())
@@ -214,7 +219,7 @@ def test_l0_true_counts_only_the_scored_sites() -> None:
 def test_uniqueness_denominator_is_every_component() -> None:
     """SAELens's definition: the oracle's W_in (I − Π) pieces (never active, zero on the data's
     span) are components too, so they count in the denominator."""
-    task = ResidMLPTask(ResidMLPConfig(n_features=6, d_embed=12, d_mlp=4, n_layers=1), name="resid-hand")
+    task = hand_resid_task()
     model = task.build(0)
     dec = build_oracle(model, task.ground_truth(model))
     m = score(dec, task, ablation=False).metrics
