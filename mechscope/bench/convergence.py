@@ -60,7 +60,7 @@ class Gate:
     def note(self) -> str:
         """The line the report prints instead of a verdict ("" when converged)."""
         if self.baseline is None:
-            return "not converged at this budget? no stress-iid baseline at this budget"
+            return f"no {BASELINE} baseline at this budget"
         if self.converged:
             return ""
         return f"not converged at this budget (stress-iid mmcs {self.baseline:.3f} < {BAR})"

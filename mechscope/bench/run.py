@@ -317,15 +317,20 @@ def _score_decomposition(
     if hasattr(decomposition, "extra_tensors"):  # scoring-time tensors (SPD's one-hot CI pattern)
         tensors.update(decomposition.extra_tensors(cell.task, truth))
     tensors.update(report_tensors(decomposition, truth))
+    write_matches(run_dir, decomposition, truth, result)
+    if tensors:
+        run_figures(tensors, run_dir / "figures")
+    return body, tensors
+
+
+def write_matches(run_dir: Path, decomposition: Decomposition, truth: Any, result: Any) -> None:
+    """`matches.json`: the true mechanisms and each one's matches (what the report diagnoses)."""
     matches = [m.__dict__ for m in result.matches]
     mechanisms = [{"name": m.name, "space": m.space, "site": m.site, "rank": m.rank, "rule": m.rule,
                    "feature": m.feature} for m in truth.mechanisms]
     atomic_text(run_dir / "matches.json", json.dumps(
         {"fire_threshold": decomposition.fire_threshold, "n_features": truth.n_features,
          "represented": truth.represented, "mechanisms": mechanisms, "matches": plain(matches)}, indent=2))
-    if tensors:
-        run_figures(tensors, run_dir / "figures")
-    return body, tensors
 
 
 def report_tensors(decomposition: Any, truth: Any, max_numel: int = 2_000_000) -> dict[str, Tensor]:
