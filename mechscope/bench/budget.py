@@ -70,7 +70,7 @@ def samples_seen(config: Config, fitted: Any = None) -> int | None:
     `train_coder` used); several sites of different widths report the smallest."""
     if not trains_on_batches(config):
         return None
-    steps = int(config.steps)
+    steps = int(getattr(config, "steps", 0))
     batch = getattr(config, "batch_size", None)
     if batch is not None:
         return steps * int(batch)
