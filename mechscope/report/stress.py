@@ -160,6 +160,8 @@ def statement(stress: Stress, method: str) -> str:
 
 
 def breakdown_table(stress: Stress) -> str:
+    from mechscope.report.html import method_name  # (html imports this module)
+
     head = "".join(f"<th>{html.escape(t)}</th>" for t in stress.variants)
     out = ["<table><tr><th>method</th>" + head + "<th style='text-align:left'>where mmcs &lt; 0.9 (judged only "
            f"where converged: stress-iid mmcs ≥ {BAR} at the same budget)</th></tr>"]
@@ -189,7 +191,8 @@ def breakdown_table(stress: Stress) -> str:
             tds.append(f"<td style='background:{colour}'{title}>{mean:.3f} <span class='std'>± {std:.3f}</span>"
                        f"{knob}{where}{gated}</td>")
         tds.append(f"<td style='text-align:left;white-space:normal'>{html.escape(statement(stress, method))}</td>")
-        out.append(f"<tr><td class='name'>{html.escape(method)}</td>{''.join(tds)}</tr>")
+        first = next((p.cell for (_, m), p in stress.default.items() if m == method), None)
+        out.append(f"<tr><td class='name'>{method_name(first, method, gated=False)}</td>{''.join(tds)}</tr>")
     out.append("</table>")
     return "\n".join(out)
 
