@@ -155,8 +155,11 @@ def statement(stress: Stress, method: str) -> str:
         default = stress.default.get((BASELINE, method))
         gate = stress.gate(method, default) if default is not None else Gate(method, None)
         return f"{gate.note()}: no verdict"
-    where = "; ".join(f"{t}{f' ({p.knob})' if p.knob else ''}: {stress.gate(method, p).note()}" for t, p in skipped)
-    return f"{line}; no verdict on {where}"
+    groups: dict[tuple[str, str], list[str]] = {}  # (knob, why) → variants
+    for t, p in skipped:
+        groups.setdefault((p.knob, stress.gate(method, p).note()), []).append(t)
+    where = "; ".join(f"{f'at {k} ' if k else ''}on {', '.join(ts)}: {why}" for (k, why), ts in groups.items())
+    return f"{line}; no verdict {where}"
 
 
 def breakdown_table(stress: Stress) -> str:

@@ -37,7 +37,7 @@ def test_stress_section_from_a_tiny_real_bench(tmp_path: Path) -> None:
         expected = f"not converged at this budget (stress-iid mmcs {iid['k=2']:.3f} < 0.95): no verdict"
     elif len(judged) == 1:
         other = next(k for k in ("k=1", "k=2") if k not in judged)
-        expected += (f"; no verdict on stress-zipf ({other}): not converged at this budget "
+        expected += (f"; no verdict at {other} on stress-zipf: not converged at this budget "
                      f"(stress-iid mmcs {iid[other]:.3f} < 0.95)")
     stress = organise(rows)
     assert statement(stress, "sae-topk") == expected
