@@ -168,7 +168,7 @@ the tms-40-10 pair sees 1,536,000 samples (SAEs and SPD alike: 1,500 steps × 1,
 sae-topk converges on stress-iid (mmcs 0.998; at issue 9's 400 steps 0.94). Raising it does not
 converge the other SAEs at their defaults (seed 0, stress-iid mmcs at 1,500 / 3,000 / 6,000 steps:
 batchtopk 0.82 / 0.81 / 0.81, jumprelu 0.85 / 0.82 / 0.84, relu 0.87 / 0.90 / –, matryoshka
-0.78 / 0.79 / –; 25–29 of 80 latents alive: a trainer matter, not the budget), so the report says
+0.78 / 0.79 / –; 20–31 of 80 latents alive: a trainer matter, not the budget), so the report says
 "not converged at this budget" for them (`convergence.py`) instead of "breaks". synth-sae-bench:
 307,200 samples (300 SAE steps × 1,024, 600 SPD steps × 512), below the baseline's budget, so no
 verdict there. Cost on the shared 2-core box: see benchmarks/RESULTS.md (issue 13's stress rerun).
