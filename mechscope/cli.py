@@ -3,7 +3,7 @@
     mechscope tasks | methods
     mechscope decompose TASK METHOD [--seed N] [--steps N] [--device D] [--out DIR] [--set K=V]... [--json]
     mechscope decompose --config RUN/config.yaml [--out DIR] [--set K=V]...   (rerun a recorded run)
-    mechscope bench [--preset quick|full|stress] [--tasks A,B] [--methods X,Y] [--seeds N]
+    mechscope bench [--preset quick|full|stress|peers] [--tasks A,B] [--methods X,Y] [--seeds N]
                     [--out DIR] [--backend local|ray] [--workers N] [--no-resume]
     mechscope fixed-points TASK|CHECKPOINT [--seed N] [--input U] [--set K=V]... [--out DIR] [--json]
     mechscope report DIR
@@ -99,7 +99,8 @@ def tasks() -> None:
 
 @app.command()
 def methods() -> None:
-    """List the methods (decompositions, calibrations, the dynamics analysis), one line each."""
+    """List the methods (decompositions, calibrations, the dynamics analysis), one line each:
+    name, family, and `[peer]` for another library's trainer (its summary names our variant)."""
     from mechscope.decompose import METHODS
 
     names = sorted(METHODS)
@@ -218,8 +219,9 @@ def fixed_points(
 @app.command()
 def bench(
     preset: Annotated[str, typer.Option(
-        help="quick, full or stress (issue 9: stress variants + random-init controls, 3 seeds, each method's "
-             "sparsity knob swept; add --tasks synth-sae-bench-16k --device cuda for the GPU-size benchmark)")] = "quick",
+        help="quick, full, stress (issue 9: stress variants + random-init controls, 3 seeds, each method's "
+             "sparsity knob swept; add --tasks synth-sae-bench-16k --device cuda for the GPU-size benchmark) or "
+             "peers (issue 13: each own SAE variant beside its SAELens / sparsify peer, equal samples seen)")] = "quick",
     tasks: Annotated[str | None, typer.Option(help="comma-separated task names (default: the preset's)")] = None,
     methods: Annotated[str | None, typer.Option(help="comma-separated method names (default: all)")] = None,
     seeds: Annotated[int | None, typer.Option(help="seeds 0 … N−1 (default: the preset's)")] = None,
@@ -259,21 +261,15 @@ def _run_bench(out: Path, preset: str, tasks: str | None, methods: str | None, s
 
 
 def _leaderboard(out: Path) -> str:
-    """The verdict in the terminal: task × method headline scores, peers beside ours."""
-    from mechscope.bench.results import RESULTS, read_results
+    """The verdict in the terminal: task × method headline scores, peers beside ours, not-converged
+    and oracle-sized cells marked (`report/leaderboard.py`)."""
+    from mechscope.bench.results import RESULTS, peer_of, read_results
     from mechscope.decompose import METHODS
     from mechscope.report.leaderboard import leaderboard
 
     rows = [r for r in read_results(out / RESULTS) if r.get("status") == "ok" and r.get("mmcs") is not None]
-    peer_of = {name: own for name, spec in METHODS.items() if spec.peer
-               for own in [getattr(spec, "peer_of", None) or _own_variant(name)]}
-    return leaderboard(rows, peer_of)
-
-
-def _own_variant(peer: str) -> str:
-    """`saelens-topk` → `sae-topk`, `sparsify-topk` → `sae-topk`, `saelens-standard` → `sae-relu`."""
-    variant = peer.split("-", 1)[1]
-    return "sae-relu" if variant == "standard" else f"sae-{variant}"
+    # tables written before the peer_of column: the registry says
+    return leaderboard(rows, {name: own for name in METHODS if (own := peer_of(name))})
 
 
 @app.command()
@@ -374,7 +370,7 @@ def score_dictionary(
     task: Annotated[str, typer.Argument(help="task name (see `mechscope tasks`)")],
     sae: Annotated[Path, typer.Option(help="a SAELens SAE dir, a sparsify checkpoint or a mechscope run dir")],
     site: Annotated[str | None, typer.Option(help="module whose output the dictionary reads")] = None,
-    out: Annotated[Path | None, typer.Option(help="write metrics.json, figures and tensors here")] = None,
+    out: Annotated[Path | None, typer.Option(help="write metrics.json, figures, tensors and report.html here")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print only the metrics JSON on stdout")] = False,
 ) -> None:
     """Score a dictionary you bring on a zoo task's site, with the same scorer as `decompose`."""
@@ -383,7 +379,12 @@ def score_dictionary(
 
     check_task(task)
     metrics = _guarded(lambda: score(sae, task, site=site, out=out))  # a ScoreError is one line, exit 2
-    print(json.dumps(metrics, indent=2)) if as_json else _print_summary({**metrics, "seed": "-"})
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_summary({**metrics, "seed": "-"})
+    if out is not None:  # on stderr under --json, which keeps stdout for the metrics alone
+        print(f"report: {out / 'report.html'}", file=sys.stderr if as_json else sys.stdout)
 
 
 def main() -> None:

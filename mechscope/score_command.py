@@ -7,6 +7,10 @@ on a zoo task's site, with the same scorer and the same run-directory files as `
 
     mechscope score tms-40-10 --sae out/my-sae [--site W] [--out DIR] [--json]
 
+With `out`, DIR gets what a bench cell's run dir holds — metrics.json, tensors.safetensors,
+matches.json, figures/, decomposition/ — and report.html, the page `mechscope report` draws for a
+bench, with this dictionary as its one row (`report.html.build_run_report`).
+
 A dictionary file is converted into mechscope's `SparseCoder` and, where the library is installed,
 checked equal to the library's own encode/decode on a batch (`import_dictionary`). Every mistake
 — a path that is not a dictionary, a width that is not the site's, an unknown site — is one
@@ -89,7 +93,7 @@ def score(
 ) -> dict[str, Any]:  # fmt: skip
     """Score a Decomposition (or the dictionary at a path) against `task`'s ground truth; returns
     the metrics.json body, also written with figures into `out` when given."""
-    from mechscope.bench.run import plain, report_tensors
+    from mechscope.bench.run import plain, report_tensors, write_matches
     from mechscope.files import atomic_text
     from mechscope.metrics import score as score_decomposition
     from mechscope.zoo import get_task
@@ -121,5 +125,9 @@ def score(
         )
         run_figures(tensors, out / "figures")
         dec.save(out / "decomposition")
+        write_matches(out, dec, truth, result)
         atomic_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        from mechscope.report.html import build_run_report
+
+        build_run_report(out, metrics)
     return dict(metrics)

@@ -76,3 +76,22 @@ def test_bad_inputs_are_one_line_errors(
         app(["score", "tms-5-2", "--sae", str(path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and str(path) in err[0] and "width 2" in err[0]
+
+
+def test_score_writes_the_reports_page_for_one_run(
+    fitted: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, dec = fitted
+    path = export_saelens(dec, "W", tmp_path / "sae")
+    out = tmp_path / "scored"
+    with pytest.raises(SystemExit) as exit_:
+        app(["score", "tms-40-10", "--sae", str(path), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert exit_.value.code == 0 and f"report: {out / 'report.html'}" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    page = (out / "report.html").read_text()
+    # the bench report's page (report/html.py), with this dictionary as its one leaderboard row
+    board = page.split("id='leaderboard'")[1].split("</table>")[0]
+    assert ">score<" in board and f"{metrics['mmcs']:.3f}" in board
+    assert "True feature geometry" in page or "Similarity of true mechanisms" in page
+    assert "data:image/png;base64," in page and "Missed, split, merged" in page

@@ -39,9 +39,11 @@ from typing import Any
 
 import torch
 
+from mechscope.bench.budget import budget_sets
+from mechscope.bench.convergence import mark_converged
 from mechscope.bench.presets import Knob, Preset, get_preset
 from mechscope.bench.progress import BenchProgress
-from mechscope.bench.results import RESULTS, make_row, read_results, write_results
+from mechscope.bench.results import RESULTS, make_row, method_columns, read_results, write_results
 from mechscope.bench.run import (
     Cell,
     CellRequest,
@@ -79,7 +81,8 @@ class PlannedCell:
         return f"{self.request.task} · {self.request.method}{knob} · seed {self.request.seed}"
 
     def row(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        return make_row(metrics, self.cell.config_hash, knob=self.knob.label, knob_default=self.knob.default)
+        return make_row(metrics, self.cell.config_hash, knob=self.knob.label, knob_default=self.knob.default,
+                        method=method_columns(self.cell.method, self.cell.method_config))
 
 
 @dataclass
@@ -99,7 +102,8 @@ class Bench:
         return [c for c in self.cells if c.key not in self.rows]
 
     def table_rows(self) -> list[dict[str, Any]]:
-        return [self.rows[c.key] for c in self.cells if c.key in self.rows] + self.other_rows
+        """The grid's rows in grid order, then the kept ones; `converged` filled from all of them."""
+        return mark_converged([self.rows[c.key] for c in self.cells if c.key in self.rows] + self.other_rows)
 
 
 def parse_list(value: str | None, what: str) -> list[str] | None:
@@ -132,16 +136,21 @@ def plan_bench(
         check_method(name)
     task_list = list(dict.fromkeys(tasks)) if tasks else [t for t in spec.tasks if t in TASKS]
     # peers (other libraries' trainers) run only when named: --methods saelens-topk,…
-    method_list = list(dict.fromkeys(methods)) if methods else [m for m in method_names() if not is_peer(m)]
+    if methods:
+        method_list = list(dict.fromkeys(methods))
+    elif spec.methods:
+        method_list = [m for m in spec.methods if m in method_names()]
+    else:
+        method_list = [m for m in method_names() if not is_peer(m)]
     user = parse_sets(sets)
     user_sets = tuple(s.text for s in user)
     out = Path(out)
     cells = []
     for task in task_list:
         for method in method_list:
-            soft = (*preset_sets(spec, task, method), *user_sets)
             for knob in spec.knobs_for(task, method):
                 hard = (knob.setting,) if knob.setting else ()
+                soft = cell_sets(spec, task, method, hard, user_sets, device)
                 folder = f"{method}@{knob.label}" if knob.label else method
                 for seed in range(seeds if seeds is not None else spec.seeds_for(task)):
                     request = CellRequest(task, method, seed, sets=hard, device=device, preset_sets=soft)
@@ -158,6 +167,18 @@ def plan_bench(
 def preset_sets(preset: Preset, task: str, method: str) -> tuple[str, ...]:
     return tuple(s for t, m, sets in preset.sets if fnmatch.fnmatch(task, t) and fnmatch.fnmatch(method, m)
                  for s in sets)
+
+
+def cell_sets(preset: Preset, task: str, method: str, hard: tuple[str, ...], user_sets: tuple[str, ...],
+              device: str = "cpu") -> tuple[str, ...]:
+    """A cell's soft settings: the preset's rules, its budget in samples (steps from the batch the
+    cell resolves to, `budget.py`), then the user's `--set`s (which win over both)."""
+    soft = (*preset_sets(preset, task, method), *user_sets)
+    budget = preset.budget_for(task, method)
+    if budget is None:
+        return soft
+    probe = resolve(CellRequest(task, method, 0, sets=hard, device=device, preset_sets=soft))
+    return (*preset_sets(preset, task, method), *budget_sets(budget, probe.method_config), *user_sets)
 
 
 def _check_sets_used(user: tuple[Setting, ...], cells: list[PlannedCell]) -> None:
@@ -196,7 +217,9 @@ def _load_finished(bench: Bench) -> None:
         if cell is None:
             bench.other_rows.append(row)
         elif row["config_hash"] == cell.cell.config_hash and row["status"] in ("ok", "n/a"):
-            bench.rows[key] = {**row, "knob": key[3], "knob_default": cell.knob.default}  # tables from before knobs
+            # tables from before knobs / method columns: what the plan knows about the cell
+            bench.rows[key] = {**row, "knob": key[3], "knob_default": cell.knob.default,
+                               **method_columns(cell.cell.method, cell.cell.method_config)}
     for cell in bench.cells:
         if cell.key not in bench.rows:
             found = row_from_run_dir(cell)

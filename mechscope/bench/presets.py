@@ -10,16 +10,25 @@ A preset's `sweeps` add a fourth grid axis, the method's sparsity knob: a `Sweep
 carry it). The first sweep matching a (task, method) wins; tasks matching `default_knob_only` run
 only the sweep's default value (the random-init controls: one reference point, not a curve).
 
+A preset's `budgets` say how many samples each fit sees (`Budget(tasks, methods, samples)`, see
+`budget.py`): every method of a task gets the same number, its `steps` set from its own batch
+size, and the table records it (`samples_seen`). A sweep marked `split` makes each of its values a
+method of its own in every table (a peer at `preset=default` and at `preset=short`).
+
 - `quick`: every task family and every method at small settings — the README's main job, sized to
   finish in ≤ 10 minutes on 2 CPU cores including target training on an empty cache.
-- `full`: the published settings (each method's `paper` preset, the tasks' own defaults), 3 seeds.
+- `full`: the published settings (each method's `paper` preset, the tasks' own defaults), 3 seeds,
+  every method at SPD's published budget.
 - `stress`: issue 9's grid: stress variants, their random-init controls, knob sweeps — see `_STRESS_DOC`.
+- `peers`: issue 13's grid: each own SAE variant beside its peer libraries' — see `_PEER_DOC`.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+
+from mechscope.bench.budget import Budget
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,9 @@ class Sweep:
     values: tuple[str, ...]
     default: str
     """The value the report calls "the default knob" (and the controls' only one); one of `values`."""
+    split: bool = False
+    """Each value is its own row in every table (`method@key=value`, e.g. a peer at its library's
+    `preset=default` and at `preset=short`), not a point of a curve: its cells have no default."""
 
     def __post_init__(self) -> None:
         if self.default not in self.values:
@@ -67,6 +79,14 @@ class Preset:
     sweeps: tuple[Sweep, ...] = ()
     default_knob_only: tuple[str, ...] = ()
     """Task globs whose swept cells run only at the sweep's default value."""
+    budgets: tuple[Budget, ...] = ()
+    """Samples seen per fit (`budget.py`): the first rule matching a (task, method) sets its steps."""
+    methods: tuple[str, ...] = ()
+    """Method names in grid order (names not registered in this install are skipped); () = every
+    registered method but the peers."""
+
+    def budget_for(self, task: str, method: str) -> Budget | None:
+        return next((b for b in self.budgets if b.matches(task, method)), None)
 
     def seeds_for(self, task: str) -> int:
         return next((n for pattern, n in self.task_seeds if fnmatch.fnmatch(task, pattern)), self.seeds)
@@ -79,7 +99,8 @@ class Preset:
             return [Knob()]
         only_default = any(fnmatch.fnmatch(task, g) for g in self.default_knob_only)
         values = (sweep.default,) if only_default else sweep.values
-        return [Knob(sweep.label(v), f"{sweep.key}={v}", v == sweep.default) for v in values]
+        return [Knob(sweep.label(v), f"{sweep.key}={v}", None if sweep.split else v == sweep.default)
+                for v in values]
 
 
 _QUICK_TASKS = (
@@ -102,17 +123,29 @@ _QUICK_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("tms-5-2*", "*", ("task.steps=3000",)),
     ("tms-40-10*", "*", ("task.steps=2000", "task.batch_size=2048")),
     ("resid-mlp*", "*", ("task.batch_size=512",)),
-    # Methods: short fits.
-    ("*", "sae-*", ("method.steps=1500",)),
-    ("*", "transcoder-*", ("method.steps=1500",)),
-    ("*", "spd", ("method.steps=2500",)),
-    ("tms-40-10*", "spd", ("method.steps=1000",)),  # C = 200 components: ~3× a 5-2 step
-    # The residual MLP's 1,000-dim stream makes every step ~100× a TMS step: shorter, smaller fits.
-    ("resid-mlp*", "sae-*", ("method.steps=200", "method.batch_size=256", "method.buffer_size=8192")),
-    ("resid-mlp*", "transcoder-*", ("method.steps=200", "method.batch_size=256", "method.buffer_size=8192")),
-    ("resid-mlp*", "spd", ("method.steps=300", "method.batch_size=256")),
+    # The residual MLP's 1,000-dim stream makes every step ~100× a TMS step: smaller batches.
+    ("resid-mlp*", "sae-*", ("method.batch_size=256", "method.buffer_size=8192")),
+    ("resid-mlp*", "transcoder-*", ("method.batch_size=256", "method.buffer_size=8192")),
+    ("resid-mlp*", "spd", ("method.batch_size=256",)),
     # Fixed points: fewer starts and iterations than the finder's defaults.
     ("*", "fixed-points", ("method.n_starts=256", "method.max_iters=300")),
+)
+
+_QUICK_BUDGETS = (
+    # Samples seen per fit, the same for every method of a task (budget.py): steps = samples / batch.
+    # tms-5-2: SPD's 2,500 steps × 1,024 (SAEs 2,500 steps, were 1,500); tms-40-10: the SAEs' 1,500 ×
+    # 1,024 (SPD, C = 200: 1,500 steps, was 1,000); residual MLPs: 400 steps × 256 (SAEs, transcoders and
+    # SPD, were 200 / 300; clt-topk 200 × 512, was its default 1,500) — ~+1 min on 2 cores in all.
+    Budget("tms-5-2*", "*", 2_560_000),
+    Budget("tms-40-10*", "*", 1_536_000),
+    Budget("resid-mlp*", "*", 102_400, batch_size=256),
+)
+
+# The paper settings' budget: SPD's published samples (TMS 40k × 4,096; residual MLP 30k × 2,048),
+# given to every method of the task (SAEs at batch 1,024 on TMS → 160k steps: GPU-sized).
+_FULL_BUDGETS = (
+    Budget("tms-*", "*", 163_840_000),
+    Budget("resid-mlp*", "*", 61_440_000, batch_size=256),
 )
 
 _STRESS_DOC = """The `stress` preset (issue 9): every stress variant and its random-init control, every method
@@ -130,13 +163,15 @@ Knob values — half, equal to and twice the natural setting, so each curve brac
 - spd: `importance_coeff` (importance minimality) ∈ {3e-4, 1e-3, 3e-3}, default 1e-3 (the fast
   preset's TMS 40-10 value; the stress targets have the same 10 × 40 shape).
 
-Budget (2 CPU cores, `--workers 2`): measured CPU time per cell on stress-iid is ~1.7 s for
-oracle/random (scoring and figures), ~4.5 s for a 400-step SAE, ~7 s for a 300-step SPD with C = 50,
-so the 40-feature part (~530 cells) needs ~1,900 CPU s (≈ 16 min on two free cores); SAEs train 400
-steps, SPD 300 steps with SPD's fast-preset recipe (data init, zero rows skipped, p = 1). A
-synth-sae-bench cell costs ~30–50 CPU s, so its 42 cells add ≈ 15–30 min: ≈ 45 min in all on an
-idle box (estimated from CPU time). Measured on the shared 2-core box, load average 3–8 from other
-jobs: the whole preset (588 cells + 162 n/a rows) took 89 min wall, 14 synth-sae-bench cells ≈ 16 min.
+Budget in samples seen (`_STRESS_BUDGETS`): every method on every 40-feature variant, control and
+the tms-40-10 pair sees 1,536,000 samples (SAEs and SPD alike: 1,500 steps × 1,024), where
+sae-topk converges on stress-iid (mmcs 0.998; at issue 9's 400 steps 0.94). Raising it does not
+converge the other SAEs at their defaults (seed 0, stress-iid mmcs at 1,500 / 3,000 / 6,000 steps:
+batchtopk 0.82 / 0.81 / 0.81, jumprelu 0.85 / 0.82 / 0.84, relu 0.87 / 0.90 / –, matryoshka
+0.78 / 0.79 / –; 20–31 of 80 latents alive: a trainer matter, not the budget), so the report says
+"not converged at this budget" for them (`convergence.py`) instead of "breaks". synth-sae-bench:
+307,200 samples (300 SAE steps × 1,024, 600 SPD steps × 512), below the baseline's budget, so no
+verdict there. Cost on the shared 2-core box: see benchmarks/RESULTS.md (issue 13's stress rerun).
 stress-overcomplete caps the dictionary at 40 latents and
 SPD at C = 40 components for its 80 features (what gets merged). synth-sae-bench (1,024 features in
 d = 128) runs with a 1,024-latent dictionary (SynthSAEBench's size: one latent per feature; SPD
@@ -147,9 +182,8 @@ but `default_knob_only` holds it at the default; drop it from there to sweep on 
 Its 16,384 × 768 GPU version is not in this preset: run it with
 `mechscope bench --preset stress --tasks synth-sae-bench-16k --device cuda`.
 
-Read every variant against stress-iid, the baseline: at 400 steps BatchTopK, ReLU and JumpReLU SAEs
-stay near 0.8 mmcs even there (measured: 0.78–0.81; at 800 steps 0.80–0.84), so "below 0.9" on a
-variant means more than under-training only where the baseline is above it.
+Read every variant against stress-iid, the baseline: a verdict "M breaks on V" needs M at mean
+mmcs ≥ 0.95 on stress-iid at the same budget (the convergence gate, `bench/convergence.py`).
 """
 
 _STRESS_VARIANTS = ("stress-iid", "stress-correlated", "stress-anticorrelated", "stress-hierarchical", "stress-zipf",
@@ -157,8 +191,7 @@ _STRESS_VARIANTS = ("stress-iid", "stress-correlated", "stress-anticorrelated", 
 _STRESS_TASKS = (*(x for t in _STRESS_VARIANTS for x in (t, f"{t}-control")), "tms-40-10", "tms-40-10-control")
 
 _STRESS_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("*", "sae-*", ("method.steps=400",)),
-    ("*", "spd", ("method.steps=300", "method.C=50", "method.init=data", "method.skip_zero_rows=true",
+    ("*", "spd", ("method.C=50", "method.init=data", "method.skip_zero_rows=true",
                   "method.layerwise_when_single=false", "method.batch_size=1024", "method.lr=3e-3",
                   "method.pnorm=1.0", "method.importance_coeff=1e-3")),
     # More true features (80) than latents / components: the method must merge some.
@@ -168,8 +201,16 @@ _STRESS_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("tms-40-10*", "*", ("target_seed=0", "task.steps=2000", "task.batch_size=2048")),
     ("tms-40-10*", "spd", ("method.C=60",)),
     # SynthSAEBench at CPU size: one latent per feature, fewer steps on the 128-d stream.
-    ("synth-sae-bench*", "sae-*", ("method.n_latents=1024", "method.steps=300")),
-    ("synth-sae-bench*", "spd", ("method.C=1024", "method.steps=200", "method.batch_size=512")),
+    ("synth-sae-bench*", "sae-*", ("method.n_latents=1024",)),
+    ("synth-sae-bench*", "spd", ("method.C=1024", "method.batch_size=512")),
+)
+
+_STRESS_BUDGETS = (
+    # SynthSAEBench at CPU size: 300 SAE steps × 1,024 (SPD 600 × 512) — below the baseline's budget,
+    # so the gate gives it no verdict (convergence.py).
+    Budget("synth-sae-bench*", "*", 307_200),
+    # Every 40-feature variant, its control and tms-40-10: 1,500 steps × 1,024 (SAEs and SPD alike).
+    Budget("*", "*", 1_536_000),
 )
 
 
@@ -188,14 +229,49 @@ _STRESS_SWEEPS: tuple[Sweep, ...] = (
     Sweep("*", "spd", "method.importance_coeff", ("3e-4", "1e-3", "3e-3"), default="1e-3"),
 )
 
+_PEER_DOC = """The `peers` preset (issue 13): every own SAE variant beside the same variant trained by its
+peer library's own trainer — sae-topk ↔ saelens-topk and sparsify-topk, sae-batchtopk ↔
+saelens-batchtopk, sae-jumprelu ↔ saelens-jumprelu, sae-relu ↔ saelens-standard, sae-matryoshka ↔
+saelens-matryoshka — on tms-40-10, resid-mlp-1l, stress-iid and synth-sae-bench, 3 seeds, blind
+defaults and equal samples seen. Each peer runs at both of its presets, `preset=default` (the
+library's documented defaults) and `preset=short` (one documented short-run setting): a split
+sweep, so the tables show `saelens-topk@preset=default` and `saelens-topk@preset=short` as two
+methods. Peers are registered only where their library imports; the rest of the grid runs
+without them. One target per task (target seed 0, the task's own settings: what
+benchmarks/peer_rows.py scores). Budgets: 1,500 steps × 1,024 on the 10-d sites (tms-40-10,
+stress-iid), 1,500 × 262 on the 1,000-d residual stream, 300 × 1,024 on synth-sae-bench (1,024
+latents, d = 128).
+"""
+
+_PEER_TASKS = ("tms-40-10", "resid-mlp-1l", "stress-iid", "synth-sae-bench")
+_PEER_METHODS = ("sae-topk", "saelens-topk", "sparsify-topk", "sae-batchtopk", "saelens-batchtopk",
+                 "sae-jumprelu", "saelens-jumprelu", "sae-relu", "saelens-standard", "sae-matryoshka",
+                 "saelens-matryoshka")
+_PEER_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # One target per task at the task's own settings, as benchmarks/peer_rows.py trains it: the two
+    # routes to the peer table score the same targets.
+    ("*", "*", ("target_seed=0",)),
+)
+_PEER_SWEEPS = tuple(Sweep("*", m, "method.preset", ("default", "short"), default="default", split=True)
+                     for m in ("saelens-*", "sparsify-*"))
+_PEER_BUDGETS = (
+    # 1,500 steps at the dictionary rule's batch on the 1,000-d stream (262), as peer_rows.py.
+    Budget("resid-mlp*", "*", 393_000, batch_size=262),
+    Budget("synth-sae-bench*", "*", 307_200),
+    Budget("*", "*", 1_536_000),
+)
+
 PRESETS: dict[str, Preset] = {
     "quick": Preset("quick", "every task family and method, small settings (≤ 10 min on 2 cores)",
-                    _QUICK_TASKS, seeds=2, sets=_QUICK_SETS, task_seeds=(("resid-mlp*", 1),)),
+                    _QUICK_TASKS, seeds=2, sets=_QUICK_SETS, task_seeds=(("resid-mlp*", 1),), budgets=_QUICK_BUDGETS),
     "full": Preset("full", "paper settings, 3 seeds", (*_QUICK_TASKS, "tms-40-10-id"), seeds=3,
-                   sets=(("*", "*", ("method.preset=paper",)),)),
+                   sets=(("*", "*", ("method.preset=paper",)),), budgets=_FULL_BUDGETS),
     "stress": Preset("stress", "issue 9: stress variants + random-init controls, every method, 3 seeds, knob sweeps",
                      _STRESS_TASKS, seeds=3, sets=_STRESS_SETS, sweeps=_STRESS_SWEEPS,
-                     default_knob_only=("*-control", "tms-40-10*", "synth-sae-bench*")),
+                     default_knob_only=("*-control", "tms-40-10*", "synth-sae-bench*"), budgets=_STRESS_BUDGETS),
+    "peers": Preset("peers", "issue 13: every own SAE variant beside its peers (SAELens, sparsify), 3 seeds, equal "
+                    "samples", _PEER_TASKS, seeds=3, sets=_PEER_SETS, sweeps=_PEER_SWEEPS, budgets=_PEER_BUDGETS,
+                    methods=_PEER_METHODS),
 }
 
 

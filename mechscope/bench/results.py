@@ -1,11 +1,17 @@
 """The bench's results table: `results.parquet`, one row per cell, written atomically.
 
 Columns (DESIGN.md): `task`, `method`, `seed`, `target_seed`, `config_hash`, `status`
-(`ok` / `n/a` / `failed`), then — our addition — `knob` (the cell's point on a preset's sparsity
+(`ok` / `n/a` / `failed`), then — our additions — `knob` (the cell's point on a preset's sparsity
 sweep, e.g. "k=4"; "" when not swept) and `knob_default` (whether that point is the sweep's default;
-null when not swept), then every metric key flattened with dots (`spaces.parameter.mmcs`,
-`sites.W.l0`; null where a cell has no such key), then `wall_s`, `peak_mem_mb`. `reason` holds why a
-cell is `n/a` or how it failed. Lists are stored as JSON strings. Rows are ordered by the grid, and
+null when not swept, and for a *split* sweep's cells, each reported as its own method
+`method@knob`, see `method_label`), then what the method is: `family` (its registry family,
+"activation", "parameter", …), `peer` (trained by another library's own code), `peer_of` (the
+mechscope method a peer is shown beside; null for ours), `sizing` ("blind" / "oracle" for a
+dictionary, null where the method has no such setting), `samples_seen` (steps × batch the fit
+consumed, `budget.py`), `converged` (stress rows: whether the method reaches the baseline bar on
+`stress-iid` at this budget, `convergence.py`; null elsewhere), then every metric key flattened
+with dots (`spaces.parameter.mmcs`, `sites.W.l0`; null where a cell has no such key), then `wall_s`,
+`peak_mem_mb`. `reason` holds why a cell is `n/a` or how it failed. Lists are stored as JSON strings. Rows are ordered by the grid, and
 column types are inferred from the values alone, so the same cells give the same file whichever
 order they finished in — what lets a resumed bench equal an uninterrupted one.
 
@@ -29,9 +35,42 @@ from mechscope.files import atomic_write
 RESULTS = "results.parquet"
 KEY_COLUMNS = ["task", "method", "seed", "target_seed", "config_hash", "status"]
 KNOB_COLUMNS = ["knob", "knob_default"]
+METHOD_COLUMNS = ["family", "peer", "peer_of", "sizing", "samples_seen", "converged"]
 TAIL_COLUMNS = ["wall_s", "peak_mem_mb"]
 _SKIP = {"task", "method", "seed", "target_seed", "status", "error", "reason", "config_hash", *KNOB_COLUMNS,
-         *TAIL_COLUMNS}
+         *METHOD_COLUMNS, *TAIL_COLUMNS}
+
+
+def method_label(row: Mapping[str, Any]) -> str:
+    """The name a row is reported under: its method, or `method@knob` for a cell of a split sweep
+    (a knob with no default: `saelens-topk@preset=short` beside `saelens-topk@preset=default`)."""
+    knob = row.get("knob") or ""
+    return f"{row['method']}@{knob}" if knob and row.get("knob_default") is None else str(row["method"])
+
+
+def peer_of(name: str) -> str | None:
+    """The mechscope method a registered peer is shown beside (None for ours): the spec's own
+    `peer_of` where it has one, else the naming rule `<library>-<variant>` → `sae-<variant>`
+    (`standard`, SAELens's name for ReLU + L1, → `sae-relu`)."""
+    from mechscope.decompose.registry import METHODS
+
+    spec = METHODS.get(name)
+    if spec is None or not spec.peer:
+        return None
+    own = getattr(spec, "peer_of", None)
+    if isinstance(own, str) and own:
+        return own
+    variant = name.split("-", 1)[-1]
+    return "sae-relu" if variant == "standard" else f"sae-{variant}"
+
+
+def method_columns(name: str, config: Any = None) -> dict[str, Any]:
+    """`family`, `peer`, `peer_of`, `sizing` of a registered method (and its resolved config)."""
+    from mechscope.decompose.registry import METHODS
+
+    spec = METHODS.get(name)
+    return {"family": spec.family if spec else None, "peer": bool(spec and spec.peer),
+            "peer_of": peer_of(name), "sizing": getattr(config, "sizing", None)}
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -49,9 +88,11 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def make_row(metrics: Mapping[str, Any], config_hash: str, knob: str = "",
-             knob_default: bool | None = None) -> dict[str, Any]:
-    """The table row of one cell from its metrics.json body (and its point on a knob sweep)."""
+             knob_default: bool | None = None, method: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The table row of one cell from its metrics.json body, its point on a knob sweep and what
+    the method is (`method_columns`)."""
     flat = flatten({k: v for k, v in metrics.items() if k not in _SKIP})
+    about = dict(method or {})
     return {
         "task": metrics["task"],
         "method": metrics["method"],
@@ -61,6 +102,9 @@ def make_row(metrics: Mapping[str, Any], config_hash: str, knob: str = "",
         "status": metrics.get("status", "ok"),
         "knob": knob,
         "knob_default": knob_default,
+        **{k: about.get(k) for k in ("family", "peer", "peer_of", "sizing")},
+        "samples_seen": metrics.get("samples_seen"),
+        "converged": None,
         "reason": metrics.get("reason") or metrics.get("error"),
         **flat,
         "wall_s": metrics.get("wall_s"),
@@ -71,9 +115,9 @@ def make_row(metrics: Mapping[str, Any], config_hash: str, knob: str = "",
 def to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     """Rows (dicts) → an arrow table with a deterministic column order and types."""
     rows = list(rows)
-    fixed = {*KEY_COLUMNS, *KNOB_COLUMNS, "reason", *TAIL_COLUMNS}
+    fixed = {*KEY_COLUMNS, *KNOB_COLUMNS, *METHOD_COLUMNS, "reason", *TAIL_COLUMNS}
     metric_keys = sorted({k for r in rows for k in r} - fixed)
-    columns = [*KEY_COLUMNS, *KNOB_COLUMNS, "reason", *metric_keys, *TAIL_COLUMNS]
+    columns = [*KEY_COLUMNS, *KNOB_COLUMNS, *METHOD_COLUMNS, "reason", *metric_keys, *TAIL_COLUMNS]
     arrays = {}
     for col in columns:
         values = [r.get(col) for r in rows]
@@ -88,10 +132,12 @@ def _column_type(col: str, values: list[Any]) -> pa.DataType:
     present = [v for v in values if v is not None]
     if col in ("seed", "target_seed"):
         return pa.int64()
-    if col == "knob_default":
+    if col in ("knob_default", "peer", "converged"):
         return pa.bool_()
-    if col == "knob":
+    if col in ("knob", "family", "peer_of", "sizing"):
         return pa.string()
+    if col == "samples_seen":
+        return pa.int64()
     if present and all(isinstance(v, bool) for v in present):
         return pa.bool_()
     if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):

@@ -14,7 +14,7 @@ whenever any setting does.
 
 A run directory holds `config.yaml` (the resolved settings and their hash), `decomposition/`,
 `tensors.safetensors` (`Score.tensors`, the method's `extra_tensors`, and the directions the report
-draws; a dynamics analysis's points), `matches.json`, `figures/` and `metrics.json` (with the same
+draws; a dynamics analysis's points), `matches.json`, `figures/` and `metrics.json` (with `samples_seen`, `budget.py`, and the same
 `config_hash`). It is written as a unit: built in `.<name>.partial` beside it (where a long fit's
 checkpoints survive a kill), then renamed into place; a cell is finished only when its
 metrics.json carries the resolved config's hash. A task × method pair that makes no sense gets a
@@ -39,6 +39,7 @@ import yaml
 from safetensors.torch import save_file
 from torch import Tensor
 
+from mechscope.bench.budget import samples_seen
 from mechscope.config import Config, ConfigError, RunConfig, Scope, assign, config_hash, parse_sets, validated
 from mechscope.core import Task
 from mechscope.decompose.base import Decomposition
@@ -297,7 +298,7 @@ def _fit_and_score(
         body, tensors = fitted.evaluate(cell.task, target), fitted.tensors()
         fitted.figures(run_dir / "figures")
     progress("score", 1, 1)
-    return body, tensors, wall, mem.peak_mb
+    return {**body, "samples_seen": samples_seen(cell.method_config, fitted)}, tensors, wall, mem.peak_mb
 
 
 def _score_decomposition(
@@ -316,15 +317,20 @@ def _score_decomposition(
     if hasattr(decomposition, "extra_tensors"):  # scoring-time tensors (SPD's one-hot CI pattern)
         tensors.update(decomposition.extra_tensors(cell.task, truth))
     tensors.update(report_tensors(decomposition, truth))
+    write_matches(run_dir, decomposition, truth, result)
+    if tensors:
+        run_figures(tensors, run_dir / "figures")
+    return body, tensors
+
+
+def write_matches(run_dir: Path, decomposition: Decomposition, truth: Any, result: Any) -> None:
+    """`matches.json`: the true mechanisms and each one's matches (what the report diagnoses)."""
     matches = [m.__dict__ for m in result.matches]
     mechanisms = [{"name": m.name, "space": m.space, "site": m.site, "rank": m.rank, "rule": m.rule,
                    "feature": m.feature} for m in truth.mechanisms]
     atomic_text(run_dir / "matches.json", json.dumps(
         {"fire_threshold": decomposition.fire_threshold, "n_features": truth.n_features,
          "represented": truth.represented, "mechanisms": mechanisms, "matches": plain(matches)}, indent=2))
-    if tensors:
-        run_figures(tensors, run_dir / "figures")
-    return body, tensors
 
 
 def report_tensors(decomposition: Any, truth: Any, max_numel: int = 2_000_000) -> dict[str, Tensor]:

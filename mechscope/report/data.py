@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file
 
-from mechscope.bench.results import RESULTS, read_results
+from mechscope.bench.results import RESULTS, method_label, read_results
 
 COVERED = 0.9
 STRONG = 0.5
@@ -43,6 +43,22 @@ class Cell:
     reason: str | None = None
     knob: str = ""
     """The knob label ("k=4") of a swept cell; "" when not swept."""
+    about: dict[str, Any] = field(default_factory=dict)
+    """What the method is, from the table's columns: `family`, `peer`, `peer_of`, `sizing`,
+    `samples_seen`, `converged` (first ok row's values)."""
+
+    @property
+    def swept(self) -> bool:
+        """A point of a knob curve (not a split sweep's own method, whose name carries its knob)."""
+        return bool(self.knob) and not self.method.endswith(f"@{self.knob}")
+
+    @property
+    def oracle_sized(self) -> bool:
+        return self.about.get("sizing") == "oracle"
+
+    @property
+    def peer(self) -> bool:
+        return bool(self.about.get("peer"))
 
     def mean_std(self, key: str) -> tuple[float, float] | None:
         vals = [v for v in self.values.get(key, []) if v is not None and not math.isnan(v)]
@@ -56,36 +72,41 @@ def load_rows(bench: Path) -> list[dict[str, Any]]:
 
 
 def is_default_knob(row: dict[str, Any]) -> bool:
-    """A row not on a knob sweep, or at its sweep's default value."""
-    return not row.get("knob") or bool(row.get("knob_default"))
+    """A row not on a knob sweep, at its sweep's default value, or a split sweep's own method."""
+    return not row.get("knob") or row.get("knob_default") is not False
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Cell]:
-    """(task, method) → Cell at the default knob, in table order. Status: `ok` if any seed is ok,
-    else `failed`/`n/a`. The other points of a knob sweep are the stress section's (`aggregate_knobs`)."""
+    """(task, method label) → Cell at the default knob, in table order. Status: `ok` if any seed is
+    ok, else `failed`/`n/a`. The other points of a knob sweep are the stress section's
+    (`aggregate_knobs`); a split sweep's values are methods of their own (`method_label`)."""
     out: dict[tuple[str, str], Cell] = {}
     for row in rows:
         if not is_default_knob(row):
             continue
-        key = (row["task"], row["method"])
-        cell = out.setdefault(key, Cell(row["task"], row["method"], row["status"], knob=row.get("knob") or ""))
+        key = (row["task"], method_label(row))
+        cell = out.setdefault(key, Cell(row["task"], key[1], row["status"], knob=row.get("knob") or ""))
         _add(cell, row)
     return out
 
 
 def aggregate_knobs(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], Cell]:
-    """(task, method, knob) → Cell over seeds, every point of every sweep, in table order."""
+    """(task, method label, knob) → Cell over seeds, every point of every sweep, in table order."""
     out: dict[tuple[str, str, str], Cell] = {}
     for row in rows:
-        knob = row.get("knob") or ""
-        cell = out.setdefault((row["task"], row["method"], knob), Cell(row["task"], row["method"], row["status"],
-                                                                        knob=knob))
+        knob, label = row.get("knob") or "", method_label(row)
+        cell = out.setdefault((row["task"], label, knob), Cell(row["task"], label, row["status"], knob=knob))
         _add(cell, row)
     return out
 
 
+ABOUT = ("family", "peer", "peer_of", "sizing", "samples_seen", "converged")
+
+
 def _add(cell: Cell, row: dict[str, Any]) -> None:
     if row["status"] == "ok":
+        if cell.status != "ok" or not cell.about:
+            cell.about = {k: row.get(k) for k in ABOUT}
         cell.status = "ok"
         cell.seeds.append(int(row["seed"]))
         for k, v in row.items():
@@ -112,11 +133,17 @@ class Artifacts:
 
 
 def run_dir(bench: Path, task: str, method: str, seed: int, knob: str = "") -> Path:
-    return bench / "runs" / task / (f"{method}@{knob}" if knob else method) / f"seed-{seed}"
+    """The cell's run dir; `method` may be a split sweep's label (`saelens-topk@preset=short`)."""
+    folder = f"{method}@{knob}" if knob and not method.endswith(f"@{knob}") else method
+    return bench / "runs" / task / folder / f"seed-{seed}"
 
 
 def artifacts(bench: Path, task: str, method: str, seed: int, knob: str = "") -> Artifacts | None:
-    d = run_dir(bench, task, method, seed, knob)
+    return load_artifacts(run_dir(bench, task, method, seed, knob))
+
+
+def load_artifacts(d: Path) -> Artifacts | None:
+    """One run dir's tensors.safetensors and matches.json (None if either is missing)."""
     try:
         tensors = load_file(str(d / "tensors.safetensors"))
         info = json.loads((d / "matches.json").read_text())

@@ -12,8 +12,11 @@ task sections at their sweep's default knob.
 from __future__ import annotations
 
 import html
+import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +29,7 @@ from mechscope.report.data import (
     artifacts,
     column_order,
     diagnose,
+    load_artifacts,
     load_rows,
     run_dir,
 )
@@ -33,7 +37,7 @@ from mechscope.report.dynamics import dynamics_section
 from mechscope.report.stress import stress_section
 
 DECOMPOSITION_METRICS = ("mmcs", "mcc", "coverage", "ml2r", "activity_f1", "faithfulness", "pgd_faithfulness", "l0", "n_alive",
-                         "dead_frac", "wall_s")
+                         "dead_frac", "samples_seen", "wall_s")
 DYNAMICS_METRICS = ("n_stable", "n_saddle", "n_matched", "stable_precision", "stable_recall", "best_q",
                     "max_rel_error", "wall_s")
 PGD_NOTE = ("<p class='note'><b>pgd_faithfulness</b>: the output error when the components a method calls "
@@ -50,13 +54,38 @@ td.failed{color:#b00;text-align:center} tr.task td{background:#e9eef6;text-align
 """
 
 
+ArtifactsOf = Callable[[str, Cell], Artifacts | None]
+"""(task, cell) → the stored tensors and matches of the cell's first seed."""
+
+
 def build_report(bench: str | Path) -> Path:
     """Write `bench/report.html` from `results.parquet` and the run dirs; return its path."""
     bench = Path(bench)
-    rows = load_rows(bench)
+    out = bench / "report.html"
+    atomic_text(out, page(bench, load_rows(bench),
+                          lambda task, c: artifacts(bench, task, c.method, min(c.seeds), c.knob)))
+    return out
+
+
+def build_run_report(directory: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+    """Write `directory/report.html` for one run dir (`mechscope score --out DIR`): the same page a
+    bench gets, with this run as its only row, from DIR's metrics.json, tensors and matches."""
+    from mechscope.bench.results import make_row
+
+    directory = Path(directory)
+    if metrics is None:
+        metrics = json.loads((directory / "metrics.json").read_text())
+    row = make_row({"seed": 0, "target_seed": 0, **metrics}, str(metrics.get("config_hash", "")))
+    out = directory / "report.html"
+    atomic_text(out, page(directory, [row], lambda task, c: load_artifacts(directory)))
+    return out
+
+
+def page(bench: Path, rows: list[dict[str, Any]], arts_of: ArtifactsOf) -> str:
+    """The whole page of these rows; `arts_of` finds each cell's stored tensors."""
     cells = aggregate(rows)
     tasks = list(dict.fromkeys(t for t, _ in cells))
-    methods = list(dict.fromkeys(m for _, m in cells))
+    methods = order(list(dict.fromkeys(m for _, m in cells)), cells)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mechscope report</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>mechscope — did each method find the mechanisms that are really there?</h1>",
@@ -64,15 +93,13 @@ def build_report(bench: str | Path) -> Path:
              f"{sorted({int(r['seed']) for r in rows})}. Colour: each metric placed between the task's "
              "<b>random</b> row (floor, red) and its <b>oracle</b> row (best, green).</p>",
              "<h2 id='overview'>Overview: tasks × methods</h2>", overview(cells, tasks, methods),
-             "<h2 id='leaderboard'>Leaderboard</h2>", leaderboard(cells, tasks, methods), PGD_NOTE,
+             "<h2 id='leaderboard'>Leaderboard</h2>", leaderboard(cells, tasks, methods), MARKS_NOTE, PGD_NOTE,
              stress_section(bench, rows)]
     for task in tasks:
-        parts.append(task_section(bench, task, [m for m in methods if (task, m) in cells], cells))
+        parts.append(task_section(bench, task, [m for m in methods if (task, m) in cells], cells, arts_of))
     parts.append(tradeoff_section(cells))
     parts.append("</body></html>")
-    out = bench / "report.html"
-    atomic_text(out, "\n".join(parts))
-    return out
+    return "\n".join(parts)
 
 
 def _metrics_for(cells: dict[tuple[str, str], Cell], task: str) -> tuple[str, ...]:
@@ -82,12 +109,43 @@ def _metrics_for(cells: dict[tuple[str, str], Cell], task: str) -> tuple[str, ..
 
 
 HEADLINE = ("mmcs", "stable_recall", "n_matched")
-UNCOLOURED = {"wall_s", "peak_mem_mb", "n_alive", "n_stable", "n_saddle"}
+UNCOLOURED = {"wall_s", "peak_mem_mb", "n_alive", "n_stable", "n_saddle", "samples_seen"}
+MARKS_NOTE = ("<p class='note'>† a <b>peer</b>: the same variant trained by another library's own code, shown "
+              "right after ours; * <b>oracle-sized</b> (<code>sizing=oracle</code>: width and k read off the ground "
+              "truth, which no user has); ° <b>not converged at this budget</b>: on a stress task, the method stays "
+              "below mean mmcs 0.95 on stress-iid at the same budget, so no verdict (see Stress tests); "
+              "<b>samples_seen</b>: training examples the fit consumed (steps × batch), equal for every method of "
+              "a task within a bench preset.</p>")
+
+
+def method_name(cell: Cell | None, name: str, gated: bool = True) -> str:
+    """A method's table label: its name, † and what it mirrors for a peer, * for oracle-sized, ° for
+    not converged at this budget (a stress row, `bench/convergence.py`)."""
+    out = html.escape(name)
+    if cell is not None and cell.peer:
+        own = cell.about.get("peer_of")
+        out += "†" + (f" <span class='std'>peer of {html.escape(str(own))}</span>" if own else "")
+    if cell is not None and cell.oracle_sized:
+        out += "* <span class='std'>oracle-sized</span>"
+    if gated and cell is not None and cell.about.get("converged") is False:
+        out += "° <span class='std'>not converged at this budget</span>"
+    return out
+
+
+def order(methods: list[str], cells: dict[tuple[str, str], Cell]) -> list[str]:
+    """Methods in table order, each peer moved right after the variant it mirrors."""
+    peer_of = {c.method: str(c.about["peer_of"]) for c in cells.values() if c.peer and c.about.get("peer_of")}
+    own = [m for m in methods if m not in peer_of or peer_of[m] not in methods]
+    out: list[str] = []
+    for m in own:
+        out += [m, *(p for p in methods if peer_of.get(p) == m)]
+    return out
 
 
 def overview(cells: dict[tuple[str, str], Cell], tasks: list[str], methods: list[str]) -> str:
     """One headline number per (task, method): mmcs, or for fixed-point tasks the stable-point recall."""
-    out = ["<table><tr><th>task</th><th>metric</th>" + "".join(f"<th>{html.escape(m)}</th>" for m in methods)
+    first = {m: next((c for (_, mm), c in cells.items() if mm == m), None) for m in methods}
+    out = ["<table><tr><th>task</th><th>metric</th>" + "".join(f"<th>{method_name(first[m], m, gated=False)}</th>" for m in methods)
            + "</tr>"]
     for task in tasks:
         key = next((k for k in HEADLINE if any(c.task == task and k in c.values for c in cells.values())), "mmcs")
@@ -120,7 +178,7 @@ def leaderboard(cells: dict[tuple[str, str], Cell], tasks: list[str], methods: l
             if cell.status != "ok":
                 css = "na" if cell.status == "n/a" else "failed"
                 tip = html.escape(cell.reason or "")
-                out.append(f"<tr><td class='name'>{html.escape(method)}</td>"
+                out.append(f"<tr><td class='name'>{method_name(cell, method)}</td>"
                            f"<td class='{css}' colspan='{len(keys) + 1}' title='{tip}'>{cell.status}"
                            f"{' — ' + tip if css == 'failed' else ''}</td></tr>")
                 continue
@@ -133,7 +191,8 @@ def leaderboard(cells: dict[tuple[str, str], Cell], tasks: list[str], methods: l
                 colour = _colour(cells, task, key, ms[0])
                 std = f" <span class='std'>± {_fmt(ms[1])}</span>" if len(cell.seeds) > 1 else ""
                 tds.append(f"<td style='background:{colour}'>{_fmt(ms[0])}{std}</td>")
-            out.append(f"<tr><td class='name'>{html.escape(method)}</td><td>{len(cell.seeds)}</td>{''.join(tds)}</tr>")
+            out.append(f"<tr><td class='name'>{method_name(cell, method)}</td><td>{len(cell.seeds)}</td>"
+                       f"{''.join(tds)}</tr>")
         if na:
             reason = html.escape(cells[(task, na[0])].reason or "")
             out.append(f"<tr><td class='na' colspan='{len(keys) + 2}' style='text-align:left;white-space:normal'"
@@ -164,11 +223,11 @@ def _fmt(v: float) -> str:
     return f"{v:.2e}"
 
 
-def task_section(bench: Path, task: str, methods: list[str], cells: dict[tuple[str, str], Cell]) -> str:
+def task_section(bench: Path, task: str, methods: list[str], cells: dict[tuple[str, str], Cell],
+                 arts_of: ArtifactsOf) -> str:
     ok = [m for m in methods if cells[(task, m)].status == "ok"]
     out = [f"<h2 id='{html.escape(task)}'>{html.escape(task)}</h2>"]
-    arts = {m: a for m in ok
-            if (a := artifacts(bench, task, m, min(cells[(task, m)].seeds), cells[(task, m)].knob)) is not None}
+    arts = {m: a for m in ok if (a := arts_of(task, cells[(task, m)])) is not None}
     if not arts:
         out.append(dynamics_section(bench, task, ok, cells))
         return "\n".join(out)

@@ -3,7 +3,10 @@
 Read off the stress preset's rows (tasks named `stress-*`, `synth-sae-bench*` and every `*-control`):
 
 - one table, per method: its mean `mmcs` over seeds at the default knob on each variant, and the
-  knob values at which the mean falls below 0.9 (or "never below 0.9");
+  knob values at which the mean falls below 0.9 (or "never below 0.9") — a verdict made only where
+  the method converges on the baseline: mean mmcs ≥ 0.95 on `stress-iid` at the same budget and
+  knob (`bench/convergence.py`); elsewhere the cell says "not converged at this budget" and shows
+  the baseline number;
 - per variant, recovery (`mmcs`, `activity_f1`) vs the sparsity knob, mean ± std over seeds;
 - on `stress-zipf`, each feature's recovery (its best match's similarity) vs its firing
   probability, from the run dirs' `matches.json` and the task's `feature_probs()`;
@@ -28,6 +31,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mechscope.bench.convergence import BAR, BASELINE, Gate, GateKey, baseline_gates, gate_for, is_stress
+from mechscope.bench.results import method_label
 from mechscope.report import figures
 from mechscope.report.data import Cell, aggregate_knobs, is_default_knob, run_dir
 
@@ -37,10 +42,7 @@ CONTROL_MARGIN = 0.05
 """A control whose mmcs is within this of the random floor shows "nothing real here"."""
 CONTROL = "-control"
 ZIPF = "stress-zipf"
-
-
-def is_stress(task: str) -> bool:
-    return task.startswith(("stress-", "synth-sae-bench")) or task.endswith(CONTROL)
+__all__ = ["is_stress", "stress_section"]
 
 
 @dataclass
@@ -62,6 +64,19 @@ class Stress:
     methods: list[str]
     default: dict[tuple[str, str], Point]
     sweep: dict[tuple[str, str], list[Point]]
+    gates: dict[GateKey, Gate]
+
+    def gate(self, method: str, point: Point) -> Gate:
+        """The convergence gate of one point: the method on stress-iid at its budget and knob."""
+        samples = point.cell.about.get("samples_seen")
+        return gate_for(self.gates, method, int(samples) if samples is not None else None, point.knob)
+
+    def judged(self, task: str, method: str, point: Point) -> bool:
+        """Whether a verdict is made at this point: a trained method converged on the baseline
+        (calibrations are always judged; the baseline itself is not a verdict)."""
+        if method in ("oracle", "random") or point.cell.about.get("family") == "calibration":
+            return True
+        return task != BASELINE and self.gate(method, point).converged is True
 
     @property
     def variants(self) -> list[str]:
@@ -81,10 +96,11 @@ def knob_value(label: str) -> float:
 
 
 def organise(rows: list[dict[str, Any]]) -> Stress:
+    gates = baseline_gates(rows)
     rows = [r for r in rows if is_stress(r["task"])]
-    defaults = {(r["task"], r["method"], r.get("knob") or "") for r in rows if is_default_knob(r)}
+    defaults = {(r["task"], method_label(r), r.get("knob") or "") for r in rows if is_default_knob(r)}
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    methods = list(dict.fromkeys(method_label(r) for r in rows))
     default: dict[tuple[str, str], Point] = {}
     sweep: dict[tuple[str, str], list[Point]] = {}
     for (task, method, knob), cell in aggregate_knobs(rows).items():
@@ -93,38 +109,65 @@ def organise(rows: list[dict[str, Any]]) -> Stress:
         point = Point(knob, knob_value(knob), cell.mean_std("mmcs"), cell)
         if (task, method, knob) in defaults:
             default[(task, method)] = point
-        if knob:
+        if cell.swept:
             sweep.setdefault((task, method), []).append(point)
     for points in sweep.values():
         points.sort(key=lambda p: p.value)
     methods = [m for m in methods if any(k[1] == m for k in default)]
-    return Stress(tasks, methods, default, sweep)
+    return Stress(tasks, methods, default, sweep, gates)
 
 
 # --- (a) where recovery drops below 0.9 ----------------------------------------------------------------
 
 
+def _points(stress: Stress, task: str, method: str) -> list[Point]:
+    return stress.sweep.get((task, method)) or ([stress.default[(task, method)]]
+                                                if (task, method) in stress.default else [])
+
+
 def below(stress: Stress, task: str, method: str) -> list[str]:
-    """The knob labels (or "default" when not swept) at which mean mmcs < 0.9."""
-    points = stress.sweep.get((task, method)) or ([stress.default[(task, method)]]
-                                                  if (task, method) in stress.default else [])
-    return [p.knob or "default" for p in points if p.mmcs is not None and p.mmcs[0] < COVERED]
+    """The knob labels (or "default" when not swept) at which mean mmcs < 0.9, where judged."""
+    return [p.knob or "default" for p in _points(stress, task, method)
+            if p.mmcs is not None and p.mmcs[0] < COVERED and stress.judged(task, method, p)]
+
+
+def unjudged(stress: Stress, task: str, method: str) -> list[Point]:
+    """The points of a variant with no verdict: the method is not converged there (gate)."""
+    return [p for p in _points(stress, task, method) if task != BASELINE and not stress.judged(task, method, p)]
 
 
 def statement(stress: Stress, method: str) -> str:
-    """One line: where the method's mean mmcs drops below 0.9, over every variant and knob."""
-    parts = []
+    """One line: where the method's mean mmcs drops below 0.9, over every variant and knob it is
+    judged on; and where it is not converged at this budget (no verdict)."""
+    parts, skipped = [], []
     for task in stress.variants:
         bad = below(stress, task, method)
         n = len(stress.sweep.get((task, method), [])) or 1
         if bad:
             parts.append(f"{task} ({'all knobs' if len(bad) == n and n > 1 else ', '.join(bad)})")
-    return "never below 0.9" if not parts else "below 0.9 on " + "; ".join(parts)
+        skipped += [(task, p) for p in unjudged(stress, task, method)]
+    line = "never below 0.9" if not parts else "below 0.9 on " + "; ".join(parts)
+    if not skipped:
+        return line
+    judged_any = any(stress.judged(t, method, p) for t in stress.variants if t != BASELINE
+                     for p in _points(stress, t, method))
+    if not judged_any:  # no verdict anywhere: say why once
+        default = stress.default.get((BASELINE, method))
+        gate = stress.gate(method, default) if default is not None else Gate(method, None)
+        return f"{gate.note()}: no verdict"
+    groups: dict[tuple[str, str], list[str]] = {}  # (knob, why) → variants
+    for t, p in skipped:
+        groups.setdefault((p.knob, stress.gate(method, p).note()), []).append(t)
+    where = "; ".join(f"{f'at {k} ' if k else ''}on {', '.join(ts)}: {why}" for (k, why), ts in groups.items())
+    return f"{line}; no verdict {where}"
 
 
 def breakdown_table(stress: Stress) -> str:
+    from mechscope.report.html import method_name  # (html imports this module)
+
     head = "".join(f"<th>{html.escape(t)}</th>" for t in stress.variants)
-    out = ["<table><tr><th>method</th>" + head + "<th style='text-align:left'>where mmcs &lt; 0.9</th></tr>"]
+    out = ["<table><tr><th>method</th>" + head + "<th style='text-align:left'>where mmcs &lt; 0.9 (judged only "
+           f"where converged: stress-iid mmcs ≥ {BAR} at the same budget)</th></tr>"]
     for method in stress.methods:
         tds = []
         for task in stress.variants:
@@ -133,14 +176,26 @@ def breakdown_table(stress: Stress) -> str:
                 tds.append("<td class='na'>—</td>")
                 continue
             mean, std = point.mmcs
-            colour = "#f6c6c6" if mean < COVERED else "#d4f2d4"
+            judged = stress.judged(task, method, point)
+            gate = stress.gate(method, point)
+            no_verdict = gate.converged is False if task == BASELINE else not judged
+            colour = "#e6e6e6" if no_verdict else "#f6c6c6" if mean < COVERED else "#d4f2d4"
             bad = below(stress, task, method)
             knob = f"<br><span class='std'>at {html.escape(point.knob)}</span>" if point.knob else ""
             where = f"<br><span class='std'>&lt; 0.9 at {html.escape(', '.join(bad))}</span>" if bad else ""
-            tds.append(f"<td style='background:{colour}'>{mean:.3f} <span class='std'>± {std:.3f}</span>"
-                       f"{knob}{where}</td>")
+            gated = ""
+            if task != BASELINE and not judged:
+                base = "no baseline" if gate.baseline is None else f"stress-iid {gate.baseline:.3f}"
+                gated = f"<br><span class='std'>not converged at this budget ({html.escape(base)})</span>"
+            elif task == BASELINE and gate.converged is False:
+                gated = "<br><span class='std'>not converged at this budget</span>"
+            budget = point.cell.about.get("samples_seen")
+            title = f" title='samples seen {budget}'" if budget else ""
+            tds.append(f"<td style='background:{colour}'{title}>{mean:.3f} <span class='std'>± {std:.3f}</span>"
+                       f"{knob}{where}{gated}</td>")
         tds.append(f"<td style='text-align:left;white-space:normal'>{html.escape(statement(stress, method))}</td>")
-        out.append(f"<tr><td class='name'>{html.escape(method)}</td>{''.join(tds)}</tr>")
+        first = next((p.cell for (_, m), p in stress.default.items() if m == method), None)
+        out.append(f"<tr><td class='name'>{method_name(first, method, gated=False)}</td>{''.join(tds)}</tr>")
     out.append("</table>")
     return "\n".join(out)
 
@@ -426,7 +481,9 @@ def stress_section(bench: Path, rows: list[dict[str, Any]]) -> str:
     parts = ["<h2 id='stress'>Stress tests</h2>",
              "<p class='note'>Each variant breaks one assumption of sparse dictionary learning; every number "
              "is the mean over seeds. The default knob is the preset's middle setting; red cells: mean mmcs "
-             "&lt; 0.9.</p>",
+             f"&lt; 0.9. Grey cells: no verdict — the method is <b>not converged at this budget</b> (mean mmcs "
+             f"&lt; {BAR} on {BASELINE}, the baseline, at the same samples seen), so a low score there says the "
+             "budget is too small, not that the variant breaks the method.</p>",
              "<h3>Where each method's recovery drops below 0.9 mmcs</h3>", breakdown_table(stress),
              control_table(stress), absorption_table(stress), zipf_block(bench, stress), synth_table(stress)]
     curves = [(t, fig) for t in stress.variants if (fig := knob_figure(stress, t)) is not None]
