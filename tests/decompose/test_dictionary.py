@@ -96,6 +96,29 @@ def test_auxk_revives_dead_latents() -> None:
     assert c.W_dec.grad is not None and float(c.W_dec.grad[:10].abs().sum()) > 0
 
 
+@pytest.mark.parametrize("n_dead", [10, 30])  # the gathered (few dead) and the masked (most dead) paths
+def test_auxk_loss_and_gradients_match_the_sparse_reference(n_dead: int) -> None:
+    """AuxK: the top-k_aux dead latents' ReLU pre-activations reconstruct the residual — the dense
+    product must equal the per-row sum over the chosen latents (the embedding_bag it replaced)."""
+    c = coder("topk", k=2)
+    with torch.no_grad():
+        c.b_enc.copy_(torch.randn(32, generator=gen(3)))
+    x, r = torch.randn(16, 8, generator=gen(8)), torch.randn(16, 8, generator=gen(9))
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[torch.randperm(32, generator=gen(4))[:n_dead]] = True
+    cfg = TopKOptions(k=2, k_aux=6)
+    loss = c._aux_loss(x, r, dead, cfg)
+    grads = torch.autograd.grad(loss, [c.W_enc, c.W_dec, c.b_enc])
+    idx = dead.nonzero().squeeze(1)
+    pre = F.linear(x, c.W_enc[idx], c._enc_bias()[idx])
+    vals, top = pre.relu().topk(6, dim=-1)
+    ref = (F.embedding_bag(top, c.W_dec[idx], per_sample_weights=vals, mode="sum") - r).pow(2).sum(-1).mean()
+    ref_grads = torch.autograd.grad(ref, [c.W_enc, c.W_dec, c.b_enc])
+    torch.testing.assert_close(loss, ref)
+    for g, g_ref in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, g_ref)
+
+
 def test_errors_k_too_large_and_wrong_shape() -> None:
     with pytest.raises(ConfigError, match="k=40"):
         SparseCoder(8, 8, 32, "topk", k=40)
