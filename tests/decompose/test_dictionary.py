@@ -66,6 +66,32 @@ def test_batchtopk_keeps_k_times_batch_and_learns_a_threshold() -> None:
     assert torch.equal(z > 0, c.pre_acts(x) > c.batch_threshold)
 
 
+@pytest.mark.parametrize("levels", [0, 3])  # plain BatchTopK, and Matryoshka's nested prefixes
+def test_sparse_batchtopk_step_matches_the_dense_definition(levels: int) -> None:
+    """The sparse-entry BatchTopK step (and Matryoshka's on top of it) equals the dense definition
+    z = keep the k·B largest ReLU(pre) of the batch, ĥ = z W_dec + b_dec: loss and every gradient."""
+    from mechscope.decompose.sae_matryoshka import MatryoshkaCoder
+
+    c: SparseCoder = (MatryoshkaCoder(8, 8, 32, "batchtopk", 3, True, gen(), levels=levels) if levels
+                      else SparseCoder(8, 8, 32, "batchtopk", 3, True, gen()))  # fmt: skip
+    with torch.no_grad():
+        c.b_enc.copy_(0.3 * torch.randn(32, generator=gen(2)))
+        c.b_dec.copy_(0.1 * torch.randn(8, generator=gen(3)))
+    x = torch.randn(16, 8, generator=gen(5))
+    cfg = BatchTopKOptions(k=3, aux_coef=0)
+    params = [c.W_enc, c.b_enc, c.W_dec, c.b_dec]
+    loss = c.train_step(x, x, cfg, torch.zeros(32, dtype=torch.bool)).loss
+    grads = torch.autograd.grad(loss, params)
+    flat = c.pre_acts(x).relu().flatten()
+    vals, idx = flat.topk(3 * 16)
+    z = torch.zeros_like(flat).scatter(0, idx, vals).view(16, 32)
+    widths = getattr(c, "widths", [32])
+    ref = sum(((z[:, :w] @ c.W_dec[:w] + c.b_dec - x).pow(2).sum(-1).mean() for w in widths), x.new_zeros(()))
+    torch.testing.assert_close(loss, ref)
+    for g, g_ref in zip(grads, torch.autograd.grad(ref, params), strict=True):
+        torch.testing.assert_close(g, g_ref)
+
+
 def test_jumprelu_threshold_gradient_is_nonzero() -> None:
     c = SparseCoder(8, 8, 32, "jumprelu", sae=True, generator=gen())
     x = torch.randn(64, 8, generator=gen(6))
