@@ -102,7 +102,7 @@ def table(rows: list[dict[str, Any]], tasks: list[str], pairs: list[str]) -> str
             if ours and peers:  # the peer's better preset, per metric (means over seeds)
                 best = [max(statistics.mean(r[m] for r in rs) for rs in (default, short) if rs)
                         for m in ("mmcs", "activity_f1")]  # fmt: skip
-                d = [statistics.mean(r[m] for r in ours) - b for m, b in zip(("mmcs", "activity_f1"), best)]
+                d = [statistics.mean(r[m] for r in ours) - b for m, b in zip(("mmcs", "activity_f1"), best, strict=True)]
                 delta = f"{d[0]:+.3f} / {d[1]:+.3f}" + (" ✓" if min(d) >= -0.01 else " **gap**")
             seeds = sorted({r["seed"] for r in ours + peers})
             samples = sorted({r["samples_seen"] for r in ours + peers})

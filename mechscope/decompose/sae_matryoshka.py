@@ -23,7 +23,13 @@ from torch import Tensor, nn
 from mechscope.bounds import Count
 from mechscope.config import Config, ConfigError
 from mechscope.core import TaskFacts
-from mechscope.decompose.dictionary import BatchTopKOptions, DictionaryConfig, SparseCoder, TrainStep, sparse_decode
+from mechscope.decompose.dictionary import (
+    BatchTopKOptions,
+    DictionaryConfig,
+    SparseCoder,
+    TrainStep,
+    sparse_decode,
+)
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition
 from mechscope.decompose.dictionary_sizing import reads_truth
 from mechscope.decompose.registry import FitContext, MethodSpec, register
