@@ -354,7 +354,7 @@ class SparseCoder(nn.Module):
         k_aux = min(cfg.k_aux or max(1, self.d_out // 2), n_dead)
         if 2 * n_dead > self.n_latents:  # mostly dead: mask the full product (no gather/scatter)
             pre = F.linear(x, self.W_enc, self._enc_bias()).masked_fill(~dead, -math.inf)  # (B, C)
-            W_dec = self.W_dec
+            W_dec: Tensor = self.W_dec
         else:
             dead_idx = dead.nonzero().squeeze(1)
             pre = F.linear(x, self.W_enc[dead_idx], self._enc_bias()[dead_idx])  # (B, n_dead)
