@@ -7,7 +7,8 @@ For every task × pair × seed it fits our variant, SAELens's at its defaults (`
 at the documented short-run setting (`preset=short`, lr 2e-3), all through `fit_blind` on the same
 site, inputs, seeds, width, k, batch size and steps; scores each with `mechscope.metrics.score`
 (no ablation); and times each fit in CPU seconds of this process (one thread), so the throughput
-ratio peer / ours is measured in the same run. Rows are appended to `--jsonl` as they finish
+ratio peer / ours is measured in the same run. "Δ vs peer's better" is ours − the better preset's mean, per
+metric (the issue's bar: both ≥ −0.01). Rows are appended to `--jsonl` as they finish
 (a rerun skips rows already there), and the table is printed from all rows at the end.
 """
 
