@@ -1,26 +1,38 @@
-"""Training throughput of a TopK SAE (d = 512, 8192 latents, k = 32) on 2 CPU threads.
+"""Training throughput of every SAE variant mechscope and SAELens both have, at d = 512, 8192 latents, k = 32.
 
-Measures activations/s of mechscope's trainer and, when SAELens is installed, of SAELens's own
-`SAETrainer` on the very same activations, interleaved in one run (timings on a shared machine
-are noisy: compare the ratio, not the absolute numbers). Both train with Adam at batch 4096; the
-timed span is whole training runs (warm-up run excluded), data generation excluded.
+For each variant (ReLU/Standard, TopK, BatchTopK, JumpReLU, Matryoshka BatchTopK) it trains
+mechscope's `train_coder` and SAELens's own `SAETrainer` + training SAE on the very same
+activations, interleaved in one run, and reports activations per CPU-second of this process
+(`time.process_time`, so the ratio holds on a shared machine; say the load). Set-up (buffer,
+b_dec init, SAE construction) is cancelled out: each trainer runs `--short` and `--long` steps and
+the rate is (long − short) × batch / (CPU-s(long) − CPU-s(short)). A warm-up run comes first.
 
-    .venv/bin/python benchmarks/sae_speed.py [--steps 8] [--repeats 3] [--threads 2]
+    .venv/bin/python benchmarks/sae_speed.py [--variants topk,relu] [--batch 1024] [--short 2] [--long 6] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
 
 import torch
 
 from mechscope.decompose.activation_buffer import tensor_source
-from mechscope.decompose.dictionary import TopKOptions, train_coder
+from mechscope.decompose.dictionary import (
+    BatchTopKOptions,
+    DictionaryConfig,
+    JumpReLUOptions,
+    ReLUOptions,
+    TopKOptions,
+    train_coder,
+)
+from mechscope.decompose.sae_matryoshka import MatryoshkaCoder, matryoshka_widths
 
-D, C, K, BATCH = 512, 8192, 32, 4096
+D, C, K = 512, 8192, 32
+VARIANTS = ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 
 
 def activations(n: int, seed: int = 0) -> torch.Tensor:
@@ -32,67 +44,87 @@ def activations(n: int, seed: int = 0) -> torch.Tensor:
     return torch.einsum("nk,nkd->nd", coef, dirs[idx])
 
 
-def ours(x: torch.Tensor, steps: int) -> float:
-    cfg = TopKOptions(n_latents=C, k=K, steps=steps, batch_size=BATCH, buffer_size=4 * BATCH, lr=2e-4)
-    t = time.perf_counter()
-    train_coder(tensor_source(x), cfg, C, K, True, torch.Generator().manual_seed(0))
-    return steps * BATCH / (time.perf_counter() - t)
+def ours(variant: str, x: torch.Tensor, steps: int, batch: int) -> float:
+    """CPU seconds of one mechscope training run of `steps` steps."""
+    common: dict[str, Any] = {"n_latents": C, "steps": steps, "batch_size": batch, "buffer_size": 4 * batch}
+    cfg: DictionaryConfig = {
+        "relu": lambda: ReLUOptions(**common),
+        "topk": lambda: TopKOptions(k=K, **common),
+        "batchtopk": lambda: BatchTopKOptions(k=K, **common),
+        "jumprelu": lambda: JumpReLUOptions(**common),
+        "matryoshka": lambda: BatchTopKOptions(k=K, **common),
+    }[variant]()
+    make = partial(MatryoshkaCoder, levels=4) if variant == "matryoshka" else None
+    k = None if variant in ("relu", "jumprelu") else K
+    t = time.process_time()
+    train_coder(tensor_source(x), cfg, C, k, True, torch.Generator().manual_seed(0), make_coder=make)
+    return time.process_time() - t
 
 
-def saelens(x: torch.Tensor, steps: int, sparse: bool) -> float:
+def saelens(variant: str, x: torch.Tensor, steps: int, batch: int) -> float:
+    """CPU seconds of one SAELens training run (its SAE built inside the timed span, as ours)."""
+    import sae_lens
     from sae_lens import SAETrainer
     from sae_lens.config import SAETrainerConfig
-    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
-
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D, d_sae=C, k=K, use_sparse_activations=sparse))
-    cfg = SAETrainerConfig(total_training_samples=steps * BATCH, train_batch_size_samples=BATCH, lr=2e-4, lr_end=2e-4)
 
     def batches() -> Iterator[torch.Tensor]:
         i = 0
         while True:
-            yield x[(torch.arange(BATCH) + i) % x.shape[0]]
-            i += BATCH
+            yield x[(torch.arange(batch) + i) % x.shape[0]]
+            i += batch
 
-    trainer = SAETrainer(cfg, sae, batches())
-    t = time.perf_counter()
-    trainer.fit()
-    return steps * BATCH / (time.perf_counter() - t)
+    t = time.process_time()
+    sae = {
+        "relu": lambda: sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(d_in=D, d_sae=C)),
+        "topk": lambda: sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(d_in=D, d_sae=C, k=K)),
+        "batchtopk": lambda: sae_lens.BatchTopKTrainingSAE(sae_lens.BatchTopKTrainingSAEConfig(d_in=D, d_sae=C, k=K)),
+        "jumprelu": lambda: sae_lens.JumpReLUTrainingSAE(sae_lens.JumpReLUTrainingSAEConfig(d_in=D, d_sae=C)),
+        "matryoshka": lambda: sae_lens.MatryoshkaBatchTopKTrainingSAE(sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(
+            d_in=D, d_sae=C, k=K, matryoshka_widths=matryoshka_widths(C))),
+    }[variant]()  # fmt: skip
+    cfg = SAETrainerConfig(total_training_samples=steps * batch, train_batch_size_samples=batch, lr=2e-4, lr_end=2e-4)
+    SAETrainer(cfg, sae, batches()).fit()
+    return time.process_time() - t
+
+
+def rate(fn: Callable[[int], float], short: int, long: int, batch: int) -> tuple[float, float]:
+    """(activations per CPU-second of the training steps alone, CPU-s of the long run)."""
+    t_short, t_long = fn(short), fn(long)
+    return (long - short) * batch / max(t_long - t_short, 1e-9), t_long
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--short", type=int, default=2)
+    ap.add_argument("--long", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    x = activations(8 * BATCH)
-    runs: dict[str, Callable[[int], float]] = {"mechscope": lambda n: ours(x, n)}
+    x = activations(8 * args.batch)
     try:
-        import sae_lens  # noqa: F401
+        from mechscope.decompose.import_dictionary import quiet_import
 
-        runs["saelens"] = lambda n: saelens(x, n, sparse=False)
-        runs["saelens-sparse"] = lambda n: saelens(x, n, sparse=True)
+        have_saelens = quiet_import("sae_lens") is not None
     except ImportError:
+        have_saelens = False
+    if not have_saelens:
         print("SAELens not installed (pip install -e '.[saelens]'): mechscope alone")
-    for name, fn in list(runs.items()):  # warm-up (1 step): imports, allocator, first calls
-        try:
+    print(f"d={D} latents={C} k={K} batch={args.batch}, {args.threads} thread(s), "
+          f"rate from {args.long} − {args.short} steps, activations per CPU-second")  # fmt: skip
+    print("| variant | mechscope act/CPU-s | SAELens act/CPU-s | ours × faster |")
+    print("|---|---|---|---|")
+    for variant in args.variants.split(","):
+        runs: dict[str, Callable[[int], float]] = {"mechscope": lambda n, v=variant: ours(v, x, n, args.batch)}
+        if have_saelens:
+            runs["saelens"] = lambda n, v=variant: saelens(v, x, n, args.batch)
+        for fn in runs.values():  # warm-up: imports, allocator, first calls
             fn(1)
-        except Exception as err:  # SAELens's sparse mode fails on CPU in some versions
-            print(f"{name}: fails here ({type(err).__name__}: {str(err).splitlines()[0][:100]}); left out")
-            del runs[name]
-    rates: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeats):  # interleaved, so load changes hit every trainer alike
-        for name, fn in runs.items():
-            rates[name].append(fn(args.steps))
-            print(f"  {name}: {rates[name][-1]:.0f} activations/s", flush=True)
-    med = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"TopK SAE d={D} latents={C} k={K} batch={BATCH}, {args.threads} threads, {args.steps} steps x {args.repeats}")
-    for name, r in rates.items():
-        print(f"  {name:15s} {med[name]:9.0f} activations/s   (runs: {', '.join(f'{v:.0f}' for v in r)})")
-    for name in runs:
-        if name != "mechscope":
-            print(f"  speed-up vs {name}: {med['mechscope'] / med[name]:.2f}x")
+        rates = {name: rate(fn, args.short, args.long, args.batch)[0] for name, fn in runs.items()}
+        peer = rates.get("saelens")
+        ratio = f"{rates['mechscope'] / peer:.2f}×" if peer else "–"
+        print(f"| {variant} | {rates['mechscope']:.0f} | {f'{peer:.0f}' if peer else '–'} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

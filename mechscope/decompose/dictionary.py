@@ -140,6 +140,37 @@ class _TopKEncode(torch.autograd.Function):
         return None, grad_W, grad_b, None
 
 
+class _BatchTopKEncode(torch.autograd.Function):
+    """(vals, rows, cols): the k·B largest of ReLU(x W_encᵀ + b) over the whole batch, as sparse
+    entries, with the sparse backward of `_TopKEncode` (only the kept entries carry gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, n_kept: int) -> tuple[Tensor, Tensor, Tensor]:
+        pre = torch.addmm(b, x, W_enc.t())  # (B, C)
+        vals, flat_idx = pre.flatten().topk(n_kept, sorted=False)  # (k·B,)
+        vals = vals.relu()
+        C = W_enc.shape[0]
+        rows, cols = flat_idx // C, flat_idx % C
+        ctx.save_for_backward(x, rows, cols, vals)
+        ctx.n_latents = C
+        ctx.mark_non_differentiable(rows, cols)
+        return vals, rows, cols
+
+    @staticmethod
+    def backward(ctx: Any, g_vals: Tensor, _g_rows: Tensor, _g_cols: Tensor) -> tuple[Tensor | None, ...]:
+        x, rows, cols, vals = ctx.saved_tensors
+        g = g_vals * (vals > 0)
+        grad_b = torch.zeros(ctx.n_latents, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
+        G = torch.sparse_coo_tensor(torch.stack([cols, rows]), g, (ctx.n_latents, x.shape[0]), check_invariants=False)
+        return None, torch.sparse.mm(G, x), grad_b, None
+
+
+def sparse_decode(base: Tensor, rows: Tensor, cols: Tensor, vals: Tensor, W_dec: Tensor) -> Tensor:
+    """base [B, d] + Σ over entries (row, col, val) of val · W_dec[col] added to that row: the
+    decoder on a sparse code, O(entries · d) instead of the dense O(B · C · d)."""
+    return base.index_add(0, rows, vals[:, None] * W_dec[cols])
+
+
 class _JumpReLU(torch.autograd.Function):
     """z = pre · H(pre − θ); ∂z/∂θ = −(θ/ε) K((pre − θ)/ε), K the unit rectangle."""
 
@@ -216,6 +247,9 @@ class SparseCoder(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(d_out))  # (d_out,)
         self.log_threshold = nn.Parameter(torch.zeros(n_latents), requires_grad=activation == "jumprelu")
         self.register_buffer("batch_threshold", torch.zeros(()))  # batchtopk's inference θ
+        self.trained: dict[str, Any] = {}
+        """What the training run resolved (sizes, batch, samples seen; `train_coder` fills it):
+        saved with the decomposition, so a run records the blind sizes it actually used."""
 
     @property
     def threshold(self) -> Tensor:
@@ -269,6 +303,13 @@ class SparseCoder(nn.Module):
             fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
             fired[idx[vals > 0]] = True
             l0 = float((vals > 0).sum()) / B
+        elif self.activation == "batchtopk":
+            assert isinstance(cfg, BatchTopKOptions)
+            vals, rows, cols = self.batchtopk_entries(x, cfg)
+            y_hat = sparse_decode(self.b_dec.expand(B, -1), rows, cols, vals, self.W_dec)
+            fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
+            fired[cols[vals > 0]] = True
+            l0 = float((vals > 0).sum()) / B
         else:
             pre = self.pre_acts(x)  # (B, C)
             z = self._train_latents(pre, cfg)
@@ -292,25 +333,37 @@ class SparseCoder(nn.Module):
         if self.activation == "jumprelu":
             assert isinstance(cfg, JumpReLUOptions)
             return _JumpReLU.apply(pre, self.log_threshold.exp(), cfg.bandwidth)
-        assert self.activation == "batchtopk" and isinstance(cfg, BatchTopKOptions) and self.k is not None
-        flat = pre.relu().flatten()  # (B·C,)
-        vals, idx = flat.topk(self.k * pre.shape[0], sorted=False)  # k·B over the whole batch
-        z = torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
+        raise ValueError(f"no dense training latents for {self.activation!r} (batchtopk: batchtopk_entries)")
+
+    def batchtopk_entries(self, x: Tensor, cfg: BatchTopKOptions) -> tuple[Tensor, Tensor, Tensor]:
+        """BatchTopK's training code as sparse entries (vals, rows, cols) [k·B]: the k·B largest
+        ReLU pre-activations over the whole batch; updates the inference threshold θ."""
+        assert self.k is not None
+        vals, rows, cols = _BatchTopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k * x.shape[0])
         with torch.no_grad():  # inference θ: running mean of the smallest kept positive value
             kept = vals[vals > 0]
             if kept.numel():
                 m = cfg.threshold_momentum
                 first = bool(self.batch_threshold == 0)
                 self.batch_threshold.copy_(kept.min() if first else m * self.batch_threshold + (1 - m) * kept.min())
-        return z
+        return vals, rows, cols
 
     def _aux_loss(self, x: Tensor, residual: Tensor, dead: Tensor, cfg: TopKOptions) -> Tensor:
         """AuxK: the top-k_aux dead latents reconstruct what the live ones missed."""
-        dead_idx = dead.nonzero().squeeze(1)
-        k_aux = min(cfg.k_aux or max(1, self.d_out // 2), dead_idx.numel())
-        pre = F.linear(x, self.W_enc[dead_idx], self._enc_bias()[dead_idx])  # (B, n_dead)
-        vals, idx = pre.relu().topk(k_aux, dim=-1, sorted=False)
-        r_hat = F.embedding_bag(idx, self.W_dec[dead_idx], per_sample_weights=vals, mode="sum")
+        n_dead = int(dead.sum())
+        k_aux = min(cfg.k_aux or max(1, self.d_out // 2), n_dead)
+        if 2 * n_dead > self.n_latents:  # mostly dead: mask the full product (no gather/scatter)
+            pre = F.linear(x, self.W_enc, self._enc_bias()).masked_fill(~dead, -math.inf)  # (B, C)
+            W_dec: Tensor = self.W_dec
+        else:
+            dead_idx = dead.nonzero().squeeze(1)
+            pre = F.linear(x, self.W_enc[dead_idx], self._enc_bias()[dead_idx])  # (B, n_dead)
+            W_dec = self.W_dec[dead_idx]
+        vals, idx = pre.topk(k_aux, dim=-1, sorted=False)
+        # k_aux is half the width, so z_aux is not sparse: a dense product beats embedding_bag,
+        # whose backward took 45 % of a resid-mlp-1l step with ~700 of 800 latents dead (profiled)
+        z_aux = torch.zeros_like(pre).scatter(1, idx, vals.relu())
+        r_hat = z_aux @ W_dec
         return (r_hat - residual).pow(2).sum(-1).mean()
 
     @torch.no_grad()
@@ -418,4 +471,16 @@ def train_coder(
             progress(step + 1, cfg.steps)
     coder.fold_scales(s_in, s_out)
     coder.eval()
+    coder.trained = trained_record(cfg, n_latents, k, batch)
     return coder
+
+
+def trained_record(cfg: DictionaryConfig, n_latents: int, k: int | None, batch: int) -> dict[str, Any]:
+    """The sizes and budget a fit resolved, and where each size came from (`setting` when the user
+    set it, else the config's `sizing`, blind or oracle)."""
+    k_set = isinstance(cfg, TopKOptions) and cfg.k is not None
+    return {
+        "n_latents": n_latents, "n_latents_from": "setting" if cfg.n_latents is not None else cfg.sizing,
+        "k": k, "k_from": None if k is None else ("setting" if k_set else cfg.sizing),
+        "batch_size": batch, "steps": cfg.steps, "samples_seen": cfg.steps * batch,
+    }  # fmt: skip

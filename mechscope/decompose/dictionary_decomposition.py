@@ -181,6 +181,8 @@ class DictionaryDecomposition(Decomposition):
                 "read": list(sc.read), "activation": c.activation, "k": c.k, "sae": c.sae,
                 "d_in": c.d_in, "d_out": c.d_out, "n_latents": c.n_latents,
             }  # fmt: skip
+            if c.trained:  # what the fit resolved (blind sizes, batch, samples seen)
+                config[site]["trained"] = c.trained
         return tensors, config
 
     @classmethod
@@ -189,6 +191,7 @@ class DictionaryDecomposition(Decomposition):
         for site, c in config.items():
             coder = SparseCoder(c["d_in"], c["d_out"], c["n_latents"], c["activation"], c["k"], c["sae"])
             coder.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == site})
+            coder.trained = dict(c.get("trained", {}))
             coder.to(model_device(target)).eval()
             coders[site] = SiteCoder(coder, (c["read"][0], c["read"][1]))
         return cls(target, coders)

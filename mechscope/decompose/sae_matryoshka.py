@@ -17,12 +17,19 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from mechscope.bounds import Count
 from mechscope.config import Config, ConfigError
 from mechscope.core import TaskFacts
-from mechscope.decompose.dictionary import BatchTopKOptions, DictionaryConfig, SparseCoder, TrainStep
+from mechscope.decompose.dictionary import (
+    BatchTopKOptions,
+    DictionaryConfig,
+    SparseCoder,
+    TrainStep,
+    sparse_decode,
+)
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition
 from mechscope.decompose.dictionary_sizing import reads_truth
 from mechscope.decompose.registry import FitContext, MethodSpec, register
@@ -51,19 +58,21 @@ class MatryoshkaCoder(SparseCoder):
 
     def train_step(self, x: Tensor, y: Tensor, cfg: DictionaryConfig, dead: Tensor) -> TrainStep:
         assert isinstance(cfg, BatchTopKOptions)
-        pre = self.pre_acts(x)  # (B, C)
-        z = self._train_latents(pre, cfg)  # BatchTopK over the batch (updates θ)
+        vals, rows, cols = self.batchtopk_entries(x, cfg)  # BatchTopK over the batch (updates θ)
         y_hat = self.b_dec.expand_as(y)
         loss = y.new_zeros(())
         start = 0
-        for w in self.widths:  # ĥ_w = ĥ_{w_prev} + z[:, w_prev:w] W_dec[w_prev:w]
-            y_hat = y_hat + z[:, start:w] @ self.W_dec[start:w]
+        for w in self.widths:  # ĥ_w = ĥ_{w_prev} + z[:, w_prev:w] W_dec[w_prev:w], on the sparse code
+            level = (cols >= start) & (cols < w)
+            y_hat = sparse_decode(y_hat, rows[level], cols[level], vals[level], self.W_dec)
             loss = loss + (y_hat - y).pow(2).sum(-1).mean()
             start = w
         mse = (y_hat - y).pow(2).sum(-1).mean()
         if cfg.aux_coef > 0 and bool(dead.any()):
             loss = loss + cfg.aux_coef * self._aux_loss(x, (y - y_hat).detach(), dead, cfg)
-        return TrainStep(loss, mse.detach(), (z > 0).any(0), float((z > 0).sum()) / x.shape[0])
+        fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
+        fired[cols[vals > 0]] = True
+        return TrainStep(loss, mse.detach(), fired, float((vals > 0).sum()) / x.shape[0])
 
 
 def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> DictionaryDecomposition:

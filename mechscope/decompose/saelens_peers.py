@@ -172,8 +172,20 @@ def fit_variant(
         require_equal(
             coder, inference.encode, inference.decode, buffer.sample(512)[0], f"saelens-{variant} at {site!r}"
         )
+        coder.trained = peer_record(config.n_latents, config.k, n_latents, k, batch, config.steps)
         coders[site] = SiteCoder(coder, (site, "output"))
     return DictionaryDecomposition(target, coders)
+
+
+def peer_record(
+    n_set: int | None, k_set: int | None, n_latents: int, k: int | None, batch: int, steps: int
+) -> dict[str, Any]:
+    """A peer's `SparseCoder.trained`: the sizes and budget it ran with (as `train_coder` records)."""
+    return {
+        "n_latents": n_latents, "n_latents_from": "setting" if n_set is not None else "blind",
+        "k": k, "k_from": None if k is None else ("setting" if k_set is not None else "blind"),
+        "batch_size": batch, "steps": steps, "samples_seen": steps * batch,
+    }  # fmt: skip
 
 
 def _fit(variant: Variant) -> Any:

@@ -36,6 +36,7 @@ from mechscope.decompose.dictionary_sizing import blind_sizes
 from mechscope.decompose.import_dictionary import load_dictionary, quiet_import
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.decompose.sae import applies_to
+from mechscope.decompose.saelens_peers import peer_record
 
 
 class SparsifyConfig(Config):
@@ -139,6 +140,7 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
                 buffer, d, n_latents, k, config, batch, derive_seed(ctx.seed, 300 + i), Path(tmp)
             )
             coder = load_dictionary(ckpt)  # checked against sparsify's encode/decode
+        coder.trained = peer_record(config.n_latents, config.k, n_latents, k, batch, config.steps)
         coders[site] = SiteCoder(coder, (site, "output"))
     return DictionaryDecomposition(target, coders)
 

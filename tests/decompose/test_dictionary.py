@@ -66,6 +66,32 @@ def test_batchtopk_keeps_k_times_batch_and_learns_a_threshold() -> None:
     assert torch.equal(z > 0, c.pre_acts(x) > c.batch_threshold)
 
 
+@pytest.mark.parametrize("levels", [0, 3])  # plain BatchTopK, and Matryoshka's nested prefixes
+def test_sparse_batchtopk_step_matches_the_dense_definition(levels: int) -> None:
+    """The sparse-entry BatchTopK step (and Matryoshka's on top of it) equals the dense definition
+    z = keep the k·B largest ReLU(pre) of the batch, ĥ = z W_dec + b_dec: loss and every gradient."""
+    from mechscope.decompose.sae_matryoshka import MatryoshkaCoder
+
+    c: SparseCoder = (MatryoshkaCoder(8, 8, 32, "batchtopk", 3, True, gen(), levels=levels) if levels
+                      else SparseCoder(8, 8, 32, "batchtopk", 3, True, gen()))  # fmt: skip
+    with torch.no_grad():
+        c.b_enc.copy_(0.3 * torch.randn(32, generator=gen(2)))
+        c.b_dec.copy_(0.1 * torch.randn(8, generator=gen(3)))
+    x = torch.randn(16, 8, generator=gen(5))
+    cfg = BatchTopKOptions(k=3, aux_coef=0)
+    params = [c.W_enc, c.b_enc, c.W_dec, c.b_dec]
+    loss = c.train_step(x, x, cfg, torch.zeros(32, dtype=torch.bool)).loss
+    grads = torch.autograd.grad(loss, params)
+    flat = c.pre_acts(x).relu().flatten()
+    vals, idx = flat.topk(3 * 16)
+    z = torch.zeros_like(flat).scatter(0, idx, vals).view(16, 32)
+    widths = getattr(c, "widths", [32])
+    ref = sum(((z[:, :w] @ c.W_dec[:w] + c.b_dec - x).pow(2).sum(-1).mean() for w in widths), x.new_zeros(()))
+    torch.testing.assert_close(loss, ref)
+    for g, g_ref in zip(grads, torch.autograd.grad(ref, params), strict=True):
+        torch.testing.assert_close(g, g_ref)
+
+
 def test_jumprelu_threshold_gradient_is_nonzero() -> None:
     c = SparseCoder(8, 8, 32, "jumprelu", sae=True, generator=gen())
     x = torch.randn(64, 8, generator=gen(6))
@@ -94,6 +120,29 @@ def test_auxk_revives_dead_latents() -> None:
     dead[:10] = True
     c.train_step(x, x, TopKOptions(k=2, aux_coef=1.0), dead).loss.backward()
     assert c.W_dec.grad is not None and float(c.W_dec.grad[:10].abs().sum()) > 0
+
+
+@pytest.mark.parametrize("n_dead", [10, 30])  # the gathered (few dead) and the masked (most dead) paths
+def test_auxk_loss_and_gradients_match_the_sparse_reference(n_dead: int) -> None:
+    """AuxK: the top-k_aux dead latents' ReLU pre-activations reconstruct the residual — the dense
+    product must equal the per-row sum over the chosen latents (the embedding_bag it replaced)."""
+    c = coder("topk", k=2)
+    with torch.no_grad():
+        c.b_enc.copy_(torch.randn(32, generator=gen(3)))
+    x, r = torch.randn(16, 8, generator=gen(8)), torch.randn(16, 8, generator=gen(9))
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[torch.randperm(32, generator=gen(4))[:n_dead]] = True
+    cfg = TopKOptions(k=2, k_aux=6)
+    loss = c._aux_loss(x, r, dead, cfg)
+    grads = torch.autograd.grad(loss, [c.W_enc, c.W_dec, c.b_enc])
+    idx = dead.nonzero().squeeze(1)
+    pre = F.linear(x, c.W_enc[idx], c._enc_bias()[idx])
+    vals, top = pre.relu().topk(6, dim=-1)
+    ref = (F.embedding_bag(top, c.W_dec[idx], per_sample_weights=vals, mode="sum") - r).pow(2).sum(-1).mean()
+    ref_grads = torch.autograd.grad(ref, [c.W_enc, c.W_dec, c.b_enc])
+    torch.testing.assert_close(loss, ref)
+    for g, g_ref in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, g_ref)
 
 
 def test_errors_k_too_large_and_wrong_shape() -> None:

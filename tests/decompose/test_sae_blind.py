@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from torch import nn
 
 from mechscope.core import GroundTruth
 from mechscope.decompose import METHODS, FitContext, get_method
-from mechscope.decompose.dictionary import TopKOptions
+from mechscope.decompose.base import load_decomposition
+from mechscope.decompose.dictionary import TopKOptions, default_batch_size
 from mechscope.decompose.dictionary_sizing import blind_sizes, site_width, sparsity_estimate
 from mechscope.decompose.registry import fit_blind
 from mechscope.zoo.resid_mlp import ResidMLPConfig, ResidMLPTask
@@ -69,6 +71,25 @@ def test_sizing_oracle_reads_the_truth_and_records_it() -> None:
     assert dec.n_components("embed") == 2 * 24 and dec.coder("embed").k == 1  # 24 signed directions, L0 1.2
     with pytest.raises(RuntimeError, match="sizing=oracle needs the ground truth"):
         spec.fit(target, task, config, FitContext(seed=0))  # bypassing fit_blind: no truth handed over
+
+
+def test_a_blind_fit_records_the_sizes_it_resolved(tmp_path: Any) -> None:
+    """config.yaml keeps n_latents / k / batch_size as null (sized at fit time); the saved
+    decomposition records what ran, and where each size came from."""
+    task = TruthlessTask(CFG, "resid-truthless")
+    target = task.build(0).eval()
+    spec = get_method("sae-topk")
+    config = small_config("sae-topk", batch_size=None)
+    dec = fit_blind(spec, target, task, config, FitContext(seed=0))
+    coder = dec.coder("embed")
+    dec.save(tmp_path)
+    saved = json.loads((tmp_path / "decomposition.json").read_text())["config"]["embed"]["trained"]
+    batch = default_batch_size(coder.d_in, coder.d_out)
+    assert saved == {"n_latents": coder.n_latents, "n_latents_from": "blind", "k": coder.k, "k_from": "blind",
+                     "batch_size": batch, "steps": 12, "samples_seen": 12 * batch}  # fmt: skip
+    assert load_decomposition(tmp_path, target).coder("embed").trained == saved
+    set_k = fit_blind(spec, target, task, small_config("sae-topk", k=3, n_latents=40), FitContext(seed=0))
+    assert set_k.coder("embed").trained["n_latents_from"] == "setting" == set_k.coder("embed").trained["k_from"]
 
 
 def test_blind_sizes_read_width_and_sparsity_from_the_data() -> None:
