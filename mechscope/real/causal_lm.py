@@ -245,6 +245,21 @@ def train_lm(text: str, cfg: CausalLMConfig, seed: int, directory: Path, progres
     return info
 
 
+def check_site(cfg: CausalLMConfig | str, site: str) -> None:
+    """A site not in the local GPT-2 of `cfg` is a one-line error *before* anything trains: the
+    module names come from a weightless copy (meta device) of the architecture."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from mechscope.hooks import get_module
+    from mechscope.real.models import OutputModel
+
+    c = PRESETS[cfg] if isinstance(cfg, str) else cfg
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=c.vocab_size, n_positions=c.seq_len, n_embd=c.d_model,
+                                           n_layer=c.n_layer, n_head=c.n_head, bos_token_id=0, eos_token_id=0))  # fmt: skip
+    get_module(OutputModel(model, True), site)
+
+
 def lm_path(corpus: str | Path, cfg: CausalLMConfig, seed: int, mixed_precision: bool = False) -> Path:
     """Where the LM of (config, seed, corpus bytes) is cached (bf16 training is another model;
     the device and the number of processes are not part of the key: they train the same one)."""

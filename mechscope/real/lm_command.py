@@ -77,10 +77,16 @@ def summary_table(rows: Sequence[tuple[str, Any]]) -> str:
 
 def _user_errors(fn: Callable[[], object]) -> None:
     """Missing files, bad sites and bad values are the user's: one-line ConfigErrors."""
+    from pydantic import ValidationError
+
     try:
         fn()
     except ConfigError:
         raise
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "?"
+        raise ConfigError(f"bad value for {key!r}: {first.get('input')!r} ({first['msg']})") from None
     except (FileNotFoundError, KeyError, ValueError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         raise ConfigError(str(msg).splitlines()[0] if str(msg) else type(err).__name__) from None
@@ -222,6 +228,19 @@ def _lm_decompose(r: Run) -> dict[str, Any] | None:
     if not r.pnorm > 0:
         raise ConfigError(f"--pnorm must be > 0, got {r.pnorm}")
     dev, placement = join_torchrun(check_device(r.device))
+    if r.model.startswith("local:"):  # a bad preset or site fails now, not after training the model
+        from mechscope.real.causal_lm import PRESETS, check_site
+
+        preset = r.model.split(":", 1)[1]
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown LM preset {preset!r}; allowed: {', '.join(PRESETS)}")
+        check_site(preset, r.site)
+        if r.method.startswith("transcoder") and r.read:
+            check_site(preset, r.read)
+    if r.dataset is not None:
+        from mechscope.real.causal_lm import _read_corpus
+
+        _read_corpus(r.dataset)  # a missing or empty text file fails before any model loads
     t0 = time.perf_counter()
     lm = load_model(resolve_model(r.model, r.lm_seed, placement.main), dev)
     if not lm.has_lm_head:

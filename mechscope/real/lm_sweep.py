@@ -23,12 +23,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mechscope.config import ConfigError
-from mechscope.real.lm_command import Run, _lm_decompose, _user_errors
+
+if TYPE_CHECKING:  # lm_command registers this module's command: import it lazily (no cycle)
+    from mechscope.real.lm_command import Run
 
 Opt = typer.Option
 COLUMNS = (
@@ -45,6 +47,8 @@ COLUMNS = (
 
 def parse_grid(items: list[str]) -> list[dict[str, Any]]:
     """["k=16,32", "seed=0,1"] → the 4 override dicts, values typed as Run's fields."""
+    from mechscope.real.lm_command import Run
+
     fields = {f.name: f for f in dataclasses.fields(Run)}
     axes: list[tuple[str, list[Any]]] = []
     for item in items:
@@ -77,6 +81,8 @@ def run_name(overrides: dict[str, Any]) -> str:
 
 def _in_scratch(run: Run) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
     """One run in a scratch folder (a Ray worker's); its metrics and files (relative path → bytes)."""
+    from mechscope.real.lm_command import _lm_decompose
+
     scratch = Path(tempfile.mkdtemp(prefix="mechscope-lm-run-"))
     try:
         metrics = _lm_decompose(dataclasses.replace(run, out=scratch))
@@ -102,6 +108,8 @@ def run_sweep(
     base: Run, grid: list[dict[str, Any]], out: Path, backend: str = "local"
 ) -> list[dict[str, Any]]:
     """Every grid point as an lm-decompose run under `out`; returns one row per run."""
+    from mechscope.real.lm_command import _lm_decompose
+
     if backend not in ("local", "ray"):
         raise ConfigError(f"unknown --backend {backend!r}; allowed: local, ray")
     runs = {run_name(o): dataclasses.replace(base, **o, out=out / run_name(o)) for o in grid}
@@ -160,6 +168,7 @@ def lm_sweep(
 ) -> None:
     """Run lm-decompose over a grid of settings (locally or as Ray tasks) and tabulate the splice metrics."""
     from mechscope.files import atomic_text
+    from mechscope.real.lm_command import Run, _user_errors
 
     def go() -> None:
         spd = method == "spd"
