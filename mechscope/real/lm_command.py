@@ -5,10 +5,13 @@ site, scored by the next-token loss that survives the splice, with a latent dash
     mechscope lm-decompose --model local:demo --site transformer.h.2 --method sae-topk --k 32 --out runs/sae
     mechscope lm-decompose --model local:demo --site transformer.h.2.mlp --method spd --out runs/spd
     mechscope lm-decompose --model path/to/gpt2 --dataset corpus.txt --site transformer.h.6 ...
+    torchrun --standalone --nproc-per-node 2 -m mechscope.cli lm-decompose ... --device cuda --mixed-precision
+    mechscope lm-sweep --site transformer.h.0.mlp --method spd --grid importance_coeff=1e-4,1e-3 --backend ray
 
 A run directory holds `config.yaml` (the resolved settings), `metrics.json` (ce_loss_recovered,
 kl_spliced, fve, l0, dead_frac, the three CEs, samples_seen, wall_s), `decomposition/`, and
-`dashboard/index.html` (one page per firing latent). The text is split as the local LM was trained
+`dashboard/index.html` (one page per firing latent); SPD runs add CE / KL under the worst-case
+(PGD) masks of `metrics/pgd.py` (`ce_loss_recovered_pgd`, `kl_spliced_pgd`, `pgd_faithfulness`). The text is split as the local LM was trained
 (blocks of 512 tokens, every 10th held out): the decomposition trains on the training blocks and
 every metric and the dashboard use the held-out blocks. Progress goes to stderr — a rich bar on a
 terminal, plain lines otherwise — and each command ends with a short summary table.
