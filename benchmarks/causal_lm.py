@@ -9,11 +9,13 @@ the residual stream after block 1 of 4 (`transformer.h.1`):
   (5 % linear warm-up, linear decay over the last 30 %);
 - for both, on the held-out blocks: ce_loss_recovered, kl_spliced, FVE, L0, dead fraction, and
   training throughput (activations/s, process CPU time) in this one run, as a ratio;
-- SPD of the MLP of block 0 (`c_fc`, `c_proj`; the one MLP whose ablation costs much loss), CE / KL under causal-importance masks, and the
-  masked-loss report (stochastic, all-on, all-off masks);
+- SPD of the MLP of block 0 (`c_fc`, `c_proj`; the one MLP whose ablation costs much loss) on the
+  one SPD engine (`spd.fit`): CE / KL under causal-importance masks and under the worst-case masks
+  of `metrics/pgd.py` (`real.splice_pgd`), and the masked-loss report (stochastic, all-on, all-off);
 - the dashboard of the sae-topk run, written to OUT/dashboard/index.html.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/causal_lm.py [--steps 1500] [--spd-steps 600] [--out DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/causal_lm.py [--steps 1500] [--spd-steps 600]
+        [--spd-importance 1e-4] [--spd-pnorm 2] [--pgd-steps 4] [--out DIR]
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from mechscope.real.splice import (
     splice_losses,
     zero_ablated,
 )
+from mechscope.real.splice_pgd import pgd_splice
 from mechscope.real.train import train_sae_cached
 from mechscope.report.dashboard import write_dashboard
 
@@ -106,6 +109,8 @@ def main() -> None:
     ap.add_argument("--spd-steps", type=int, default=600)
     ap.add_argument("--spd-C", type=int, default=256)
     ap.add_argument("--spd-importance", type=float, default=1e-4)
+    ap.add_argument("--spd-pnorm", type=float, default=2.0)
+    ap.add_argument("--pgd-steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-spd", action="store_true")
@@ -155,12 +160,15 @@ def main() -> None:
     # --- SPD on the MLP of block 0 --------------------------------------------------------------
     if not args.skip_spd:
         spd_cfg = SPDConfig(modules=[f"{MLP}.c_fc", f"{MLP}.c_proj"], steps=args.spd_steps, batch_size=16, C=args.spd_C,
-                                importance_coeff=args.spd_importance)  # fmt: skip
+                            importance_coeff=args.spd_importance, pnorm=args.spd_pnorm)  # fmt: skip
         with Clock() as c_spd:
             spd = fit_spd(target, TokenTask(train, True), spd_cfg, args.seed,
                                progress=lambda d, t: print(f"  SPD {d}/{t}", flush=True) if d % 100 == 0 else None)  # fmt: skip
-        results["spd"] = {**evaluate_spd(spd, held, MLP), **masked_loss_report(spd, held, True), "train_wall_s": c_spd.wall,
+        ci = evaluate_spd(spd, held, MLP)
+        pgd = pgd_splice(spd, held, ci["ce_clean"], ci["ce_zero_ablated"], args.pgd_steps)
+        results["spd"] = {**ci, **pgd, **masked_loss_report(spd, held, True), "train_wall_s": c_spd.wall,
                           "train_cpu_s": c_spd.cpu, "config": spd_cfg.model_dump()}  # fmt: skip
+        spd.save(out / "spd")
         sdata = dashboard_data(spd, held, lm.tokenizer, f"{MLP}.c_proj", "spd", {}, unembed=unembedding(lm.model))
         write_dashboard(sdata, out / "dashboard-spd-c_proj")
 
@@ -177,6 +185,8 @@ def main() -> None:
     print(f"throughput mechscope / SAELens: {results['throughput_ratio_wall']:.2f}x wall, {results['throughput_ratio_cpu']:.2f}x CPU")
     if "spd" in results:
         s = results["spd"]
+        print(f"SPD under PGD masks ({s['pgd_steps']} steps): ce_loss_recovered {s['ce_loss_recovered_pgd']:.4g}, "
+              f"kl_spliced {s['kl_spliced_pgd']:.4g}, ce {s['ce_spliced_pgd']:.4g}; pgd_faithfulness {s['pgd_faithfulness']:.4g}")
         print(f"SPD masked KL: ci {s['ci.kl']:.4g}, stochastic {s['stochastic.kl']:.4g}, all_on {s['all_on.kl']:.4g}, "
               f"zero {s['zero.kl']:.4g}; l0_ci {s['l0_ci']:.1f} of {s['n_components']:.0f}")  # fmt: skip
 

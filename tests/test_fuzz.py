@@ -153,6 +153,26 @@ CASES: list[tuple[str, list[str], str]] = [
     ("planted-model-missing", ["planted", "--model", "{missing}", "--out", "{new_dir}"], "{missing}"),
     ("planted-method", ["planted", "--model", MINILM, "--out", "{new_dir}", "--methods", "nope-method"],
      "nope-method"),
+    # causal-LM commands (issue 17): train-lm, lm-decompose, lm-sweep
+    ("lm-no-lm-head", ["lm-decompose", "--model", MINILM, "--site", "encoder.layer.3", "--out", "{new_dir}"], "{minilm}"),
+    ("lm-site-missing", ["lm-decompose", "--model", "local:tiny", "--site", "transformer.h.9", "--out", "{new_dir}"],
+     "transformer.h.9"),
+    ("lm-empty-corpus", ["lm-decompose", "--model", "local:tiny", "--site", "transformer.h.1", "--dataset", "{empty_file}",
+                         "--out", "{new_dir}"], "empty.txt"),
+    ("lm-method", ["lm-decompose", "--site", "transformer.h.1", "--method", "pca", "--out", "{new_dir}"], "pca"),
+    ("lm-pgd-steps", ["lm-decompose", "--site", "transformer.h.0.mlp", "--method", "spd", "--pgd-steps", "-1",
+                      "--out", "{new_dir}"], "-1"),
+    ("lm-pnorm", ["lm-decompose", "--site", "transformer.h.0.mlp", "--method", "spd", "--pnorm", "0",
+                  "--out", "{new_dir}"], "0.0"),
+    ("lm-device", ["lm-decompose", "--site", "transformer.h.1", "--device", "tpu", "--out", "{new_dir}"], "tpu"),
+    ("train-lm-preset", ["train-lm", "--preset", "huge"], "huge"),
+    ("train-lm-device", ["train-lm", "--preset", "tiny", "--device", "tpu"], "tpu"),
+    ("train-lm-steps", ["train-lm", "--preset", "tiny", "--steps", "0"], "0"),
+    ("lm-sweep-key", ["lm-sweep", "--site", "transformer.h.1", "--out", "{new_dir}", "--grid", "bogus_key=1,2"],
+     "bogus_key"),
+    ("lm-sweep-value", ["lm-sweep", "--site", "transformer.h.1", "--out", "{new_dir}", "--grid", "k=a,b"], "'a'"),
+    ("lm-sweep-backend", ["lm-sweep", "--site", "transformer.h.1", "--out", "{new_dir}", "--grid", "k=4",
+                          "--backend", "slurm"], "slurm"),
 ]
 
 

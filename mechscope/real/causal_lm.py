@@ -37,6 +37,7 @@ from torch import Tensor
 
 from mechscope.config import Config, ConfigError, config_hash
 from mechscope.core import Progress, no_progress, seeded_generator
+from mechscope.decompose.parallel import Placement, precision
 from mechscope.files import atomic_text
 from mechscope.real.splice import next_token_ce
 from mechscope.zoo.cache import cache_dir, remove_entry, sha256_file
@@ -184,8 +185,14 @@ def _gpt2_config(cfg: CausalLMConfig, tokenizer: Any) -> Any:
     )  # fmt: skip
 
 
-def train_lm(text: str, cfg: CausalLMConfig, seed: int, directory: Path, progress: Progress = no_progress) -> dict[str, Any]:
-    """Train tokenizer + GPT-2 on `text` and save both into `directory`; returns the info dict."""
+def train_lm(text: str, cfg: CausalLMConfig, seed: int, directory: Path, progress: Progress = no_progress,
+             device: str = "cpu", placement: Placement = Placement(), mixed_precision: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train tokenizer + GPT-2 on `text` and save both into `directory` (rank 0); returns the info dict.
+
+    On `device`; data-parallel by the project's one rule (`decompose/parallel.py`): every rank draws
+    the same global batch, takes its `placement.share`, and gradients are averaged before each step,
+    so N processes train what one trains (up to float summation order). `mixed_precision`: bf16
+    autocast on a GPU (no effect on CPU)."""
     from transformers import GPT2LMHeadModel
 
     from mechscope.real.models import _quiet_transformers
@@ -199,43 +206,66 @@ def train_lm(text: str, cfg: CausalLMConfig, seed: int, directory: Path, progres
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # GPT2LMHeadModel draws its initial weights from the global RNG
         model = GPT2LMHeadModel(_gpt2_config(cfg, tokenizer))
-    model.train()
+    torch.nn.Module.to(model, device).train()  # (transformers types `.to` for dtypes only)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.95))  # fmt: skip
     gen = seeded_generator(seed, 7)
     offsets = torch.arange(cfg.seq_len)
+    share = placement.share(cfg.batch_size)
+    params = list(model.parameters())
     loss = torch.zeros(())
     for step in range(cfg.steps):
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg)
         start = torch.randint(0, train.numel() - cfg.seq_len, (cfg.batch_size,), generator=gen)
-        x = train[start[:, None] + offsets]  # (B, T)
-        loss = next_token_ce(model(input_ids=x).logits, x)
+        x = train[start[:, None] + offsets][share].to(device)  # (B / world, T): this rank's rows
+        with precision(device, mixed_precision):
+            loss = next_token_ce(model(input_ids=x).logits, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        placement.sync(params)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if (step + 1) % 10 == 0 or step + 1 == cfg.steps:
             progress(step + 1, cfg.steps)
-    model.eval()
+    model.eval().cpu()
     info = {
         "held_out_ce": held_out_ce(model, held, cfg.seq_len),
         "train_ce_last_batch": float(loss.detach()),
         "n_params": sum(p.numel() for p in model.parameters()),
         "train_tokens": int(train.numel()), "held_out_tokens": int(held.numel()),
-        "config": cfg.model_dump(), "seed": seed, "cpu_s": time.process_time() - cpu0,
+        "config": cfg.model_dump(), "seed": seed, "cpu_s": time.process_time() - cpu0, "device": device,
+        "world": placement.world, "mixed_precision": mixed_precision,
     }  # fmt: skip
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    if placement.main:
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
     return info
 
 
-def lm_path(corpus: str | Path, cfg: CausalLMConfig, seed: int) -> Path:
-    """Where the LM of (config, seed, corpus bytes) is cached."""
+def check_site(cfg: CausalLMConfig | str, site: str) -> None:
+    """A site not in the local GPT-2 of `cfg` is a one-line error *before* anything trains: the
+    module names come from a weightless copy (meta device) of the architecture."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from mechscope.hooks import get_module
+    from mechscope.real.models import OutputModel
+
+    c = PRESETS[cfg] if isinstance(cfg, str) else cfg
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=c.vocab_size, n_positions=c.seq_len, n_embd=c.d_model,
+                                           n_layer=c.n_layer, n_head=c.n_head, bos_token_id=0, eos_token_id=0))  # fmt: skip
+    get_module(OutputModel(model, True), site)
+
+
+def lm_path(corpus: str | Path, cfg: CausalLMConfig, seed: int, mixed_precision: bool = False) -> Path:
+    """Where the LM of (config, seed, corpus bytes) is cached (bf16 training is another model;
+    the device and the number of processes are not part of the key: they train the same one)."""
     corpus_sha = hashlib.sha256(Path(corpus).read_bytes()).hexdigest()[:16] if Path(corpus).is_file() else "missing"
-    return cache_dir() / "lms" / f"gpt2-{config_hash(cfg, seed, corpus_sha)}"
+    extra = ("bf16",) if mixed_precision else ()
+    return cache_dir() / "lms" / f"gpt2-{config_hash(cfg, seed, corpus_sha, *extra)}"
 
 
 def _cached(path: Path) -> dict[str, Any] | None:
@@ -253,27 +283,35 @@ def _cached(path: Path) -> dict[str, Any] | None:
 
 
 def local_lm(corpus: str | Path = CORPUS, cfg: CausalLMConfig | str = "demo", seed: int = 0,
-             progress: Progress = no_progress) -> LocalLM:  # fmt: skip
-    """The local GPT-2 for (corpus, config, seed): from the cache, or trained now and cached."""
+             progress: Progress = no_progress, device: str = "cpu", placement: Placement = Placement(),
+             mixed_precision: bool = False) -> LocalLM:  # fmt: skip
+    """The local GPT-2 for (corpus, config, seed): from the cache, or trained now and cached (by
+    rank 0; under torchrun every rank trains its share, and all agree whether to train at all)."""
     if isinstance(cfg, str):
         if cfg not in PRESETS:
             raise ConfigError(f"unknown LM preset {cfg!r}; allowed: {', '.join(PRESETS)}")
         cfg = PRESETS[cfg]
     text = _read_corpus(corpus)
-    path = lm_path(corpus, cfg, seed)
+    path = lm_path(corpus, cfg, seed, mixed_precision)
     info = _cached(path)
-    if info is not None:
+    if not placement.any_rank(torch.tensor([info is None])).item():
+        assert info is not None
         return LocalLM(path, info)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        info = train_lm(text, cfg, seed, tmp, progress)
+        info = train_lm(text, cfg, seed, tmp, progress, device, placement, mixed_precision)
+        if not placement.main:
+            placement.any_rank(torch.tensor([False]))  # wait until rank 0 has stored the model
+            stored = _cached(path)
+            return LocalLM(path, stored if stored is not None else info)
         info["sha256"] = sha256_file(tmp / WEIGHTS)
         info["corpus"] = str(corpus)
         atomic_text(tmp / INFO, json.dumps(info, indent=1))
         os.chmod(tmp, 0o777 & ~_umask())
         with contextlib.suppress(OSError):  # another process stored the same model meanwhile: keep theirs
             os.replace(tmp, path)
+        placement.any_rank(torch.tensor([False]))  # the other ranks may read it now
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     stored = _cached(path)

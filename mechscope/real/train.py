@@ -60,8 +60,9 @@ def train_cached_coder(
 def train_sae_cached(
     model: nn.Module, cache: ActivationCache, site: str, config: DictionaryConfig, seed: int = 0,
     write_site: str | None = None, progress: Progress = no_progress, device: str = "cpu",
+    placement: Placement = Placement(), mixed_precision: bool = False,
 ) -> DictionaryDecomposition:  # fmt: skip
     """`train_cached_coder` as a Decomposition of `model` (the cache's model)."""
-    coder = train_cached_coder(cache, site, config, seed, write_site, progress, device)
+    coder = train_cached_coder(cache, site, config, seed, write_site, progress, device, placement, mixed_precision)
     read: tuple[str, Where] = (site, "output")
     return DictionaryDecomposition(model, {write_site or site: SiteCoder(coder, read)})

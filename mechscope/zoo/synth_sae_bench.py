@@ -256,3 +256,10 @@ _synth(
     d=768,
     roots=128,
 )
+_synth(
+    "synth-sae-bench-4k",
+    "SynthSAEBench-16k scaled down for CPUs: 4,096 features in d = 192 (16k's N/d and tree share; 32 roots)",
+    n_features=4_096,
+    d=192,
+    roots=32,
+)

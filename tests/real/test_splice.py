@@ -14,6 +14,7 @@ from mechscope.decompose.spd import SPDDecomposition, select_sites, weight_matri
 from mechscope.decompose.spd_components import SiteComponents
 from mechscope.decompose.spd_presets import resolve
 from mechscope.hooks import SiteError
+from mechscope.metrics.pgd import pgd_faithfulness
 from mechscope.real.causal_lm import CORPUS, corpus_windows, local_lm
 from mechscope.real.models import LoadedModel, OutputModel, load_model
 from mechscope.real.splice import (
@@ -26,6 +27,7 @@ from mechscope.real.splice import (
     splice_losses,
     zero_ablated,
 )
+from mechscope.real.splice_pgd import pgd_splice
 
 SITE = "transformer.h.1"  # the residual stream after the last block of the 2-layer tiny LM
 
@@ -115,3 +117,29 @@ def test_bad_inputs_are_one_line_errors(lm: LoadedModel, ids: torch.Tensor, mini
     assert "\n" not in str(err2.value)
     with pytest.raises(ValueError, match=r"need token windows .*got shape \(0, 32\)"):
         splice_losses(lm_forward(lm.model), lm_forward(lm.model), zero_ablated(lm.model, SITE), ids[:0])
+
+
+def test_pgd_masks_cannot_hurt_a_decomposition_that_claims_everything(lm: LoadedModel, ids: torch.Tensor) -> None:
+    """CI = 1 everywhere: the admissible box is the point all-on, so the worst case is the CI case."""
+    dec = _exact_spd(OutputModel(lm.model, True), ["transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj"])
+    ids = ids[:6]  # a few windows: the adversary runs 6 forwards and 4 backwards per chunk
+    ci = evaluate_spd(dec, ids, "transformer.h.0.mlp")
+    m = pgd_splice(dec, ids, ci["ce_clean"], ci["ce_zero_ablated"], steps=2)
+    assert m["ce_loss_recovered_pgd"] == pytest.approx(1.0, abs=1e-3) and m["kl_spliced_pgd"] < 1e-5
+    assert m["pgd_faithfulness"] < 1e-5 and m["pgd_steps"] == 2
+
+
+def test_pgd_masks_find_the_harm_of_a_false_unimportance_claim(lm: LoadedModel, ids: torch.Tensor) -> None:
+    """Exact components, but half of c_fc's claimed unimportant (CI 0) everywhere: all-on is still
+    exact, yet the adversary may switch them off — it must find a large KL, and report the same
+    worst case as metrics.pgd.pgd_faithfulness (it runs that adversary)."""
+    dec = _exact_spd(OutputModel(lm.model, True), ["transformer.h.0.mlp.c_fc"])
+    c = dec.comps[0]
+    with torch.no_grad():
+        c.b2[: c.b2.numel() // 2] = -5.0  # type: ignore[index]
+    ids = ids[:6]  # a few windows: the adversary runs 6 forwards and 4 backwards per chunk
+    ci = evaluate_spd(dec, ids, "transformer.h.0.mlp")
+    m = pgd_splice(dec, ids, ci["ce_clean"], ci["ce_zero_ablated"], steps=4, batch_seqs=len(ids))
+    assert m["kl_spliced_pgd"] > 10 * max(ci["kl_spliced"], 1e-3) or m["kl_spliced_pgd"] > 0.05
+    assert m["ce_loss_recovered_pgd"] < ci["ce_loss_recovered"]
+    assert m["pgd_faithfulness"] == pytest.approx(pgd_faithfulness(dec, ids, "logits", 4).total, rel=1e-6)
