@@ -4,7 +4,9 @@ Each method is fitted blind at every MLP of the task (`mechscope.circuits.tasks`
 on the task's `onehot` set (boolean-circuits: the truth tables) and scored against the true
 circuit. Calibration rows: `oracle` (a graph of the true edges) and `random` (random weights).
 `target_seed` = the seed. Rows are appended to --out as JSON lines (resumable: done rows are
-skipped), and a markdown table of means (± std over seeds) is printed.
+skipped), and a markdown table of means (± std over seeds) is printed. With --graphs DIR each
+row's graph (its strongest ≤ 20,000 edges) and its projection onto the true nodes are saved under
+DIR/<task>/<method>/seed<k>/ (`save_scored`): the shortcut verdict and the report's drawings read them.
 
     .venv/bin/python benchmarks/circuits_table.py --tasks boolean-circuits,resid-mlp-2l \
         --methods oracle,random,neurons,sae-topk,transcoder-topk,clt-topk,spd --seeds 3 --out rows.jsonl
@@ -17,13 +19,14 @@ import json
 import resource
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mechscope.circuits import build_graph, groups_of
-from mechscope.circuits.score import calibration_graph, edge_scores, match, score_circuit
+from mechscope.circuits.score import calibration_graph, edge_scores, match, project, save_scored, score_circuit, shortcut_report
 from mechscope.circuits.tasks import circuit_truth, fit_for_circuits
 from mechscope.metrics.circuits import edge_auroc, node_recall
 from mechscope.zoo import get_task
@@ -38,7 +41,7 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def row(task_name: str, method: str, seed: int) -> dict[str, Any]:
+def row(task_name: str, method: str, seed: int, graphs: Path | None = None) -> dict[str, Any]:
     task = get_task(task_name)
     torch.manual_seed(seed)
     target = task.make_target(seed)
@@ -51,12 +54,18 @@ def row(task_name: str, method: str, seed: int) -> dict[str, Any]:
         inter = truth.intermediates() or truth.features()
         feats = truth.features()
         out: dict[str, Any] = {"edge_auroc": edge_auroc(s, lab, by), "node_recall": node_recall(sim[[feats.index(i) for i in inter]])}
+        graph = g
+        out.update(shortcut_report(project(g, match(g, groups, truth, 0.7)[0], truth), sim, truth, 0.9))
     else:
         dec = fit_for_circuits(method, target, task, seed, STEPS.get(method))
         x = task.onehot()
         graph = build_graph(dec, x)
         out = score_circuit(dec, x, graph, groups_of(dec), truth)
         out.pop("faithfulness_curve")
+        groups = groups_of(dec)
+    if graphs is not None:
+        assign, sim = match(graph, groups, truth, 0.7)
+        save_scored(graphs / task_name / method / f"seed{seed}", graph, truth, assign, sim, project(graph, assign, truth))
     return {"task": task_name, "method": method, "seed": seed, **out, "cpu_s": cpu_s() - c0}
 
 
@@ -67,6 +76,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("circuits_rows.jsonl"))
+    ap.add_argument("--graphs", type=Path, default=None, help="save each row's graph + projection here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     done = set()
@@ -81,7 +91,7 @@ def main() -> None:
                     continue
                 start = time.perf_counter()
                 try:
-                    r = row(t, m, seed)
+                    r = row(t, m, seed, args.graphs)
                 except Exception as err:  # a failed cell is a row, not a crash of the whole table
                     r = {"task": t, "method": m, "seed": seed, "error": f"{type(err).__name__}: {err}"}
                 r["wall_s"] = time.perf_counter() - start
@@ -89,7 +99,7 @@ def main() -> None:
                     f.write(json.dumps(r) + "\n")
                 print(json.dumps(r), flush=True)
     rows = [json.loads(line) for line in args.out.read_text().splitlines()]
-    print(f"\n| task | method | seeds | {' | '.join(KEYS)} |\n|---|---|---|{'---|' * len(KEYS)}")
+    print(f"\n| task | method | seeds | {' | '.join(KEYS)} | shortcut |\n|---|---|---|{'---|' * (len(KEYS) + 1)}")
     for t in args.tasks.split(","):
         for m in args.methods.split(","):
             rs = [r for r in rows if r["task"] == t and r["method"] == m and "error" not in r]
@@ -106,6 +116,8 @@ def main() -> None:
                     cells.append(f"{vals[0]:.3f}")
                 else:
                     cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}")
+            verdicts = Counter(str(r.get("shortcut")) for r in rs if r.get("shortcut"))
+            cells.append(", ".join(f"{v} {n}/{len(rs)}" for v, n in verdicts.most_common()) or "–")
             print(f"| {t} | {m} | {len(rs)} | {' | '.join(cells)} |")
 
 
