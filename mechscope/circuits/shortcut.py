@@ -79,6 +79,18 @@ def hop_verdicts(S: Tensor, truth: CircuitTruth, recovered: dict[int, bool]) -> 
     return hops
 
 
+def shortcut_pairs(truth: CircuitTruth) -> set[tuple[int, int]]:
+    """The false pairs a shortcut uses: (a, y) for each hop h → y and operand a of h that y does
+    not read. Leaving them out of the candidates asks how much of a graph's edge_auroc deficit
+    they account for."""
+    sources: dict[int, set[int]] = {}
+    for p, q in truth.edges:
+        sources.setdefault(q, set()).add(p)
+    feats = set(truth.features())
+    return {(a, y) for h, y in truth.edges if h in feats and y in feats
+            for a in sources.get(h, set()) - sources.get(y, set())}
+
+
 def summary(hops: list[Hop]) -> str:
     """"multi-hop 4/4" — each verdict's count over the hops, most common first."""
     if not hops:
