@@ -29,6 +29,7 @@ from mechscope.report.data import (
     load_rows,
     run_dir,
 )
+from mechscope.report.circuits import circuits_section
 from mechscope.report.dynamics import dynamics_section
 from mechscope.report.stress import stress_section
 
@@ -65,7 +66,7 @@ def build_report(bench: str | Path) -> Path:
              "<b>random</b> row (floor, red) and its <b>oracle</b> row (best, green).</p>",
              "<h2 id='overview'>Overview: tasks × methods</h2>", overview(cells, tasks, methods),
              "<h2 id='leaderboard'>Leaderboard</h2>", leaderboard(cells, tasks, methods), PGD_NOTE,
-             stress_section(bench, rows)]
+             stress_section(bench, rows), circuits_section(bench)]
     for task in tasks:
         parts.append(task_section(bench, task, [m for m in methods if (task, m) in cells], cells))
     parts.append(tradeoff_section(cells))
