@@ -26,7 +26,15 @@ from typing import Any
 import torch
 
 from mechscope.circuits import build_graph, groups_of
-from mechscope.circuits.score import calibration_graph, edge_scores, match, project, save_scored, score_circuit, shortcut_report
+from mechscope.circuits.score import (
+    calibration_graph,
+    edge_scores,
+    match,
+    project,
+    save_scored,
+    score_circuit,
+    shortcut_report,
+)
 from mechscope.circuits.tasks import circuit_truth, fit_for_circuits
 from mechscope.metrics.circuits import edge_auroc, node_recall
 from mechscope.zoo import get_task

@@ -19,6 +19,7 @@ import numpy as np
 
 from mechscope.files import atomic_text
 from mechscope.report import figures
+from mechscope.report.circuits import circuits_section
 from mechscope.report.data import (
     Artifacts,
     Cell,
@@ -29,7 +30,6 @@ from mechscope.report.data import (
     load_rows,
     run_dir,
 )
-from mechscope.report.circuits import circuits_section
 from mechscope.report.dynamics import dynamics_section
 from mechscope.report.stress import stress_section
 

@@ -112,6 +112,8 @@ class CompiledTransformer(nn.Module):
         self.embed = nn.Linear(W_tok.shape[0], d, bias=False)
         self.register_buffer("pos", tensors["pos_embed/embeddings"].clone())
         self.register_buffer("one", one)
+        self.pos: Tensor
+        self.one: Tensor
         self.layers = nn.ModuleList([CompiledLayer(d, m["heads"], m["key_size"], m["mlp_hidden"]) for _ in range(m["layers"])])
         out_dims = [labels.index(f"{layout['output_name']}:{v}") for v in layout["outputs"]]
         self.unembed = nn.Linear(d, len(out_dims), bias=False)
