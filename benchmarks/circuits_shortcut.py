@@ -27,7 +27,8 @@ from mechscope.metrics.circuits import edge_auroc
 def load_truth(path: Path) -> CircuitTruth:
     body = json.loads(path.read_text())
     nodes = [TrueNode(n["name"], n["kind"], n["layer"], site=n["site"]) for n in body["nodes"]]
-    return CircuitTruth(nodes, {(p, q) for p, q in body["edges"]}, body["notes"])
+    return CircuitTruth(nodes, {(p, q) for p, q in body["edges"]}, body["notes"],
+                        {(p, q) for p, q in body.get("excluded", [])})
 
 
 def analyse(run: Path) -> dict[str, float | str]:
@@ -39,7 +40,7 @@ def analyse(run: Path) -> dict[str, float | str]:
     hops = hop_verdicts(S, truth, recovered)
     p, q, lab = truth.candidates()
     auroc = edge_auroc(S[p, q], lab, by=q)
-    truth.excluded = shortcut_pairs(truth)
+    truth.excluded = truth.excluded | shortcut_pairs(truth)
     p, q, lab = truth.candidates()
     return {"edge_auroc": auroc, "edge_auroc_no_shortcut": edge_auroc(S[p, q], lab, by=q),
             "path": statistics.mean(h.path for h in hops), "shortcut": statistics.mean(h.shortcut for h in hops),

@@ -214,7 +214,8 @@ def save_scored(
     tensors = {"assign": assign.to(torch.int64).contiguous(), "sim": sim.float().contiguous(), "S": S.float().contiguous()}
     atomic_write(directory / "projection.safetensors", lambda p: save_file(tensors, str(p)))
     body = {"nodes": [{"name": n.name, "kind": n.kind, "layer": n.layer, "site": n.site} for n in truth.nodes],
-            "edges": sorted([list(e) for e in truth.edges]), "notes": truth.notes}
+            "edges": sorted([list(e) for e in truth.edges]), "excluded": sorted([list(e) for e in truth.excluded]),
+            "notes": truth.notes}
     atomic_text(directory / "truth.json", json.dumps(body, indent=1))
 
 
