@@ -4,7 +4,9 @@ Each method is fitted blind at every MLP of the task (`mechscope.circuits.tasks`
 on the task's `onehot` set (boolean-circuits: the truth tables) and scored against the true
 circuit. Calibration rows: `oracle` (a graph of the true edges) and `random` (random weights).
 `target_seed` = the seed. Rows are appended to --out as JSON lines (resumable: done rows are
-skipped), and a markdown table of means (± std over seeds) is printed.
+skipped), and a markdown table of means (± std over seeds) is printed. With --graphs DIR each
+row's graph (its strongest ≤ 20,000 edges) and its projection onto the true nodes are saved under
+DIR/<task>/<method>/seed<k>/ (`save_scored`): the shortcut verdict and the report's drawings read them.
 
     .venv/bin/python benchmarks/circuits_table.py --tasks boolean-circuits,resid-mlp-2l \
         --methods oracle,random,neurons,sae-topk,transcoder-topk,clt-topk,spd --seeds 3 --out rows.jsonl
@@ -17,13 +19,22 @@ import json
 import resource
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mechscope.circuits import build_graph, groups_of
-from mechscope.circuits.score import calibration_graph, edge_scores, match, score_circuit
+from mechscope.circuits.score import (
+    calibration_graph,
+    edge_scores,
+    match,
+    project,
+    save_scored,
+    score_circuit,
+    shortcut_report,
+)
 from mechscope.circuits.tasks import circuit_truth, fit_for_circuits
 from mechscope.metrics.circuits import edge_auroc, node_recall
 from mechscope.zoo import get_task
@@ -38,7 +49,15 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def row(task_name: str, method: str, seed: int) -> dict[str, Any]:
+def settings(method: str, steps: int | None) -> dict[str, Any]:
+    """The method's settings in this table: STEPS, with --steps overriding every trained method's."""
+    sets = dict(STEPS.get(method, {}))
+    if steps is not None and method not in ("oracle", "random", "neurons"):
+        sets["steps"] = steps
+    return sets
+
+
+def row(task_name: str, method: str, seed: int, graphs: Path | None = None, steps: int | None = None) -> dict[str, Any]:
     task = get_task(task_name)
     torch.manual_seed(seed)
     target = task.make_target(seed)
@@ -51,13 +70,20 @@ def row(task_name: str, method: str, seed: int) -> dict[str, Any]:
         inter = truth.intermediates() or truth.features()
         feats = truth.features()
         out: dict[str, Any] = {"edge_auroc": edge_auroc(s, lab, by), "node_recall": node_recall(sim[[feats.index(i) for i in inter]])}
+        graph = g
+        out.update(shortcut_report(project(g, match(g, groups, truth, 0.7)[0], truth), sim, truth, 0.9))
     else:
-        dec = fit_for_circuits(method, target, task, seed, STEPS.get(method))
+        dec = fit_for_circuits(method, target, task, seed, settings(method, steps))
         x = task.onehot()
         graph = build_graph(dec, x)
         out = score_circuit(dec, x, graph, groups_of(dec), truth)
         out.pop("faithfulness_curve")
-    return {"task": task_name, "method": method, "seed": seed, **out, "cpu_s": cpu_s() - c0}
+        groups = groups_of(dec)
+    if graphs is not None:
+        assign, sim = match(graph, groups, truth, 0.7)
+        save_scored(graphs / task_name / method / f"seed{seed}", graph, truth, assign, sim, project(graph, assign, truth))
+    return {"task": task_name, "method": method, "seed": seed, "settings": settings(method, steps), **out,
+            "cpu_s": cpu_s() - c0}
 
 
 def main() -> None:
@@ -66,7 +92,10 @@ def main() -> None:
     ap.add_argument("--methods", default="oracle,random,neurons,sae-topk,transcoder-topk,clt-topk,spd")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--print-only", action="store_true", help="print the table of --out's rows, run nothing")
+    ap.add_argument("--steps", type=int, default=None, help="training steps of every trained method (default: STEPS / theirs)")
     ap.add_argument("--out", type=Path, default=Path("circuits_rows.jsonl"))
+    ap.add_argument("--graphs", type=Path, default=None, help="save each row's graph + projection here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     done = set()
@@ -74,14 +103,14 @@ def main() -> None:
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
             done.add((r["task"], r["method"], r["seed"]))
-    for t in args.tasks.split(","):
-        for m in args.methods.split(","):
-            for seed in range(args.seeds):
+    for seed in range(0 if args.print_only else args.seeds):  # seed-major: every cell gets one seed before any gets three
+        for t in args.tasks.split(","):
+            for m in args.methods.split(","):
                 if (t, m, seed) in done:
                     continue
                 start = time.perf_counter()
                 try:
-                    r = row(t, m, seed)
+                    r = row(t, m, seed, args.graphs, args.steps)
                 except Exception as err:  # a failed cell is a row, not a crash of the whole table
                     r = {"task": t, "method": m, "seed": seed, "error": f"{type(err).__name__}: {err}"}
                 r["wall_s"] = time.perf_counter() - start
@@ -89,7 +118,7 @@ def main() -> None:
                     f.write(json.dumps(r) + "\n")
                 print(json.dumps(r), flush=True)
     rows = [json.loads(line) for line in args.out.read_text().splitlines()]
-    print(f"\n| task | method | seeds | {' | '.join(KEYS)} |\n|---|---|---|{'---|' * len(KEYS)}")
+    print(f"\n| task | method | seeds | {' | '.join(KEYS)} | hops (all seeds) |\n|---|---|---|{'---|' * (len(KEYS) + 1)}")
     for t in args.tasks.split(","):
         for m in args.methods.split(","):
             rs = [r for r in rows if r["task"] == t and r["method"] == m and "error" not in r]
@@ -106,6 +135,9 @@ def main() -> None:
                     cells.append(f"{vals[0]:.3f}")
                 else:
                     cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}")
+            hops = Counter(h["verdict"] for r in rs for h in r.get("hops", []))
+            n_hops = sum(hops.values())
+            cells.append(", ".join(f"{v} {n}/{n_hops}" for v, n in hops.most_common()) or "–")
             print(f"| {t} | {m} | {len(rs)} | {' | '.join(cells)} |")
 
 

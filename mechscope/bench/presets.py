@@ -281,3 +281,19 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+# --- circuits (issue 15) ------------------------------------------------------------------------
+# The circuit tasks' bench cells (the usual per-cell metrics; the circuit metrics and the hop
+# verdicts come from `benchmarks/circuits_table.py --graphs BENCH/circuits --out
+# BENCH/circuits_rows.jsonl`, which the report's circuits section reads). Small fits, as the
+# circuit table ran them on the shared 2-core box.
+_CIRCUITS_TASKS = ("boolean-circuits", "resid-mlp-2l", "resid-mlp-3l", "tracr-reverse", "tracr-sort")
+_CIRCUITS_SETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("*", "*", ("method.steps=400",)),
+    ("boolean-circuits", "*", ("method.steps=1500",)),
+    ("boolean-circuits", "spd", ("method.steps=2000",)),
+    ("resid-mlp*", "*", ("task.batch_size=512", "method.batch_size=256", "method.buffer_size=8192")),
+)
+PRESETS["circuits"] = Preset("circuits", "issue 15: the circuit tasks (boolean, resid-mlp-2l/3l, tracr), 3 seeds",
+                             _CIRCUITS_TASKS, seeds=3, sets=_CIRCUITS_SETS)

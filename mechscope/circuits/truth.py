@@ -38,6 +38,10 @@ class CircuitTruth:
     nodes: list[TrueNode]
     edges: set[tuple[int, int]]
     notes: list[str] = field(default_factory=list)
+    excluded: set[tuple[int, int]] = field(default_factory=set)
+    """Pairs that are neither true nor false, left out of `candidates` (a compiled transformer's
+    query/key dependencies: a graph of direct effects through frozen attention patterns, as
+    circuit-tracer draws them, cannot carry them, and calling them false would be wrong)."""
 
     def __post_init__(self) -> None:
         for p, q in self.edges:
@@ -65,6 +69,8 @@ class CircuitTruth:
         src_ok = torch.tensor([n.kind != "output" for n in self.nodes])
         dst_ok = torch.tensor([n.kind != "input" for n in self.nodes])
         ok = src_ok[:, None] & dst_ok[None, :] & (layer[:, None] < layer[None, :])
+        for a, b in self.excluded:
+            ok[a, b] = False
         p, q = ok.nonzero(as_tuple=True)
         adj = torch.zeros(len(self.nodes), len(self.nodes), dtype=torch.bool)
         if self.edges:

@@ -69,8 +69,14 @@ def task_source(model: nn.Module, task: TaskFacts, read: Site, write: Site, gene
     """Activations of `model` on fresh samples of `task` (the zoo's infinite data)."""
     get_module(model, read[0]), get_module(model, write[0])  # a bad site name fails here, clearly
 
+    per = 1  # rows per sample: > 1 when a sample is a sequence (each position is a row)
+
     def source(n: int) -> tuple[Tensor, Tensor]:
-        return _read(model, task.sample(n, generator), read, write)
+        nonlocal per
+        k = -(-n // per)
+        x, y = _read(model, task.sample(k, generator), read, write)
+        per = max(per, x.shape[0] // k)
+        return x[:n], y[:n]
 
     return source
 

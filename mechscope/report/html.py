@@ -22,6 +22,7 @@ import numpy as np
 
 from mechscope.files import atomic_text
 from mechscope.report import figures
+from mechscope.report.circuits import circuits_section
 from mechscope.report.data import (
     Artifacts,
     Cell,
@@ -94,7 +95,7 @@ def page(bench: Path, rows: list[dict[str, Any]], arts_of: ArtifactsOf) -> str:
              "<b>random</b> row (floor, red) and its <b>oracle</b> row (best, green).</p>",
              "<h2 id='overview'>Overview: tasks × methods</h2>", overview(cells, tasks, methods),
              "<h2 id='leaderboard'>Leaderboard</h2>", leaderboard(cells, tasks, methods), MARKS_NOTE, PGD_NOTE,
-             stress_section(bench, rows)]
+             stress_section(bench, rows), circuits_section(bench)]
     for task in tasks:
         parts.append(task_section(bench, task, [m for m in methods if (task, m) in cells], cells, arts_of))
     parts.append(tradeoff_section(cells))

@@ -30,6 +30,7 @@ from mechscope.zoo import linear_dynamics  # noqa: E402,F401
 from mechscope.zoo import stress  # noqa: E402,F401
 from mechscope.zoo import synth_sae_bench  # noqa: E402,F401
 from mechscope.zoo import boolean_circuits  # noqa: E402,F401
+from mechscope.zoo import tracr_programs  # noqa: E402,F401
 # isort: on
 
 __all__ = ["TASKS", "GroundTruth", "Mechanism", "Task", "get_task", "register_task"]
