@@ -1,0 +1,59 @@
+"""Per-bit ablation specificity (issue 16): the pure scoring functions, and SPD on a trained GRU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mechscope.dynamics.spd_memories import bit_sets, memory_points, per_bit_specificity
+
+
+def changes(rows: list[list[list[int]]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def test_a_set_that_changes_only_its_bit_is_a_witness() -> None:
+    # 3 sets × 4 memories × 2 bits
+    c = changes([
+        [[1, 0], [1, 0], [0, 0], [0, 0]],  # changes bit 0 in two memories, nothing else: witness for bit 0
+        [[0, 1], [1, 0], [0, 0], [0, 0]],  # changes both bits: no witness
+        [[0, 0], [0, 0], [0, 0], [0, 0]],  # changes nothing
+    ])
+    s = per_bit_specificity(c)
+    assert s["specific"] == [True, False] and s["specificity"] == 0.5
+    assert s["witness"] == [0, None] and s["coverage"] == [0.5, 0.0]
+
+
+def test_the_widest_witness_gives_the_coverage() -> None:
+    c = changes([
+        [[1, 0], [0, 0]],
+        [[1, 0], [1, 0]],  # wider
+        [[0, 1], [0, 1]],
+    ])
+    s = per_bit_specificity(c)
+    assert s["witness"] == [1, 2] and s["coverage"] == [1.0, 1.0] and s["specificity"] == 1.0
+
+
+def test_no_change_anywhere_scores_zero() -> None:
+    s = per_bit_specificity(torch.zeros(5, 8, 3, dtype=torch.bool))
+    assert s["specificity"] == 0.0 and s["mean_coverage"] == 0.0 and s["specific"] == [False] * 3
+    with pytest.raises(ValueError, match="expected \\[sets, memories, bits\\]"):
+        per_bit_specificity(torch.zeros(5, 3, dtype=torch.bool))
+
+
+def test_bit_sets_keep_components_that_touch_one_bit() -> None:
+    c = changes([
+        [[1, 0, 0]],
+        [[1, 1, 0]],
+        [[0, 0, 1]],
+        [[1, 0, 0]],
+    ])
+    assert bit_sets(c) == [[0, 3], [], [2]]
+
+
+def test_memory_points_take_the_first_stable_point_of_each_memory() -> None:
+    mem = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
+    pts = torch.tensor([[0.9], [-1.1], [1.2], [-0.95]], dtype=torch.float64)
+    stable = torch.tensor([True, False, True, True])
+    got, which = memory_points(pts, stable, mem, lambda h: h)
+    assert got.flatten().tolist() == [-0.95, 0.9] and which.flatten().tolist() == [-1.0, 1.0]
