@@ -163,9 +163,11 @@ def per_bit_specificity(changes: Tensor) -> dict[str, Any]:
     `coverage` and `witness` (the set's index, or None), and `mean_coverage`."""
     if changes.dim() != 3:
         raise ValueError(f"changes has shape {tuple(changes.shape)}; expected [sets, memories, bits]")
-    S, M, n = changes.shape
+    _, M, n = changes.shape
     per = changes.sum(dim=1)  # (S, bits): memories in which set s changes bit j
-    specific, coverage, witness = [], [], []
+    specific: list[bool] = []
+    coverage: list[float] = []
+    witness: list[int | None] = []
     for b in range(n):
         others = torch.cat([per[:, :b], per[:, b + 1 :]], dim=1).sum(-1)  # (S,)
         ok = (per[:, b] > 0) & (others == 0)

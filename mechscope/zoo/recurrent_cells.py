@@ -221,11 +221,12 @@ class LinearGRU(nn.Module):
         if gru.num_layers != 1 or gru.bidirectional or not gru.bias:
             raise ValueError("LinearGRU copies a one-layer, unidirectional nn.GRU with biases")
         out = cls(gru.input_size, gru.hidden_size)
+        w = {k: v.detach() for k, v in gru.named_parameters()}
         with torch.no_grad():
-            out.ih.weight.copy_(gru.weight_ih_l0)
-            out.ih.bias.copy_(gru.bias_ih_l0)
-            out.hh.weight.copy_(gru.weight_hh_l0)
-            out.hh.bias.copy_(gru.bias_hh_l0)
+            out.ih.weight.copy_(w["weight_ih_l0"])
+            out.ih.bias.copy_(w["bias_ih_l0"])
+            out.hh.weight.copy_(w["weight_hh_l0"])
+            out.hh.bias.copy_(w["bias_hh_l0"])
         return out
 
     def step(self, h: Tensor, u: Tensor) -> Tensor:
