@@ -31,6 +31,11 @@ Selective SSM layer (Mamba's S6 block without the short causal convolution), wid
 
 DeltaNet layer (one head, width D): x = silu(W_x rmsnorm(x_in)), k = W_k x/‖·‖, q likewise,
 v = W_v x, β = sigmoid(w_β·x); S' = S − β (S k − v) kᵀ; out = W_o (S' q) (+ x_in from layer 2 on).
+Gated (the default; Gated DeltaNet): α = sigmoid(w_α·x) decays the state first,
+S' = α S (I − β k kᵀ) + β v kᵀ; out = W_o((S' q + d ⊙ x) ⊙ silu(W_g x̂)) (+ x_in), then a
+channel MLP out + W₂ silu(W₁ rmsnorm(out)).
+
+`LinearGRU` is torch's GRU step with its weights as `nn.Linear` modules, for SPD.
 """
 
 from __future__ import annotations
@@ -83,8 +88,8 @@ class DeltaNetLayer(nn.Module):
     """One DeltaNet (delta-rule linear attention) layer: matrix state S [D, D] flattened to D².
 
     `gated` (the default, Gated DeltaNet, Yang et al. 2025) multiplies the state by a decay
-    α(x) ∈ (0, 1) before the delta update and normalises and gates the read-out, then adds a
-    SwiGLU-free channel MLP (x + W₂ silu(W₁ rmsnorm(x))), as a transformer block does. Without α
+    α(x) ∈ (0, 1) before the delta update, gates the read-out (with a D skip), then adds a
+    channel MLP (x + W₂ silu(W₁ rmsnorm(x))), as a transformer block does. Without α
     the delta rule keeps every direction of S orthogonal to k (eigenvalue exactly 1): a trained
     memory can then never be an attractor, only one point of a marginal continuum. `gated=False`
     is the plain layer (which did not learn the flip-flop: RESULTS.md)."""
@@ -106,7 +111,6 @@ class DeltaNetLayer(nn.Module):
             nn.init.constant_(self.w_alpha.bias, 2.0)  # α starts near sigmoid(2) ≈ 0.88: a slow decay
             self.w_g = nn.Linear(d_in, width)
             self.d = nn.Parameter(torch.ones(width))  # the skip Mamba's y = Ch + D x has
-            self.o_norm = nn.RMSNorm(width, eps=1e-5)
             self.mlp_norm = nn.RMSNorm(width, eps=1e-5)
             self.mlp_in = nn.Linear(width, 2 * width)
             self.mlp_out = nn.Linear(2 * width, width)
@@ -127,7 +131,8 @@ class DeltaNetLayer(nn.Module):
         if not self.gated:
             o = self.w_o(read)
             return s.reshape(h.shape[0], self.state_size), o + x_in if self.residual else o
-        o = self.w_o((self.o_norm(read) + self.d * x) * F.silu(self.w_g(xn)))
+        # no norm on S'q: with S ≈ noise early on it scales the noise up to unit size (RESULTS.md)
+        o = self.w_o((read + self.d * x) * F.silu(self.w_g(xn)))
         o = o + x_in if self.residual else o
         o = o + self.mlp_out(F.silu(self.mlp_in(self.mlp_norm(o))))
         return s.reshape(h.shape[0], self.state_size), o
