@@ -132,8 +132,6 @@ class SineConfig(RecurrentConfig):
 
 class IntegratorConfig(RecurrentConfig):
     cell: Cell = "rnn"
-    hidden_size: Annotated[int | None, Field(ge=1)] = None
-    """None: 32 units for rnn / gru / lstm, the stack's small width for ssm / deltanet (`width`)."""
     pulse_std: NonNegative = 0.1
     steps: Steps = 1200
     input_noise: NonNegative = 0.0
