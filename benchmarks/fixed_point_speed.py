@@ -25,14 +25,23 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 import torch
 
-from mechscope.dynamics.command import readout_fn, resolve, trajectories
+from mechscope.bench.run import CellRequest
+from mechscope.bench.run import resolve as resolve_cell
 from mechscope.dynamics.finder import FinderConfig, FixedPoints, find_fixed_points, sample_starts
+from mechscope.dynamics.method import readout_fn, trajectories
 from mechscope.dynamics.scoring import score_closed_form, score_flipflop
 from mechscope.dynamics.wrappers import as_step
 from mechscope.zoo.cache import seeded_generator
+
+
+def resolve(name: str, sets: list[str], seed: int) -> tuple[Any, Any, Any, int]:
+    """(task, trained target, the fixed-points method config, target seed) as the run path resolves them."""
+    cell = resolve_cell(CellRequest(name, "fixed-points", seed, tuple(sets)))
+    return cell.task, cell.task.make_target(cell.target_seed).eval(), cell.method_config, cell.target_seed
 
 
 def closed_form_accuracy(n_loop: int) -> dict[str, object]:

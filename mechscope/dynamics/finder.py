@@ -243,5 +243,5 @@ def find_fixed_points(
     kept = deduplicate(h, q, cfg.dedup_tol * scale) if h.shape[0] else torch.zeros(0, dtype=torch.long)
     h, q = h[kept], q[kept]
     jac = jacobians(step, h, u.expand(h.shape[0], -1)) if h.shape[0] else torch.zeros(0, *([step.state_size] * 2))
-    lin = linearize(jac.to(states.dtype), cfg.stable_tol)
+    lin = linearize(jac.detach().to(states.dtype), cfg.stable_tol)  # a stack's params carry grad
     return FixedPoints(h.detach(), q, q < cfg.q_fixed, lin, u, best_q, starts.shape[0], iters)

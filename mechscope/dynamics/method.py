@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from mechscope.bounds import MAX_STEPS
 from mechscope.config import Config
 from mechscope.core import Task, TaskFacts, seeded_generator
 from mechscope.decompose.registry import FitContext, MethodSpec, register
@@ -47,6 +48,20 @@ class FixedPointsConfig(FinderConfig):
     """Constant inputs u at which points are found; [] : the zero input. A task's default is its
     `analysis_inputs()` (u = 0 for flip-flop and integrator, each frequency level of the sine
     generator, 0 and three random inputs for the constructed models)."""
+    spd: bool = False
+    """Also decompose the target's step map with SPD (GRU targets: `dynamics.spd_memories`): the
+    subcomponents' causal importance at every fixed point, and per-bit ablation specificity."""
+    spd_steps: int = Field(3000, ge=1, le=MAX_STEPS)
+    spd_C: int = Field(48, ge=1, le=4096)
+    """Subcomponents per decomposed matrix (W_ih, W_hh)."""
+    spd_importance_coeff: float = Field(3e-3, ge=0)
+    ablation_steps: int = Field(200, ge=1, le=MAX_STEPS)
+    """Zero-input steps run from each memory with subcomponents ablated before reading it out."""
+
+    def spd_settings(self) -> dict[str, Any]:
+        """The SPD config this analysis fits (the registry's `spd` method; the rest its defaults)."""
+        return {"steps": self.spd_steps, "C": self.spd_C, "importance_coeff": self.spd_importance_coeff,
+                "pnorm": 1.0, "lr": 3e-3, "batch_size": 256, "threads": 1}
 
     def task_defaults(self, task: Any) -> dict[str, Any]:
         row = dict(TABLE.get(getattr(task, "name", ""), {}))
@@ -78,6 +93,9 @@ class FixedPointAnalysis:
 
     def __init__(self, step: StepFunction, traj: Tensor, results: list[FixedPoints], name: str) -> None:
         self.step, self.traj, self.results, self.name = step, traj, results, name
+        self.spd: Any = None
+        """With `spd=true`: the SPD decomposition of the step map (`dynamics.spd_memories`)."""
+        self.ablation_steps = 200
 
     def evaluate(self, task: Task | None, target: nn.Module) -> dict[str, Any]:
         """DESIGN.md's fixed-point keys (summed / worst over inputs) and per-input details; scored
@@ -95,7 +113,22 @@ class FixedPointAnalysis:
             | {k: v for k, v in s.items() if k != "stable_outputs"}
             for fp, s in zip(self.results, scores, strict=True)
         ]
+        if self.spd is not None and task is not None:
+            metrics |= self.spd_scores(task, target)
         return finite(metrics)
+
+    def spd_scores(self, task: Task, target: nn.Module) -> dict[str, Any]:
+        """Per-bit ablation specificity of the SPD subcomponents at the memories (reads the truth)."""
+        from mechscope.dynamics.spd_memories import ablation_report, memory_points
+
+        fp = self.results[0]
+        expected = task.expected(target, fp.input)  # type: ignore[attr-defined]
+        if expected.memories is None:
+            return {}
+        stable = torch.tensor([k == "stable" for k in fp.kinds], dtype=torch.bool) & fp.is_fixed
+        readout = readout_fn(target, self.step)
+        pts, mem = memory_points(fp.points, stable, expected.memories, readout)
+        return ablation_report(self.spd, pts, mem, readout, self.ablation_steps)
 
     def tensors(self) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
@@ -112,6 +145,10 @@ class FixedPointAnalysis:
                 f"input{i}.eigvals_real": lin.eigvals.real.contiguous(),
                 f"input{i}.eigvals_imag": lin.eigvals.imag.contiguous(),
             }
+        if self.spd is not None and self.results[0].points.shape[0]:
+            from mechscope.dynamics.spd_memories import importance_at
+
+            out["input0.spd_importance"] = importance_at(self.spd, self.results[0].points).contiguous()
         return out
 
     def figures(self, directory: Path) -> None:
@@ -161,7 +198,13 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     state; the bench's results do not depend on the device), so the target moves there."""
     assert isinstance(config, FixedPointsConfig)
     config = config.resolved(task)  # a no-op for the run path's (already resolved) config
-    return analyse(target.cpu(), task, config, seeded_generator(ctx.seed), task.name)
+    analysis = analyse(target.cpu(), task, config, seeded_generator(ctx.seed), task.name)
+    if config.spd:
+        from mechscope.dynamics.spd_memories import fit_step_spd
+
+        analysis.spd = fit_step_spd(target, task, config.spd_settings(), ctx.seed)
+        analysis.ablation_steps = config.ablation_steps
+    return analysis
 
 
 # --- scoring against the expected structure (the truth: only `evaluate` reads it) ---------------

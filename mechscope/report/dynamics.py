@@ -8,8 +8,9 @@
   attractor an eigenvalue at +1;
 - a table of point counts per kind and input.
 
-The SPD-component × fixed-point importance map of issue 16 needs SPD on recurrent targets, which
-mechscope does not do yet (SPD decomposes nn.Linear / Embedding / Conv1D weights only).
+- with `--set spd=true` (GRU flip-flop targets, `mechscope.dynamics.spd_memories`): the SPD
+  subcomponent × fixed-point causal-importance map — rows the fixed points (stable first), columns
+  the subcomponents of W_ih and W_hh that are important (g > 0.1) at some point.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ MAX_PANELS = 4
 
 
 def load_points(path: Path) -> list[dict[str, np.ndarray]]:
-    """Per analysis input: {"input", "kind", "eigvals" (complex [K, n]), "is_fixed"}."""
+    """Per analysis input: {"input", "kind", "eigvals" (complex [K, n]), "is_fixed"} and, from an
+    `spd=true` run, "spd_importance" [K, C] on the first input."""
     t = load_file(str(path))
     out = []
     i = 0
@@ -46,9 +48,29 @@ def load_points(path: Path) -> list[dict[str, np.ndarray]]:
             "kind": t[f"input{i}.kind"],
             "is_fixed": t[f"input{i}.is_fixed"].astype(bool),
             "eigvals": t[f"input{i}.eigvals_real"] + 1j * t[f"input{i}.eigvals_imag"],
-        })
+        } | ({"spd_importance": t[f"input{i}.spd_importance"]} if f"input{i}.spd_importance" in t else {}))
         i += 1
     return out
+
+
+def importance_png(ci: np.ndarray, kinds: np.ndarray, title: str, threshold: float = 0.1) -> bytes:
+    """Subcomponent × fixed-point causal importance: rows the points (stable first), columns the
+    subcomponents important somewhere (g > threshold)."""
+    order = np.argsort(kinds, kind="stable")
+    live = np.nonzero(ci.max(axis=0) > threshold)[0]
+    shown = ci[order][:, live] if live.size else np.zeros((ci.shape[0], 1))
+    fig, ax = plt.subplots(figsize=(min(2 + 0.25 * shown.shape[1], 12), min(1.5 + 0.25 * shown.shape[0], 10)))
+    im = ax.imshow(shown, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks(range(len(order)), [f"{KINDS[int(kinds[j])]} {j}" for j in order], fontsize=6)
+    ax.set_xticks(range(live.size), [str(int(c)) for c in live], fontsize=6, rotation=90)
+    ax.set_xlabel("SPD subcomponent (W_ih then W_hh)")
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax, label="causal importance")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def spectra_png(inputs: list[dict[str, np.ndarray]], title: str) -> bytes:
@@ -101,6 +123,9 @@ def dynamics_section(bench: Path, task: str, methods: list[str], cells: dict[Any
                 png = spectra_png(inputs, f"{task} · {m}")
                 out.append(f"<img alt='eigenvalue spectra' src='{figures.data_uri(png)}'>")
                 out.append(counts_table(inputs))
+                if "spd_importance" in inputs[0]:
+                    png = importance_png(inputs[0]["spd_importance"], inputs[0]["kind"], f"{task} · {m} · SPD")
+                    out.append(f"<img alt='SPD importance at fixed points' src='{figures.data_uri(png)}'>")
     if not out:
         return ""
     return (

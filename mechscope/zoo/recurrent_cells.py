@@ -31,6 +31,11 @@ Selective SSM layer (Mamba's S6 block without the short causal convolution), wid
 
 DeltaNet layer (one head, width D): x = silu(W_x rmsnorm(x_in)), k = W_k x/‖·‖, q likewise,
 v = W_v x, β = sigmoid(w_β·x); S' = S − β (S k − v) kᵀ; out = W_o (S' q) (+ x_in from layer 2 on).
+Gated (the default; Gated DeltaNet): α = sigmoid(w_α·x) decays the state first,
+S' = α S (I − β k kᵀ) + β v kᵀ; out = W_o((S' q + d ⊙ x) ⊙ silu(W_g x̂)) (+ x_in), then a
+channel MLP out + W₂ silu(W₁ rmsnorm(out)).
+
+`LinearGRU` is torch's GRU step with its weights as `nn.Linear` modules, for SPD.
 """
 
 from __future__ import annotations
@@ -80,11 +85,18 @@ class SelectiveSSMLayer(nn.Module):
 
 
 class DeltaNetLayer(nn.Module):
-    """One DeltaNet (delta-rule linear attention) layer: matrix state S [D, D] flattened to D²."""
+    """One DeltaNet (delta-rule linear attention) layer: matrix state S [D, D] flattened to D².
 
-    def __init__(self, d_in: int, width: int) -> None:
+    `gated` (the default, Gated DeltaNet, Yang et al. 2025) multiplies the state by a decay
+    α(x) ∈ (0, 1) before the delta update, gates the read-out (with a D skip), then adds a
+    channel MLP (x + W₂ silu(W₁ rmsnorm(x))), as a transformer block does. Without α
+    the delta rule keeps every direction of S orthogonal to k (eigenvalue exactly 1): a trained
+    memory can then never be an attractor, only one point of a marginal continuum. `gated=False`
+    is the plain layer (which did not learn the flip-flop: RESULTS.md)."""
+
+    def __init__(self, d_in: int, width: int, gated: bool = True) -> None:
         super().__init__()
-        self.width = width
+        self.width, self.gated = width, gated
         self.state_size = width * width
         self.w_x = nn.Linear(d_in, width)
         self.w_q = nn.Linear(width, width, bias=False)
@@ -94,18 +106,36 @@ class DeltaNetLayer(nn.Module):
         self.w_o = nn.Linear(width, width)
         self.norm = nn.RMSNorm(d_in, eps=1e-5)
         self.residual = d_in == width
+        if gated:
+            self.w_alpha = nn.Linear(width, 1)
+            nn.init.constant_(self.w_alpha.bias, 2.0)  # α starts near sigmoid(2) ≈ 0.88: a slow decay
+            self.w_g = nn.Linear(d_in, width)
+            self.d = nn.Parameter(torch.ones(width))  # the skip Mamba's y = Ch + D x has
+            self.mlp_norm = nn.RMSNorm(width, eps=1e-5)
+            self.mlp_in = nn.Linear(width, 2 * width)
+            self.mlp_out = nn.Linear(2 * width, width)
 
     def forward(self, h: Tensor, x_in: Tensor) -> tuple[Tensor, Tensor]:
-        x = F.silu(self.w_x(self.norm(x_in)))  # (B, D)
+        xn = self.norm(x_in)
+        x = F.silu(self.w_x(xn))  # (B, D)
         q = F.normalize(self.w_q(x), dim=-1, eps=1e-6)
         k = F.normalize(self.w_k(x), dim=-1, eps=1e-6)
         v = self.w_v(x)
         beta = torch.sigmoid(self.w_beta(x))  # (B, 1)
         s = h.reshape(-1, self.width, self.width)  # S: (B, d_v, d_k)
+        if self.gated:
+            s = torch.sigmoid(self.w_alpha(x))[:, :, None] * s  # α S
         err = (s @ k[:, :, None]).squeeze(-1) - v  # S k − v: (B, d_v)
         s = s - beta[:, :, None] * err[:, :, None] * k[:, None, :]  # S(I − β kkᵀ) + β v kᵀ
-        o = self.w_o((s @ q[:, :, None]).squeeze(-1))  # (B, d_v)
-        return s.reshape(h.shape[0], self.state_size), o + x_in if self.residual else o
+        read = (s @ q[:, :, None]).squeeze(-1)  # S' q: (B, d_v)
+        if not self.gated:
+            o = self.w_o(read)
+            return s.reshape(h.shape[0], self.state_size), o + x_in if self.residual else o
+        # no norm on S'q: with S ≈ noise early on it scales the noise up to unit size (RESULTS.md)
+        o = self.w_o((read + self.d * x) * F.silu(self.w_g(xn)))
+        o = o + x_in if self.residual else o
+        o = o + self.mlp_out(F.silu(self.mlp_in(self.mlp_norm(o))))
+        return s.reshape(h.shape[0], self.state_size), o
 
 
 class CellStack(nn.Module):
@@ -123,6 +153,7 @@ class CellStack(nn.Module):
         n_layers: int = 2,
         n_state: int = 8,
         feedback: bool = True,
+        gated: bool = True,
     ) -> None:
         super().__init__()
         self.cell, self.feedback = cell, feedback
@@ -131,7 +162,7 @@ class CellStack(nn.Module):
         layers: list[nn.Module] = []
         for i in range(n_layers):
             d_in = d0 if i == 0 else width
-            layers.append(SelectiveSSMLayer(d_in, width, n_state) if cell == "ssm" else DeltaNetLayer(d_in, width))
+            layers.append(SelectiveSSMLayer(d_in, width, n_state) if cell == "ssm" else DeltaNetLayer(d_in, width, gated))
         self.layers = nn.ModuleList(layers)
         self.layer_sizes = [int(layer.state_size) for layer in layers]  # type: ignore[arg-type]
         self.state_size = sum(self.layer_sizes) + width
@@ -169,3 +200,49 @@ class CellStack(nn.Module):
 
     def forward(self, u: Tensor, state_noise: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
         return self.rollout(u, state_noise, generator)[0]
+
+
+class LinearGRU(nn.Module):
+    """One step of torch's GRU with its two weight matrices as `nn.Linear` modules, on x = [h, u]:
+
+        [r̃ z̃ ñ]ᵢ = ih(u) = W_ih u + b_ih,   [r̃ z̃ ñ]ₕ = hh(h) = W_hh h + b_hh         [3H] each
+        r = σ(r̃ᵢ + r̃ₕ), z = σ(z̃ᵢ + z̃ₕ), n = tanh(ñᵢ + r ⊙ ñₕ),   h' = (1 − z) ⊙ n + z ⊙ h
+
+    exactly `nn.GRU`'s equations (`from_gru` copies a trained layer's weights). SPD decomposes
+    `nn.Linear` modules and reads each one's input once per forward, so the step map — one call
+    of each Linear — is what it decomposes: its subcomponents' causal importance is then defined
+    per state, hence per fixed point (`mechscope.dynamics.spd_memories`)."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.state_size = hidden_size
+        self.ih = nn.Linear(input_size, 3 * hidden_size)
+        self.hh = nn.Linear(hidden_size, 3 * hidden_size)
+
+    @classmethod
+    def from_gru(cls, gru: nn.GRU) -> LinearGRU:
+        """The same map as a one-layer, unidirectional `nn.GRU` (weights copied)."""
+        if gru.num_layers != 1 or gru.bidirectional or not gru.bias:
+            raise ValueError("LinearGRU copies a one-layer, unidirectional nn.GRU with biases")
+        out = cls(gru.input_size, gru.hidden_size)
+        w = {k: v.detach() for k, v in gru.named_parameters()}
+        with torch.no_grad():
+            out.ih.weight.copy_(w["weight_ih_l0"])
+            out.ih.bias.copy_(w["bias_ih_l0"])
+            out.hh.weight.copy_(w["weight_hh_l0"])
+            out.hh.bias.copy_(w["bias_hh_l0"])
+        return out
+
+    def step(self, h: Tensor, u: Tensor) -> Tensor:
+        """h' = F(h, u) on batches h [B, H], u [B, m]."""
+        i_r, i_z, i_n = self.ih(u).chunk(3, dim=-1)
+        h_r, h_z, h_n = self.hh(h).chunk(3, dim=-1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        return (1 - z) * n + z * h
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x = [h, u] [B, H + m] → h' [B, H]."""
+        return self.step(x[..., : self.hidden_size], x[..., self.hidden_size :])

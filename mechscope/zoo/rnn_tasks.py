@@ -263,6 +263,7 @@ def _train(model: RecurrentModel | CellStack, task: RecurrentTask, seed: int, pr
     n_steps = c.n_steps()
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_steps, eta_min=c.lr * 0.05)
     loss = torch.tensor(0.0)
+    curve: list[float] = []
     t0 = time.perf_counter()
     for step in range(n_steps):
         u = task.sample(c.batch_size, gen)  # (B, T, m)
@@ -277,9 +278,11 @@ def _train(model: RecurrentModel | CellStack, task: RecurrentTask, seed: int, pr
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        if (step + 1) % 100 == 0:
+            curve.append(round(float(loss.detach()), 5))
         if step % 50 == 0 or step == n_steps - 1:
             progress(step + 1, n_steps)
-    return {"final_loss": float(loss.detach()), "train_s": round(time.perf_counter() - t0, 1)}
+    return {"final_loss": float(loss.detach()), "loss_every_100": curve, "train_s": round(time.perf_counter() - t0, 1)}
 
 
 class FlipFlopTask(RecurrentTask):

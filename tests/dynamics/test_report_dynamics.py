@@ -20,3 +20,15 @@ def test_dynamics_section_from_a_run_dir(tmp_path: Path) -> None:
     assert page.count("<img") == 2 and "eigenvalue spectra" in page
     assert f"<td>{m['inputs'][0]['n_stable']}</td>" in page
     assert dynamics_section(tmp_path / "empty", "linear-rnn", ["fixed-points"], cells) == ""
+
+
+def test_importance_map_draws_live_components_only() -> None:
+    import numpy as np
+
+    from mechscope.report.dynamics import importance_png
+
+    ci = np.zeros((3, 10))
+    ci[0, 2], ci[2, 7] = 0.9, 0.5
+    png = importance_png(ci, np.array([1, 0, 0]), "t")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert importance_png(np.zeros((2, 4)), np.array([0, 0]), "none")[:4] == b"\x89PNG"

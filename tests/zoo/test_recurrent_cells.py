@@ -13,17 +13,17 @@ from mechscope.dynamics.finder import FinderConfig, find_fixed_points
 from mechscope.dynamics.linearize import jacobians
 from mechscope.dynamics.wrappers import as_step
 from mechscope.zoo import get_task
-from mechscope.zoo.recurrent_cells import CellStack
+from mechscope.zoo.recurrent_cells import CellStack, LinearGRU
 
 
-def stack(cell: str, feedback: bool = True, width: int = 6, n_layers: int = 2) -> CellStack:
+def stack(cell: str, feedback: bool = True, width: int = 6, n_layers: int = 2, gated: bool = True) -> CellStack:
     torch.manual_seed(0)
-    return CellStack(cell, 3, width, 3, n_layers=n_layers, n_state=3, feedback=feedback)  # type: ignore[arg-type]
+    return CellStack(cell, 3, width, 3, n_layers=n_layers, n_state=3, feedback=feedback, gated=gated)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("cell", ["ssm", "deltanet"])
-def test_step_map_is_the_model_and_jacobians_are_exact(cell: str) -> None:
-    model = stack(cell)
+@pytest.mark.parametrize(("cell", "gated"), [("ssm", True), ("deltanet", True), ("deltanet", False)])
+def test_step_map_is_the_model_and_jacobians_are_exact(cell: str, gated: bool) -> None:
+    model = stack(cell, gated=gated)
     u = torch.randn(2, 7, 3)
     y, states = model.rollout(u)
     step = as_step(model)  # a float64 copy of the float32 stack
@@ -46,21 +46,24 @@ def test_step_map_is_the_model_and_jacobians_are_exact(cell: str) -> None:
         assert torch.allclose(jac[:, j], fd, atol=1e-6)
 
 
-def test_open_loop_ssm_stack_has_one_fixed_point() -> None:
-    """Affine-in-state layers in series: one stable fixed point per constant input, from any start."""
-    model = stack("ssm", feedback=False, width=4)
+@pytest.mark.parametrize("cell", ["ssm", "deltanet"])
+def test_open_loop_contracting_stack_has_one_fixed_point(cell: str) -> None:
+    """Affine-in-state layers in series, each contracting (SSM: |Ā| < 1; gated DeltaNet: the decay
+    α < 1 on all of S): one stable fixed point per constant input, from any start."""
+    model = stack(cell, feedback=False, width=4)
     step = as_step(model)
     gen = torch.Generator().manual_seed(0)
     states = 2 * torch.randn(256, step.state_size, generator=gen, dtype=torch.float64)
     cfg = FinderConfig(n_starts=32, max_iters=100, newton_steps=30)
     fp = find_fixed_points(step, states, torch.zeros(3, dtype=torch.float64), cfg, gen)
-    assert int(fp.is_fixed.sum()) == 1 and fp.kinds == ["stable"]
+    fixed = [k for k, f in zip(fp.kinds, fp.is_fixed.tolist(), strict=True) if f]
+    assert fixed == ["stable"]  # (slowly contracting starts may remain as slow points)
 
 
-def test_open_loop_deltanet_has_a_flat_continuum_of_fixed_points() -> None:
-    """S(I − β k kᵀ) keeps every direction orthogonal to a constant k: eigenvalue 1, D(D−1) times a layer."""
+def test_open_loop_plain_deltanet_has_a_flat_continuum_of_fixed_points() -> None:
+    """Without the decay gate, S(I − β k kᵀ) keeps every direction orthogonal to a constant k: eigenvalue 1, D(D−1) times a layer."""
     width, n_layers = 4, 2
-    model = stack("deltanet", feedback=False, width=width, n_layers=n_layers)
+    model = stack("deltanet", feedback=False, width=width, n_layers=n_layers, gated=False)
     step = as_step(model)
     gen = torch.Generator().manual_seed(0)
     states = torch.randn(64, step.state_size, generator=gen, dtype=torch.float64)
@@ -71,6 +74,22 @@ def test_open_loop_deltanet_has_a_flat_continuum_of_fixed_points() -> None:
     assert bool((mod <= 1 + 1e-9).all())
     assert bool(((mod - 1).abs() < 1e-9).sum(-1).ge(n_layers * width * (width - 1)).all())
     assert set(fp.kinds) == {"marginal"}
+
+
+def test_linear_gru_is_torch_gru_with_linear_gates() -> None:
+    """SPD's view of a GRU (nn.Linear gates, one step per call) computes nn.GRU's map exactly."""
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(3, 7, batch_first=True)
+    step = LinearGRU.from_gru(gru)
+    u = torch.randn(4, 9, 3)
+    hs, _ = gru(u)
+    h = torch.zeros(4, 7)
+    for t in range(9):
+        h = step(torch.cat([h, u[:, t]], dim=-1))
+        assert torch.allclose(h, hs[:, t], atol=1e-6)
+    assert {n for n, m in step.named_modules() if isinstance(m, torch.nn.Linear)} == {"ih", "hh"}
+    with pytest.raises(ValueError, match="one-layer, unidirectional"):
+        LinearGRU.from_gru(torch.nn.GRU(3, 7, num_layers=2))
 
 
 @pytest.mark.parametrize("cell", ["ssm", "deltanet"])
