@@ -368,3 +368,18 @@ def test_spd_recovers_resid_mlp_1l_features_and_a_dense_mlp_out() -> None:
     m = score(dec, task).metrics
     assert m["mmcs"] >= 0.95 and m["activity_f1"] >= 0.9
     assert m["dense_rank"] == 50 and m["dense_cos"] > 0.99
+
+
+def test_dense_spares_keeps_a_dense_site_to_its_axes_and_saves_it(tmp_path: Path) -> None:
+    """dense_spares 0: +ID's identity (dense, 2 principal axes) holds 2 components, not C; W keeps
+    C; the per-site sizes survive save/load, and the identity's 2 axes still sum to it."""
+    target, task = pentagon_target(identity=True), tms_task(identity=True)
+    dec = fit(target, task, SPDConfig(steps=40, dense_spares=0), FitContext(seed=0))
+    assert (dec.n_components("W"), dec.n_components("identity")) == (20, 2)
+    torch.testing.assert_close(dec.components("identity").sum(0), torch.eye(2), atol=0.02, rtol=0)
+    dec.save(tmp_path)
+    back = load_decomposition(tmp_path, target)
+    assert isinstance(back, SPDDecomposition) and back.n_components("identity") == 2
+    x = task.sample(64, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(back.activity(x)["identity"], dec.activity(x)["identity"])
+    assert fit(target, task, SPDConfig(steps=1, dense_spares=3), FitContext(seed=0)).n_components("identity") == 5
