@@ -90,6 +90,7 @@ class SPDConfig(Config):
     faithfulness_warmup_lr: float = Field(1e-2, gt=0)
     dense_importance: float = Field(1.0, ge=0)
     dense_spares: int | None = Field(None, ge=0)
+    subset_groups: int = Field(0, ge=0)
     leaky_alpha: float = Field(0.01, ge=0, le=1)
     fused: bool = True
     layerwise_when_single: bool = True
@@ -164,11 +165,18 @@ def spd_loss(
         r = torch.rand((B_global, *g_mask[n].shape[1:]), generator=gen, device=x.device)[rows]
         return L.stochastic_mask(g_mask[n], r if live is None else r[live])
 
-    # Group 0 masks every site; group 1 + i masks only site i (layerwise), the rest run the target's W.
+    # Group 0 masks every site; group 1 + i masks only site i (layerwise), the rest run the target's W
+    # (or, with subset_groups N, groups 1 … N each mask a random subset of the sites).
     names = list(pre)
     groups: dict[str, list[Tensor | None]] = {n: [sample(n)] for n in names}
     layerwise = s.layerwise_coeff > 0 and (len(names) > 1 or s.layerwise_when_single)
-    if layerwise:
+    if layerwise and s.subset_groups:  # the reference's uniform-k subset routing, one subset per group
+        for _ in range(s.subset_groups):
+            k = int(torch.randint(1, len(names) + 1, (1,), generator=gen, device=gen.device))
+            chosen = set(torch.randperm(len(names), generator=gen, device=gen.device)[:k].tolist())
+            for j, n in enumerate(names):
+                groups[n].append(sample(n) if j in chosen else None)
+    elif layerwise:
         for i in range(len(names)):
             for j, n in enumerate(names):
                 groups[n].append(sample(n) if i == j else None)

@@ -55,6 +55,10 @@ class SPDSettings(Config):
     """Components a dense site keeps beyond its principal axes (init "data"; None: all C). Its
     spares start dead (U = 0, g = 0) and its axes carry it exactly, so on the residual MLP's
     mlp_out (17 axes, C = 250) the other 233 only cost: half of a 3-layer step's compute."""
+    subset_groups: int = 0
+    """Layerwise reconstruction as N groups that each mask a random subset of k sites, k uniform in
+    1 … n_sites (the reference's uniform-k subset routing), instead of one group per site (0): a
+    step runs 1 + N masked forwards instead of 1 + n_sites."""
     leaky_alpha: float = 0.01
     fused: bool = True
     """Run the all-sites and the one-site-at-a-time masked forwards as one batched forward."""
