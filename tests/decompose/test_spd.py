@@ -383,3 +383,25 @@ def test_dense_spares_keeps_a_dense_site_to_its_axes_and_saves_it(tmp_path: Path
     x = task.sample(64, torch.Generator().manual_seed(4))
     torch.testing.assert_close(back.activity(x)["identity"], dec.activity(x)["identity"])
     assert fit(target, task, SPDConfig(steps=1, dense_spares=3), FitContext(seed=0)).n_components("identity") == 5
+
+
+def test_subset_groups_mask_random_site_subsets_in_1_plus_n_forwards() -> None:
+    """subset_groups N: the layerwise term runs as N masked groups (each a random non-empty subset of
+    the sites) beside the all-sites one, instead of one group per site."""
+    from mechscope.decompose.spd import spd_loss, target_pass
+
+    target, task = pentagon_target(identity=True), tms_task(identity=True)
+    dec = fit(target, task, SPDConfig(steps=1), FitContext(seed=0))
+    x = task.sample(256, torch.Generator().manual_seed(2))
+    y, acts = target_pass(target, dec.site_info, x)
+    rows: list[int] = []
+    hook = target.register_forward_pre_hook(lambda _m, inp: rows.append(inp[0].shape[0]))
+    try:
+        for n, groups in ((0, 3), (3, 4)):  # 2 sites: 1 + 2 groups plain, 1 + 3 with subset_groups 3
+            s = dec.settings.model_copy(update={"subset_groups": n, "skip_zero_rows": False})
+            rows.clear()
+            _, raw = spd_loss(target, dec.site_info, dec.comps, x, y, acts, s, 1.0, "mse", torch.Generator().manual_seed(0))
+            assert rows == [groups * 256]
+            assert math.isfinite(float(raw["layerwise"].detach())) and float(raw["layerwise"].detach()) > 0
+    finally:
+        hook.remove()
