@@ -96,6 +96,7 @@ class SPDConfig(Config):
     layerwise_when_single: bool = True
     init: Literal["random", "data"] = "random"
     init_pool: int = Field(16_384, ge=1)
+    init_peel: bool = False
     ci_init: Literal["random", "ramp"] = "random"
     skip_zero_rows: bool = True
     threads: int = Field(0, ge=0)
@@ -287,6 +288,9 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
             a = pool_acts[site.name].cpu()
             reads = L.frequent_directions(a, weight_matrix(site).shape[1])
             dense = reads is None
+            if reads is not None and s.init_peel:
+                more = L.peeled_directions(a, reads, s.C - reads.shape[0])
+                reads = reads if more is None else torch.cat([reads, more])
             reads = reads[: s.C] if reads is not None else L.principal_directions(a, s.C)  # most frequent first
             if dense and s.dense_spares is not None:
                 C = min(s.C, reads.shape[0] + s.dense_spares)
