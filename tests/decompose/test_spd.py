@@ -114,6 +114,26 @@ def test_frequent_directions_finds_the_recurring_inputs() -> None:
     assert dirs is not None and dirs.shape == (5, 5)
 
 
+def test_peeled_directions_find_features_that_never_fire_alone() -> None:
+    """A parent (axis 0) fires alone or with one of its children (axes 1, 2), which never fire alone:
+    only the parent's line recurs, and one peel finds the children; inputs the reads already explain
+    add nothing."""
+    gen = torch.Generator().manual_seed(0)
+    N = 20_000  # parent alone 18k times, with each child 1k times (few enough that no mixed line recurs)
+    child = torch.cat([torch.zeros(18_000, dtype=torch.long), torch.ones(1000, dtype=torch.long), torch.full((1000,), 2)])
+    x = torch.zeros(N, 3)
+    x[:, 0] = torch.rand(N, generator=gen) + 0.1
+    x[torch.arange(N), child.clamp(min=1)] += (child > 0) * (torch.rand(N, generator=gen) + 0.1)
+    reads = L.frequent_directions(x, max_k=3)
+    assert reads is not None and reads.shape == (1, 3) and abs(float(reads[0, 0])) > 0.999
+    more = L.peeled_directions(x, reads, max_k=2)
+    assert more is not None and more.shape == (2, 3)
+    assert torch.allclose(more.abs().sort(1).values[:, -1], torch.ones(2), atol=1e-4)  # axes 1 and 2
+    assert set(more.abs().argmax(1).tolist()) == {1, 2}
+    assert L.peeled_directions(x[child == 0], reads, max_k=2) is None  # all explained: nothing new
+    assert L.peeled_directions(x, reads, max_k=1) is None  # more than allowed
+
+
 # --- the masked forward ----------------------------------------------------------------------------
 def test_true_components_reproduce_the_target_and_ablate_one_feature() -> None:
     target = pentagon_target()
