@@ -145,7 +145,7 @@ def test_pgd_steps_is_a_run_setting_that_reaches_the_scorer(tmp_path: object, mo
     from mechscope.metrics.pgd import PGD_STEPS
 
     assert RunConfig().pgd_steps == PGD_STEPS
-    with pytest.raises(ConfigError, match="pgd_steps.*-1"):
+    with pytest.raises(ConfigError, match=r"pgd_steps.*-1"):
         resolve(CellRequest("tms-5-2", "oracle", 0, ("pgd_steps=-1",)))
     assert "pgd_steps" not in resolve(CellRequest("tms-5-2", "oracle", 0)).resolved_config()  # old hashes stay
     monkeypatch.setenv("MECHSCOPE_CACHE", str(Path(str(tmp_path)) / "cache"))
