@@ -425,3 +425,13 @@ def test_subset_groups_mask_random_site_subsets_in_1_plus_n_forwards() -> None:
             assert math.isfinite(float(raw["layerwise"].detach())) and float(raw["layerwise"].detach()) > 0
     finally:
         hook.remove()
+
+
+def test_stress_notes_name_registered_variants_and_give_numbers() -> None:
+    from mechscope.report.spd_stress_notes import SPD_STRESS_NOTES
+    from mechscope.zoo import get_task
+
+    assert set(SPD_STRESS_NOTES) == {"stress-hierarchical", "stress-dense", "stress-overcomplete",
+                                     "stress-correlated", "synth-sae-bench"}  # fmt: skip
+    for name, text in SPD_STRESS_NOTES.items():
+        assert get_task(name).name == name and "mmcs" in text and "\n" not in text
