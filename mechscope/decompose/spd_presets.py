@@ -54,7 +54,8 @@ class SPDSettings(Config):
     dense_spares: int | None = None
     """Components a dense site keeps beyond its principal axes (init "data"; None: all C). Its
     spares start dead (U = 0, g = 0) and its axes carry it exactly, so on the residual MLP's
-    mlp_out (17 axes, C = 250) the other 233 only cost: half of a 3-layer step's compute."""
+    mlp_out (17 axes, C = 250) the other 233 only cost compute (their CI MLPs and the (B, C) @ (C,
+    1000) write); measured under heavy load the 3-layer step moved from 0.38 to 0.35–0.42 CPU-s."""
     subset_groups: int = 0
     """Layerwise reconstruction as N groups that each mask a random subset of k sites, k uniform in
     1 … n_sites (the reference's uniform-k subset routing), instead of one group per site (0): a
@@ -139,8 +140,8 @@ FAST: dict[str, dict[str, Any]] = {
     # lr 3e-4 instead of 1e-4: 0.993, ml2r 0.96 instead of 0.93, 161 pieces alive instead of 201).
     "resid-mlp-2l": {**_PAPER_RESID, **_FAST, **_FAST_RESID, "C": 250, "lr_components": 3e-4},
     # 3 layers: the same, with the per-component CI MLPs at 16 hidden units (the paper's 128 cost
-    # 7× the step time: B × C × H GELUs per site) and each mlp_out held by its 17 principal axes
-    # alone (dense_spares 0: the 233 dead spares were half of a step's compute).
+    # 7.6× the step time: B × C × H GELUs per site) and each mlp_out held by its 17 principal axes
+    # alone (dense_spares 0: no measurable gain under load). NOT yet measured at the bar (issue 19).
     "resid-mlp-3l": {**_PAPER_RESID, **_FAST, **_FAST_RESID, "C": 250, "lr_components": 3e-4,
                      "ci_hidden": 16, "dense_spares": 0},
     "tms": {**PAPER["tms"], **_FAST, "steps": 1_000, "batch_size": 1024, "lr": 3e-3},
