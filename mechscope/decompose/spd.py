@@ -89,7 +89,8 @@ class SPDConfig(Config):
     faithfulness_warmup_steps: int = Field(0, ge=0)
     faithfulness_warmup_lr: float = Field(1e-2, gt=0)
     dense_importance: float = Field(1.0, ge=0)
-    dense_spares: int | None = Field(None, ge=0)
+    dense_spares: int = Field(-1, ge=-1)
+    """Spare components a dense site keeps beyond its principal axes (−1: all C; see SPDSettings)."""
     subset_groups: int = Field(0, ge=0)
     leaky_alpha: float = Field(0.01, ge=0, le=1)
     fused: bool = True
@@ -292,7 +293,7 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
                 more = L.peeled_directions(a, reads, s.C - reads.shape[0])
                 reads = reads if more is None else torch.cat([reads, more])
             reads = reads[: s.C] if reads is not None else L.principal_directions(a, s.C)  # most frequent first
-            if dense and s.dense_spares is not None:
+            if dense and s.dense_spares >= 0:
                 C = min(s.C, reads.shape[0] + s.dense_spares)
         comp = SiteComponents.for_site(site, C, s.ci_hidden)
         comp.init_(weight_matrix(site).detach().cpu(), init_gen, reads, dense, s.dense_importance)

@@ -51,8 +51,8 @@ class SPDSettings(Config):
     """Importance-minimality weight of a dense site (init "data" finds more recurring input
     directions than input dimensions: +ID's identity, the residual MLP's mlp_out). 1 is plain SPD;
     at 0 its components, which start always important, stay so."""
-    dense_spares: int | None = None
-    """Components a dense site keeps beyond its principal axes (init "data"; None: all C). Its
+    dense_spares: int = -1
+    """Components a dense site keeps beyond its principal axes (init "data"; −1: all C). Its
     spares start dead (U = 0, g = 0) and its axes carry it exactly, so on the residual MLP's
     mlp_out (17 axes, C = 250) the other 233 only cost compute (their CI MLPs and the (B, C) @ (C,
     1000) write); measured under heavy load the 3-layer step moved from 0.38 to 0.35–0.42 CPU-s."""
