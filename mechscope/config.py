@@ -48,6 +48,9 @@ class RunConfig(Config):
 
     target_seed: int = Field(0, ge=0)
     """Seed of the target network; `mechscope decompose` defaults it to `--seed`."""
+    pgd_steps: int = Field(4, ge=0)
+    """Ascent steps of the worst-case ablation `pgd_faithfulness` (0: a random admissible mask
+    only); the scorer's default, `metrics.pgd.PGD_STEPS`."""
 
 
 class ConfigError(ValueError):

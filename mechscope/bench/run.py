@@ -105,6 +105,7 @@ class Cell:
             "method": self.method,
             "seed": self.seed,
             "target_seed": self.target_seed,
+            **({"pgd_steps": self.run_config.pgd_steps} if "pgd_steps" in self.run_config.model_fields_set else {}),
             "task_config": self.task.config.model_dump(mode="json"),
             "method_config": self.method_config.model_dump(mode="json"),
         }
@@ -169,7 +170,8 @@ def recorded_request(path: Path, sets: tuple[str, ...] = (), device: str | None 
         body = yaml.safe_load(path.read_text())
         task, method, seed = str(body["task"]), str(body["method"]), int(body["seed"])
         recorded = {"task": dict(body["task_config"]), "method": dict(body["method_config"]),
-                    "run": {"target_seed": int(body["target_seed"])}}
+                    "run": {"target_seed": int(body["target_seed"]),
+                            **({"pgd_steps": int(body["pgd_steps"])} if "pgd_steps" in body else {})}}
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
         why = err.strerror if isinstance(err, OSError) else f"not a mechscope config.yaml ({type(err).__name__})"
         raise ConfigError(f"--config {str(path)!r}: {why}") from None
@@ -309,7 +311,7 @@ def _score_decomposition(
 
     decomposition.save(run_dir / "decomposition")
     truth = cell.task.ground_truth(target)
-    result = score(decomposition, cell.task, truth)
+    result = score(decomposition, cell.task, truth, pgd_steps=cell.run_config.pgd_steps)
     body = dict(result.metrics)
     tensors = dict(result.tensors)
     if hasattr(decomposition, "extra_metrics"):

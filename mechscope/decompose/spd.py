@@ -89,11 +89,15 @@ class SPDConfig(Config):
     faithfulness_warmup_steps: int = Field(0, ge=0)
     faithfulness_warmup_lr: float = Field(1e-2, gt=0)
     dense_importance: float = Field(1.0, ge=0)
+    dense_spares: int = Field(-1, ge=-1)
+    """Spare components a dense site keeps beyond its principal axes (−1: all C; see SPDSettings)."""
+    subset_groups: int = Field(0, ge=0)
     leaky_alpha: float = Field(0.01, ge=0, le=1)
     fused: bool = True
     layerwise_when_single: bool = True
     init: Literal["random", "data"] = "random"
     init_pool: int = Field(16_384, ge=1)
+    init_peel: bool = False
     ci_init: Literal["random", "ramp"] = "random"
     skip_zero_rows: bool = True
     threads: int = Field(0, ge=0)
@@ -163,11 +167,18 @@ def spd_loss(
         r = torch.rand((B_global, *g_mask[n].shape[1:]), generator=gen, device=x.device)[rows]
         return L.stochastic_mask(g_mask[n], r if live is None else r[live])
 
-    # Group 0 masks every site; group 1 + i masks only site i (layerwise), the rest run the target's W.
+    # Group 0 masks every site; group 1 + i masks only site i (layerwise), the rest run the target's W
+    # (or, with subset_groups N, groups 1 … N each mask a random subset of the sites).
     names = list(pre)
     groups: dict[str, list[Tensor | None]] = {n: [sample(n)] for n in names}
     layerwise = s.layerwise_coeff > 0 and (len(names) > 1 or s.layerwise_when_single)
-    if layerwise:
+    if layerwise and s.subset_groups:  # the reference's uniform-k subset routing, one subset per group
+        for _ in range(s.subset_groups):
+            k = int(torch.randint(1, len(names) + 1, (1,), generator=gen, device=gen.device))
+            chosen = set(torch.randperm(len(names), generator=gen, device=gen.device)[:k].tolist())
+            for j, n in enumerate(names):
+                groups[n].append(sample(n) if j in chosen else None)
+    elif layerwise:
         for i in range(len(names)):
             for j, n in enumerate(names):
                 groups[n].append(sample(n) if i == j else None)
@@ -264,24 +275,31 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     device = torch.device(ctx.device)
     target.to(device)
     sites = select_sites(target, config.modules)
-    comps = nn.ModuleList([SiteComponents.for_site(site, s.C, s.ci_hidden) for site in sites])
+    comps = nn.ModuleList()
     init_gen = ctx.generator(1)
     if s.init == "data":
         pool = task.sample(s.init_pool, ctx.generator(4)).to(device)
         _, pool_acts = target_pass(target, sites, pool)
-    for site, comp in zip(sites, as_components(comps), strict=True):
-        reads, dense = None, False
+    for site in sites:
+        reads, dense, C = None, False, s.C
         if s.init == "data" and pool_acts[site.name].is_floating_point():
             # More recurring directions than input dimensions are superposed, not read vectors: then
             # the site is one dense mechanism (+ID's identity, the residual MLP's mlp_out) and its
             # components start on the input's principal axes, always important.
             a = pool_acts[site.name].cpu()
-            reads = L.frequent_directions(a, comp.V.shape[1])
+            reads = L.frequent_directions(a, weight_matrix(site).shape[1])
             dense = reads is None
+            if reads is not None and s.init_peel:
+                more = L.peeled_directions(a, reads, s.C - reads.shape[0])
+                reads = reads if more is None else torch.cat([reads, more])
             reads = reads[: s.C] if reads is not None else L.principal_directions(a, s.C)  # most frequent first
+            if dense and s.dense_spares >= 0:
+                C = min(s.C, reads.shape[0] + s.dense_spares)
+        comp = SiteComponents.for_site(site, C, s.ci_hidden)
         comp.init_(weight_matrix(site).detach().cpu(), init_gen, reads, dense, s.dense_importance)
         if s.ci_init == "ramp" and reads is not None and not dense:
             comp.ramp_ci_(reads.shape[0], pool_acts[site.name].cpu())
+        comps.append(comp)
     comps.to(device)
     data_gen = ctx.generator(2)
     mask_gen = seeded_generator(ctx.seed, 3, device)
@@ -422,7 +440,8 @@ class SPDDecomposition(ParameterDecomposition):
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors = {f"{s}.{k}": v for s, c in zip(self.sites, self.comps, strict=True) for k, v in c.state_dict().items()}
-        return tensors, {"sites": self.sites, "settings": self.settings.model_dump()}
+        sizes = {s: self.n_components(s) for s in self.sites}  # a dense site may hold fewer (dense_spares)
+        return tensors, {"sites": self.sites, "settings": self.settings.model_dump(), "n_components": sizes}
 
     @classmethod
     def from_state(cls, target: nn.Module, tensors: dict[str, Tensor], config: dict[str, Any]) -> SPDDecomposition:
@@ -430,7 +449,7 @@ class SPDDecomposition(ParameterDecomposition):
         sites = select_sites(target, [glob_escape(n) for n in config["sites"]])
         comps = nn.ModuleList()
         for site in sites:
-            comp = SiteComponents.for_site(site, settings.C, settings.ci_hidden)
+            comp = SiteComponents.for_site(site, config.get("n_components", {}).get(site.name, settings.C), settings.ci_hidden)
             comp.load_state_dict({k[len(site.name) + 1 :]: v for k, v in tensors.items() if k.startswith(site.name + ".")})
             comps.append(comp.to(model_device(target)))
         return cls(target, sites, comps, settings)

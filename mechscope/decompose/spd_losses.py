@@ -151,6 +151,23 @@ def frequent_directions(
     return reads / reads.norm(dim=1, keepdim=True)
 
 
+def peeled_directions(a: Tensor, reads: Tensor, max_k: int, rel_tol: float = 1e-3) -> Tensor | None:
+    """Input directions that recur once the known reads [k, d_in] are projected out of a sample of
+    inputs a [N, d_in] (`frequent_directions` of the residuals; None: none, or more than max_k).
+
+    A feature that never occurs alone — a child that always fires with its parent, a sparse feature
+    beside always-on dense ones — recurs in no input, but the input minus its parent's (or the dense
+    features') part is that feature's line: one peel finds it. Inputs the reads explain (residual
+    below rel_tol of the input) are dropped, so the pass adds nothing where every input is a
+    combination of the reads (the residual MLP's layers)."""
+    a = a.reshape(-1, a.shape[-1]).float()
+    if max_k <= 0 or reads.shape[0] >= a.shape[1]:
+        return None
+    res = a - (a @ torch.linalg.pinv(reads)) @ reads
+    res[res.norm(dim=1) <= rel_tol * a.norm(dim=1)] = 0
+    return frequent_directions(res, max_k)
+
+
 def principal_directions(a: Tensor, max_k: int, rel_tol: float = 1e-4) -> Tensor:
     """The principal axes [k, d_in] of a sample of inputs a [N, d_in] (singular values above
     rel_tol of the largest; at most max_k): the read basis of a dense mechanism."""

@@ -114,6 +114,26 @@ def test_frequent_directions_finds_the_recurring_inputs() -> None:
     assert dirs is not None and dirs.shape == (5, 5)
 
 
+def test_peeled_directions_find_features_that_never_fire_alone() -> None:
+    """A parent (axis 0) fires alone or with one of its children (axes 1, 2), which never fire alone:
+    only the parent's line recurs, and one peel finds the children; inputs the reads already explain
+    add nothing."""
+    gen = torch.Generator().manual_seed(0)
+    N = 20_000  # parent alone 18k times, with each child 1k times (few enough that no mixed line recurs)
+    child = torch.cat([torch.zeros(18_000, dtype=torch.long), torch.ones(1000, dtype=torch.long), torch.full((1000,), 2)])
+    x = torch.zeros(N, 3)
+    x[:, 0] = torch.rand(N, generator=gen) + 0.1
+    x[torch.arange(N), child.clamp(min=1)] += (child > 0) * (torch.rand(N, generator=gen) + 0.1)
+    reads = L.frequent_directions(x, max_k=3)
+    assert reads is not None and reads.shape == (1, 3) and abs(float(reads[0, 0])) > 0.999
+    more = L.peeled_directions(x, reads, max_k=2)
+    assert more is not None and more.shape == (2, 3)
+    assert torch.allclose(more.abs().sort(1).values[:, -1], torch.ones(2), atol=1e-4)  # axes 1 and 2
+    assert set(more.abs().argmax(1).tolist()) == {1, 2}
+    assert L.peeled_directions(x[child == 0], reads, max_k=2) is None  # all explained: nothing new
+    assert L.peeled_directions(x, reads, max_k=1) is None  # more than allowed
+
+
 # --- the masked forward ----------------------------------------------------------------------------
 def test_true_components_reproduce_the_target_and_ablate_one_feature() -> None:
     target = pentagon_target()
@@ -368,3 +388,50 @@ def test_spd_recovers_resid_mlp_1l_features_and_a_dense_mlp_out() -> None:
     m = score(dec, task).metrics
     assert m["mmcs"] >= 0.95 and m["activity_f1"] >= 0.9
     assert m["dense_rank"] == 50 and m["dense_cos"] > 0.99
+
+
+def test_dense_spares_keeps_a_dense_site_to_its_axes_and_saves_it(tmp_path: Path) -> None:
+    """dense_spares 0: +ID's identity (dense, 2 principal axes) holds 2 components, not C; W keeps
+    C; the per-site sizes survive save/load, and the identity's 2 axes still sum to it."""
+    target, task = pentagon_target(identity=True), tms_task(identity=True)
+    dec = fit(target, task, SPDConfig(steps=40, dense_spares=0), FitContext(seed=0))
+    assert (dec.n_components("W"), dec.n_components("identity")) == (20, 2)
+    torch.testing.assert_close(dec.components("identity").sum(0), torch.eye(2), atol=0.02, rtol=0)
+    dec.save(tmp_path)
+    back = load_decomposition(tmp_path, target)
+    assert isinstance(back, SPDDecomposition) and back.n_components("identity") == 2
+    x = task.sample(64, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(back.activity(x)["identity"], dec.activity(x)["identity"])
+    assert fit(target, task, SPDConfig(steps=1, dense_spares=3), FitContext(seed=0)).n_components("identity") == 5
+
+
+def test_subset_groups_mask_random_site_subsets_in_1_plus_n_forwards() -> None:
+    """subset_groups N: the layerwise term runs as N masked groups (each a random non-empty subset of
+    the sites) beside the all-sites one, instead of one group per site."""
+    from mechscope.decompose.spd import spd_loss, target_pass
+
+    target, task = pentagon_target(identity=True), tms_task(identity=True)
+    dec = fit(target, task, SPDConfig(steps=1), FitContext(seed=0))
+    x = task.sample(256, torch.Generator().manual_seed(2))
+    y, acts = target_pass(target, dec.site_info, x)
+    rows: list[int] = []
+    hook = target.register_forward_pre_hook(lambda _m, inp: rows.append(inp[0].shape[0]))
+    try:
+        for n, groups in ((0, 3), (3, 4)):  # 2 sites: 1 + 2 groups plain, 1 + 3 with subset_groups 3
+            s = dec.settings.model_copy(update={"subset_groups": n, "skip_zero_rows": False})
+            rows.clear()
+            _, raw = spd_loss(target, dec.site_info, dec.comps, x, y, acts, s, 1.0, "mse", torch.Generator().manual_seed(0))
+            assert rows == [groups * 256]
+            assert math.isfinite(float(raw["layerwise"].detach())) and float(raw["layerwise"].detach()) > 0
+    finally:
+        hook.remove()
+
+
+def test_stress_notes_name_registered_variants_and_give_numbers() -> None:
+    from mechscope.report.spd_stress_notes import SPD_STRESS_NOTES
+    from mechscope.zoo import get_task
+
+    assert set(SPD_STRESS_NOTES) == {"stress-hierarchical", "stress-dense", "stress-overcomplete",
+                                     "stress-correlated", "synth-sae-bench"}  # fmt: skip
+    for name, text in SPD_STRESS_NOTES.items():
+        assert get_task(name).name == name and "mmcs" in text and "\n" not in text

@@ -131,3 +131,26 @@ def test_spd_box_is_its_causal_importance() -> None:
     assert bool((adm.hi["W"] == 1).all()) and bool((adm.start["W"] == 1).all())
     worst = pgd_faithfulness(dec, x, "mse")
     assert not math.isnan(worst.total) and worst.total >= faithfulness(dec, x, "mse")
+
+
+def test_pgd_steps_is_a_run_setting_that_reaches_the_scorer(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--set pgd_steps=N` (decompose and bench): bounded ≥ 0, its default the scorer's, recorded in
+    config.yaml when set, and the metrics say which N scored them."""
+    from pathlib import Path
+
+    import yaml
+
+    from mechscope.bench.run import CellRequest, recorded_request, resolve, run_cell
+    from mechscope.config import RunConfig
+    from mechscope.metrics.pgd import PGD_STEPS
+
+    assert RunConfig().pgd_steps == PGD_STEPS
+    with pytest.raises(ConfigError, match=r"pgd_steps.*-1"):
+        resolve(CellRequest("tms-5-2", "oracle", 0, ("pgd_steps=-1",)))
+    assert "pgd_steps" not in resolve(CellRequest("tms-5-2", "oracle", 0)).resolved_config()  # old hashes stay
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(Path(str(tmp_path)) / "cache"))
+    run_dir = Path(str(tmp_path)) / "run"
+    m = run_cell(resolve(CellRequest("tms-5-2", "oracle", 0, ("pgd_steps=1",))), run_dir)
+    assert m["pgd_steps"] == 1
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["pgd_steps"] == 1
+    assert resolve(recorded_request(run_dir / "config.yaml")).run_config.pgd_steps == 1
