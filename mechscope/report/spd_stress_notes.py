@@ -11,6 +11,8 @@ W[:, i] each live component carries (‖P_c[:, i]‖ / ‖W[:, i]‖ ≥ 0.2), m
 
 from __future__ import annotations
 
+import html
+
 SPD_STRESS_NOTES: dict[str, str] = {
     "stress-hierarchical": (
         "Was an implementation problem, now fixed. A child fires only together with its parent, so no "
@@ -69,3 +71,12 @@ SPD_STRESS_NOTES: dict[str, str] = {
         "not run here."
     ),
 }
+
+
+def spd_notes_block(variants: list[str], methods: set[str]) -> str:
+    """The paragraphs for the variants this bench ran, under SPD's stress rows; "" without SPD."""
+    notes = [(v, SPD_STRESS_NOTES[v]) for v in variants if v in SPD_STRESS_NOTES]
+    if "spd" not in methods or not notes:
+        return ""
+    items = "".join(f"<li><b>{html.escape(v)}</b>: {html.escape(text)}</li>" for v, text in notes)
+    return f"<h3>What SPD converges to on each variant, and why</h3><ul class='note'>{items}</ul>"

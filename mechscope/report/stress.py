@@ -35,6 +35,7 @@ from mechscope.bench.convergence import BAR, BASELINE, Gate, GateKey, baseline_g
 from mechscope.bench.results import method_label
 from mechscope.report import figures
 from mechscope.report.data import Cell, aggregate_knobs, is_default_knob, run_dir
+from mechscope.report.spd_stress_notes import spd_notes_block
 
 COVERED = 0.9
 """Recovery below this mean mmcs counts as broken (DESIGN.md's coverage threshold)."""
@@ -485,7 +486,8 @@ def stress_section(bench: Path, rows: list[dict[str, Any]]) -> str:
              f"&lt; {BAR} on {BASELINE}, the baseline, at the same samples seen), so a low score there says the "
              "budget is too small, not that the variant breaks the method.</p>",
              "<h3>Where each method's recovery drops below 0.9 mmcs</h3>", breakdown_table(stress),
-             control_table(stress), absorption_table(stress), zipf_block(bench, stress), synth_table(stress)]
+             control_table(stress), absorption_table(stress), zipf_block(bench, stress), synth_table(stress),
+             spd_notes_block(stress.variants, {m for _, m in stress.default})]
     curves = [(t, fig) for t in stress.variants if (fig := knob_figure(stress, t)) is not None]
     if curves:
         parts.append("<h3>Recovery vs sparsity knob</h3>")

@@ -65,3 +65,11 @@ def test_no_stress_rows_no_section(tmp_path: Path) -> None:
     plan = plan_bench(tmp_path, tasks=["tms-5-2"], methods=["random"], seeds=1, sets=["task.steps=100"])
     run_bench(plan, workers=1, show=False)
     assert "id='stress'" not in build_report(tmp_path).read_text()
+
+
+def test_spd_notes_print_only_for_variants_spd_ran() -> None:
+    from mechscope.report.spd_stress_notes import spd_notes_block
+
+    block = spd_notes_block(["stress-iid", "stress-hierarchical"], {"spd", "sae-topk"})
+    assert "stress-hierarchical" in block and "init" in block and "stress-dense" not in block
+    assert spd_notes_block(["stress-hierarchical"], {"sae-topk"}) == ""
