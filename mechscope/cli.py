@@ -221,7 +221,8 @@ def bench(
     preset: Annotated[str, typer.Option(
         help="quick, full, stress (issue 9: stress variants + random-init controls, 3 seeds, each method's "
              "sparsity knob swept; add --tasks synth-sae-bench-16k --device cuda for the GPU-size benchmark) or "
-             "peers (issue 13: each own SAE variant beside its SAELens / sparsify peer, equal samples seen)")] = "quick",
+             "peers (issue 13: each own SAE variant beside its SAELens / sparsify peer, equal samples seen), "
+             "circuits (issue 15: the circuit tasks; their graph metrics come from benchmarks/circuits_table.py)")] = "quick",
     tasks: Annotated[str | None, typer.Option(help="comma-separated task names (default: the preset's)")] = None,
     methods: Annotated[str | None, typer.Option(help="comma-separated method names (default: all)")] = None,
     seeds: Annotated[int | None, typer.Option(help="seeds 0 … N−1 (default: the preset's)")] = None,
