@@ -249,3 +249,14 @@ def calibration_graph(truth: CircuitTruth, mode: str, generator: torch.Generator
 
 def _none(a: Tensor) -> Tensor:
     raise NotImplementedError("a calibration graph's groups only carry directions")
+
+
+def calibration_aurocs(truth: CircuitTruth, n_random: int) -> tuple[float, float]:
+    """(oracle edge_auroc, mean random edge_auroc over `n_random` seeds): a circuit task's calibration,
+    which must read (1, ≈ 0.5) before any method's graph on it means anything."""
+    from mechscope.metrics.circuits import edge_auroc
+
+    oracle = edge_auroc(*edge_scores(*calibration_graph(truth, "oracle"), truth))
+    randoms = [edge_auroc(*edge_scores(*calibration_graph(truth, "random", torch.Generator().manual_seed(s)), truth))
+               for s in range(n_random)]
+    return oracle, sum(randoms) / n_random

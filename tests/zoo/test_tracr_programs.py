@@ -4,8 +4,7 @@ program, and its true circuit is calibrated (oracle 1, random ≈ 0.5)."""
 import pytest
 import torch
 
-from mechscope.circuits.score import calibration_graph, edge_scores
-from mechscope.metrics.circuits import edge_auroc
+from mechscope.circuits.score import calibration_aurocs
 from mechscope.zoo import get_task
 from mechscope.zoo.tracr_programs import PROGRAMS, CompiledProgramTask
 
@@ -51,10 +50,5 @@ def test_compiled_truth_calibration(program: str) -> None:
         assert ("tok:BOS", "length_5:3") in names and ("length_5:3", "opp_idx_4:1") in names
         assert ("opp_idx_4:1", "opp_idx-1_3:0") in names and ("tok:2", "out:2") in names
         assert ("tok:2", "out:1") not in names
-    g, groups = calibration_graph(truth, "oracle")
-    assert edge_auroc(*edge_scores(g, groups, truth)) == 1.0
-    values = []
-    for seed in range(20):
-        g, groups = calibration_graph(truth, "random", torch.Generator().manual_seed(seed))
-        values.append(edge_auroc(*edge_scores(g, groups, truth)))
-    assert abs(sum(values) / len(values) - 0.5) < 0.05
+    oracle, random_mean = calibration_aurocs(truth, n_random=20)
+    assert oracle == 1.0 and abs(random_mean - 0.5) < 0.05
