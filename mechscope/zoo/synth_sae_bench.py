@@ -258,7 +258,8 @@ _synth(
 )
 _synth(
     "synth-sae-bench-4k",
-    "SynthSAEBench-16k scaled down for CPUs: 4,096 features in d = 192 (16k's N/d and tree share; 32 roots)",
+    "SynthSAEBench-16k scaled down for CPUs: 4,096 features in d = 192 (16k's N/d and tree share; 32 roots; "
+    "its parameter-space truth takes ≈ 13 GB: use a box with ≥ 32 GB)",
     n_features=4_096,
     d=192,
     roots=32,
