@@ -27,6 +27,7 @@ import fnmatch
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -201,9 +202,9 @@ def _check_sets_used(user: tuple[Setting, ...], cells: list[PlannedCell]) -> Non
 def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".mechscope-write-test"
-        probe.write_text("")
-        probe.unlink()
+        # A name of its own: two runs started at once in one parent directory must not race on it.
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".mechscope-write-test-"):
+            pass
     except OSError as err:
         raise ConfigError(f"--out {str(out)!r} is not a writable directory ({err.strerror})") from None
 

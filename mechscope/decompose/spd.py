@@ -98,6 +98,7 @@ class SPDConfig(Config):
     init: Literal["random", "data"] = "random"
     init_pool: int = Field(16_384, ge=1)
     init_peel: bool = False
+    init_axes: bool = False
     ci_init: Literal["random", "ramp"] = "random"
     skip_zero_rows: bool = True
     threads: int = Field(0, ge=0)
@@ -292,6 +293,9 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
             if reads is not None and s.init_peel:
                 more = L.peeled_directions(a, reads, s.C - reads.shape[0])
                 reads = reads if more is None else torch.cat([reads, more])
+            if reads is not None and s.init_axes:
+                axes = L.axis_directions(a, reads, s.C - reads.shape[0])
+                reads = reads if axes is None else torch.cat([reads, axes])
             reads = reads[: s.C] if reads is not None else L.principal_directions(a, s.C)  # most frequent first
             if dense and s.dense_spares >= 0:
                 C = min(s.C, reads.shape[0] + s.dense_spares)

@@ -168,6 +168,29 @@ def peeled_directions(a: Tensor, reads: Tensor, max_k: int, rel_tol: float = 1e-
     return frequent_directions(res, max_k)
 
 
+def axis_directions(a: Tensor, reads: Tensor | None, max_k: int, max_active: float = 0.5, dup_cos: float = 0.99) -> Tensor | None:
+    """The input's own coordinate axes [k, d_in], most often non-zero first, for an input that is
+    sparse in its coordinates: each axis non-zero on at least one and at most `max_active` of the
+    non-zero inputs of a sample a [N, d_in], and not already one of `reads` (|cos| > dup_cos);
+    None if none.
+
+    Where the inputs are sparse codes themselves (SynthSAEBench's h = W x: ~7 of 1,024 features
+    on at once, Zipf-rare ones never alone) no line recurs and peeling finds nothing, yet every
+    feature's line is an axis the data shows exactly zero most of the time. A dense input (a
+    residual stream) has no such axis, so the rule adds nothing there."""
+    a = a.reshape(-1, a.shape[-1]).float()
+    a = a[a.ne(0).any(1)]
+    if max_k <= 0 or a.shape[0] == 0:
+        return None
+    active = a.ne(0).float().mean(0)  # (d_in,)
+    axes = ((active > 0) & (active <= max_active)).nonzero().squeeze(1)
+    axes = axes[active[axes].argsort(descending=True, stable=True)]
+    eye = torch.eye(a.shape[1])[axes]
+    if reads is not None and reads.shape[0] > 0:
+        eye = eye[(eye @ reads.T).abs().amax(1) <= dup_cos]
+    return eye[:max_k] if eye.shape[0] > 0 else None
+
+
 def principal_directions(a: Tensor, max_k: int, rel_tol: float = 1e-4) -> Tensor:
     """The principal axes [k, d_in] of a sample of inputs a [N, d_in] (singular values above
     rel_tol of the largest; at most max_k): the read basis of a dense mechanism."""

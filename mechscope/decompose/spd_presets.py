@@ -71,6 +71,10 @@ class SPDSettings(Config):
     init_peel: bool = False
     """With init "data": also start components on the lines that recur once the found ones are
     projected out of the inputs (features that never fire alone; `spd_losses.peeled_directions`)."""
+    init_axes: bool = False
+    """With init "data": also start components on the input's own coordinate axes where the input
+    is sparse in them (`spd_losses.axis_directions`: sparse codes such as SynthSAEBench's, where no
+    line recurs)."""
     ci_init: Literal["random", "ramp"] = "random"
     """"ramp" (with init "data"): the data-aligned components' CI MLPs start important wherever
     they read their direction, of either sign (see SiteComponents.ramp_ci_); "random": Kaiming."""

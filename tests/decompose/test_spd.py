@@ -134,6 +134,26 @@ def test_peeled_directions_find_features_that_never_fire_alone() -> None:
     assert L.peeled_directions(x, reads, max_k=1) is None  # more than allowed
 
 
+def test_axis_directions_read_a_sparse_code_and_nothing_of_a_dense_input() -> None:
+    """Inputs that are sparse codes — 3 of 50 coordinates on at once, so almost no line recurs —
+    show every coordinate axis exactly zero most of the time: those axes, minus the reads already
+    found; a dense input (every coordinate always non-zero) has none."""
+    gen = torch.Generator().manual_seed(0)
+    N, n = 4096, 50
+    on = torch.rand(N, n, generator=gen).argsort(1)[:, :3]
+    x = torch.zeros(N, n).scatter_(1, on, torch.rand(N, 3, generator=gen) + 0.5)
+    recurring = L.frequent_directions(x, max_k=n)
+    assert recurring is None or recurring.shape[0] < 5
+    axes = L.axis_directions(x, None, max_k=n)
+    assert axes is not None and axes.shape == (n, n)
+    assert torch.equal(axes.abs().sum(1), torch.ones(n)) and set(axes.argmax(1).tolist()) == set(range(n))
+    known = torch.eye(n)[:2]
+    rest = L.axis_directions(x, known, max_k=n)
+    assert rest is not None and rest.shape == (n - 2, n) and not {0, 1} & set(rest.argmax(1).tolist())
+    assert L.axis_directions(x, None, max_k=7).shape == (7, n)  # type: ignore[union-attr]
+    assert L.axis_directions(torch.randn(N, n, generator=gen), None, max_k=n) is None
+
+
 # --- the masked forward ----------------------------------------------------------------------------
 def test_true_components_reproduce_the_target_and_ablate_one_feature() -> None:
     target = pentagon_target()
