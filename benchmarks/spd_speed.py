@@ -52,6 +52,10 @@ def resid_bar(m: dict[str, Any]) -> bool:
     return bool(ok)
 
 
+class CellFailed(RuntimeError):
+    """A command that did not finish: (short reason for the table, its stderr's tail)."""
+
+
 def run_cell(task: str, seed: int, extra: list[str], out: Path, env: dict[str, str]) -> tuple[float, float, dict[str, Any]]:
     """(wall s, child CPU s, metrics) of one `mechscope decompose` command."""
     exe = Path(sys.executable).with_name("mechscope")
@@ -62,7 +66,8 @@ def run_cell(task: str, seed: int, extra: list[str], out: Path, env: dict[str, s
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+        raise CellFailed(f"exit {proc.returncode}" + (" (killed: out of memory?)" if proc.returncode < 0 else ""),
+                         f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, json.loads(proc.stdout)
 
@@ -107,7 +112,12 @@ def main() -> None:
             cells = [str(seed), f"{fw:.1f} ({fc:.1f})", fmt(fm), "yes" if meets_bar(fm) else "NO"]
             if args.paper_steps:
                 extra = ["--set", "preset=paper", "--steps", str(args.paper_steps)]
-                pw, pc, pm = run_cell(args.task, seed, extra, Path(tmp) / f"paper-{seed}", env)
+                try:
+                    pw, pc, pm = run_cell(args.task, seed, extra, Path(tmp) / f"paper-{seed}", env)
+                except CellFailed as err:  # e.g. the reference's 3-layer recipe out of memory: say so, keep the row
+                    print(err.args[1], file=sys.stderr)
+                    print("| " + " | ".join([*cells, f"failed: {err.args[0]}", "–", "–", "–"]) + " |", flush=True)
+                    continue
                 # Extrapolate the fit only (metrics' wall_s; its CPU share taken as its wall share):
                 # start-up and scoring are paid once whatever the step count.
                 fit_share = min(1.0, float(pm.get("wall_s", pw)) / pw)
