@@ -109,6 +109,7 @@ def test_training_is_cached_and_recorded(tmp_path: Path, monkeypatch: pytest.Mon
     model = task.make_target(0)
     info = (target_path(task.name, task.config, 0) / "info.json").read_text()
     assert '"ok": false' in info and '"attempt": 1' in info  # 3 steps cannot pass; retried once
+    assert "memory_lambda_max" in info  # the attractor check ran and is recorded
     again = task.make_target(0)
     assert all(
         torch.equal(a, b)
