@@ -235,6 +235,7 @@ class RecurrentTask(Task):
         model = self.build()
         if load_target(path, model) is None:
             info: dict[str, Any] = {"task": self.name, "config": self.config.model_dump(mode="json")}
+            rejected: list[dict[str, Any]] = []  # why each earlier attempt failed (scalars only)
             for attempt in range(self.config.max_attempts):
                 # derived seeds are deterministic, so a retried target is reproducible
                 train_seed = target_seed + 7919 * attempt
@@ -245,7 +246,8 @@ class RecurrentTask(Task):
                 info |= {"attempt": attempt, "train_seed": train_seed}
                 if info["ok"]:
                     break
-            save_target(path, model, info)
+                rejected.append({k: v for k, v in info.items() if isinstance(v, bool | int | float)})
+            save_target(path, model, info | {"rejected": rejected})
         model.eval()
         return model
 

@@ -6,6 +6,7 @@ unstable point per sine frequency, a line of slow points for the integrator."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,7 @@ def test_training_is_cached_and_recorded(tmp_path: Path, monkeypatch: pytest.Mon
     info = (target_path(task.name, task.config, 0) / "info.json").read_text()
     assert '"ok": false' in info and '"attempt": 1' in info  # 3 steps cannot pass; retried once
     assert "memory_lambda_max" in info  # the attractor check ran and is recorded
+    assert [r["train_seed"] for r in json.loads(info)["rejected"]] == [0, 7919]  # each failed attempt, and why
     again = task.make_target(0)
     assert all(
         torch.equal(a, b)
