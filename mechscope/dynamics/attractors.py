@@ -47,7 +47,8 @@ def memory_attractors(
     """Check every memory [M, bits] is a stable fixed point of `step` at u = 0 (module docstring).
 
     `readout` maps states [M, n] to outputs [M, bits]. Returns "attractors_ok" (all memories pass),
-    per-memory "memory_lambda_max" and "memory_q", and "n_attractors" (how many pass)."""
+    per-memory "memory_lambda_max" and "memory_q", "n_attractors" (how many pass) and
+    "worst_lambda_max" (the largest |λ|max over the memories)."""
     mem = memories.to(torch.float64)
     n_mem = mem.shape[0]
     zero = torch.zeros(step.input_size, dtype=torch.float64)
@@ -67,6 +68,7 @@ def memory_attractors(
     return {
         "attractors_ok": bool(ok.all()),
         "n_attractors": int(ok.sum()),
+        "worst_lambda_max": round(float(lam.max()), 6),
         "memory_lambda_max": [round(float(v), 6) for v in lam],
         "memory_q": [float(v) for v in q],
     }

@@ -27,6 +27,7 @@ def test_a_slow_attractor_fails_and_a_clear_one_passes(lam: float, ok: bool) -> 
     assert r["attractors_ok"] is ok and r["n_attractors"] == (4 if ok else 0)
     assert r["memory_lambda_max"] == pytest.approx([lam] * 4, abs=1e-9)  # Newton reached ±1 exactly
     assert max(r["memory_q"]) < 1e-20
+    assert r["worst_lambda_max"] == pytest.approx(lam, abs=1e-9)
 
 
 def test_a_fixed_point_that_reads_out_another_memory_fails() -> None:
