@@ -8,7 +8,9 @@ Each cell is `mechscope fixed-points flipflop-{n}bit` (n = 2…5, the presets) o
 cell takes: the target is trained (or loaded from the cache), the default finder (1024 starts)
 runs blind, `score_flipflop` matches stable fixed points to memories through the readout. Per
 cell it prints stable found / matched of 2ⁿ, precision / recall, saddles, slow points, and the
-target's training attempt (a seed that fails the acceptance bar is retrained from a derived seed).
+target's training attempt (a seed that fails the acceptance bar — bit accuracy, every memory held,
+every memory an attractor with |λ|max < 1 − 1e-3 — is retrained from a derived seed) and the
+largest |λ|max over its memories.
 Cells run in `--jobs` processes (one torch thread each). Results: benchmarks/RESULTS.md, issue 16.
 """
 
@@ -43,7 +45,8 @@ def one_cell(n: int, seed: int, preset: bool, cell: str, sets: list[str]) -> dic
         "precision": m["stable_precision"], "recall": m["stable_recall"], "n_saddle": m["n_saddle"],
         "n_slow": m["n_slow"], "n_marginal": m["n_marginal"], "best_q": m["best_q"],
         "attempt": info.get("attempt"), "bit_accuracy": info.get("bit_accuracy"),
-        "settle_speed": info.get("settle_speed"), "train_s": info.get("train_s"),
+        "attractors_ok": info.get("attractors_ok"), "n_attractors": info.get("n_attractors"),
+        "memory_lambda_max": max(info.get("memory_lambda_max") or [float("nan")]), "train_s": info.get("train_s"),
         "cpu_s": round(time.process_time() - t0, 1), "wall_s": round(time.perf_counter() - w0, 1),
     }
 
@@ -59,8 +62,8 @@ def main() -> None:
     ap.add_argument("--jsonl", default=None, help="append each cell's row to this file")
     args = ap.parse_args()
     jobs = [(n, s, True) for n in args.bits for s in args.seeds] + [(n, 0, False) for n in args.held_out]
-    print("| n | seed | stable / matched | precision / recall | saddles | slow | attempt | cpu s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| n | seed | stable / matched | precision / recall | saddles | slow | attempt | max memory abs λ | cpu s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(one_cell, n, s, p, args.cell, args.sets) for n, s, p in jobs]
         for (n, s, p), f in zip(jobs, futures, strict=True):
@@ -71,7 +74,7 @@ def main() -> None:
                 continue
             print(f"| {n}{'' if p else ' (held out)'} | {s} | {r['n_stable']} / {r['n_matched']} of {2**n} | "
                   f"{r['precision']:.3f} / {r['recall']:.3f} | {r['n_saddle']} | {r['n_slow']} | {r['attempt']} | "
-                  f"{r['cpu_s']} |", flush=True)
+                  f"{r['memory_lambda_max']:.5f} | {r['cpu_s']} |", flush=True)
             if args.jsonl:
                 with open(args.jsonl, "a") as fh:
                     fh.write(json.dumps(r) + "\n")

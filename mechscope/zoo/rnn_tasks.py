@@ -11,8 +11,9 @@ then works on the stack's joint state.
   each output holds the sign of its channel's last pulse. Truth: 2ⁿ stable fixed points at u = 0,
   one per memory, plus saddles between them. The hidden size and training steps scale with n
   (`FlipFlopConfig.width` / `n_steps`). A target is accepted only at ≥ 99 % bit accuracy with
-  every memory held for `hold_steps` zero-input steps; a failing seed is retrained from derived
-  seeds (recorded in its info).
+  every memory held for `hold_steps` zero-input steps *and* an attractor at the finder's stable
+  band (|λ|max < 1 − `attractor_tol`, `dynamics.attractors`); a failing seed is retrained from
+  derived seeds (recorded in its info).
 - **sine-generator**: a constant input level u_j sets the frequency ω_j; the output is sin(ω_j t).
   Truth: per input, a fixed point whose unstable directions are a complex pair of angle ≈ ω_j
   (the centre of the limit cycle).
@@ -35,6 +36,9 @@ from torch import Tensor, nn
 
 from mechscope.bounds import Count, LearningRate, NonNegative, Positive, Steps
 from mechscope.config import Config, ConfigError
+from mechscope.dynamics.attractors import memory_attractors
+from mechscope.dynamics.linearize import STABLE_TOL
+from mechscope.dynamics.wrappers import as_step
 from mechscope.zoo import register_task
 from mechscope.zoo.base import GroundTruth, Progress, Task, no_progress
 from mechscope.zoo.cache import load_target, save_target, seeded_generator, target_path
@@ -103,6 +107,10 @@ class FlipFlopConfig(RecurrentConfig):
     steps: Annotated[int | None, Field(ge=1)] = None
     pulse_prob: Annotated[float, Field(gt=0, le=1)] = 0.05
     hold_steps: Annotated[int, Field(ge=1)] = 500
+    attractor_tol: Annotated[float, Field(ge=0, lt=1)] = STABLE_TOL
+    """Acceptance: every memory must be a fixed point with |λ|max < 1 − attractor_tol (the finder's
+    stable band, METHODS.md), else the seed retrains. A field so that the cache key says which bar
+    a cached target passed (adding it retrained every flip-flop target once)."""
 
     def width(self) -> int:
         """32 units up to 3 bits, 64 for 4–5, 96 for 6: 2^n memories need room to sit apart."""
@@ -227,6 +235,7 @@ class RecurrentTask(Task):
         model = self.build()
         if load_target(path, model) is None:
             info: dict[str, Any] = {"task": self.name, "config": self.config.model_dump(mode="json")}
+            rejected: list[dict[str, Any]] = []  # why each earlier attempt failed (scalars only)
             for attempt in range(self.config.max_attempts):
                 # derived seeds are deterministic, so a retried target is reproducible
                 train_seed = target_seed + 7919 * attempt
@@ -237,7 +246,8 @@ class RecurrentTask(Task):
                 info |= {"attempt": attempt, "train_seed": train_seed}
                 if info["ok"]:
                     break
-            save_target(path, model, info)
+                rejected.append({k: v for k, v in info.items() if isinstance(v, bool | int | float)})
+            save_target(path, model, info | {"rejected": rejected})
         model.eval()
         return model
 
@@ -359,7 +369,11 @@ class FlipFlopTask(RecurrentTask):
         return bits.double() * 2 - 1
 
     def accept(self, model: RecurrentModel | CellStack, gen: torch.Generator) -> dict[str, Any]:
-        """≥ 99 % bit accuracy on fresh sequences, and every memory held for `hold_steps`."""
+        """≥ 99 % bit accuracy on fresh sequences, every memory held for `hold_steps`, and every
+        memory an attractor at the finder's stable band: Newton from the end of its hold reaches
+        a fixed point that still reads out the memory, with |λ|max < 1 − `attractor_tol`
+        (`dynamics.attractors`). Holding alone passes slow attractors (|λ| 0.9995) that the
+        finder rightly calls marginal, so the target would not meet the truth it claims."""
         c = self.config
         with torch.no_grad():
             u = self.sample(512, gen)
@@ -369,7 +383,12 @@ class FlipFlopTask(RecurrentTask):
             hold[:, 0] = mem
             y = model(hold)  # (2^bits, 1 + hold, bits)
             held = bool(((y.sign() == mem[:, None]) & (y.abs() > 0.5)).all())
-        return {"ok": acc >= 0.99 and held, "bit_accuracy": acc, "memories_held": held}
+        step = as_step(model)
+        a, b = step.readout_slice
+        w, bias = model.readout.weight.detach().double(), model.readout.bias.detach().double()
+        attr = memory_attractors(step, lambda h: h[..., a:b] @ w.T + bias, self.memories(), c.hold_steps, c.attractor_tol)
+        ok = acc >= 0.99 and held and attr["attractors_ok"]
+        return {"ok": ok, "bit_accuracy": acc, "memories_held": held} | attr
 
     def expected(self, target: nn.Module, u: Tensor) -> ExpectedStructure:
         return ExpectedStructure(kind="flipflop", memories=self.memories())
