@@ -126,6 +126,12 @@ class JumpReLUOptions(DictionaryConfig):
     """θ₀ as a fraction of the RMS pre-activation at initialisation (`jumprelu_init_threshold`)."""
     l0_grad_to_encoder: bool = True
     """Also pass the L0 pseudo-derivative to the pre-activations (Anthropic 2025); False = paper."""
+    l1_warmup_frac: Fraction = 0.0
+    """Train the first fraction of steps as an L1 SAE (price `warmup_l1_coef` on z·‖W_dec‖, free
+    decoder norms, as `relu`), then fold the decoder norms into encoder, bias and θ (the same
+    function, unit-norm decoder) and train on with the L0 price. 0: L0 from the start."""
+    warmup_l1_coef: NonNegative = 1.2
+    """L1 price of the warm-up (sae-relu's default)."""
 
 
 # --- activation functions with custom gradients ----------------------------------------------
@@ -268,6 +274,8 @@ class SparseCoder(nn.Module):
         self.register_buffer("batch_threshold", torch.zeros(()))  # batchtopk's inference θ
         self.per_row = False
         """batchtopk training: keep the k largest per row instead of k·B per batch (the warm-up)."""
+        self.l1_phase = False
+        """jumprelu training: L1 price and free decoder norms instead of the L0 price (the warm-up)."""
         self.trained: dict[str, Any] = {}
         """What the training run resolved (sizes, batch, samples seen; `train_coder` fills it):
         saved with the decomposition, so a run records the blind sizes it actually used."""
@@ -341,6 +349,8 @@ class SparseCoder(nn.Module):
         loss = mse
         if isinstance(cfg, ReLUOptions):
             loss = loss + cfg.l1_coef * (z * self.W_dec.norm(dim=1)).sum(-1).mean()
+        elif isinstance(cfg, JumpReLUOptions) and self.l1_phase:
+            loss = loss + cfg.warmup_l1_coef * (z * self.W_dec.norm(dim=1)).sum(-1).mean()
         elif isinstance(cfg, JumpReLUOptions):
             l0_soft = _Step.apply(pre, self.log_threshold.exp(), cfg.bandwidth, cfg.l0_grad_to_encoder).sum(-1).mean()
             loss = loss + cfg.l0_coef * l0_soft
@@ -394,9 +404,20 @@ class SparseCoder(nn.Module):
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Keep decoder rows unit-norm (all but relu, whose penalty already counts the norm)."""
-        if self.activation != "relu":
+        """Keep decoder rows unit-norm (all but relu and jumprelu's L1 warm-up, whose penalty
+        already counts the norm)."""
+        if self.activation != "relu" and not self.l1_phase:
             self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    @torch.no_grad()
+    def fold_decoder_norms(self) -> None:
+        """Unit-norm decoder rows, the same function: row c's norm n_c moves into W_enc[c], b_enc[c]
+        and θ_c (pre and θ scale by n_c, so the gate is unchanged and z_c·W_dec[c] too)."""
+        n = self.W_dec.norm(dim=1).clamp_min(1e-8)
+        self.W_dec.div_(n[:, None])
+        self.W_enc.mul_(n[:, None])
+        self.b_enc.mul_(n)
+        self.log_threshold.add_(n.log())
 
     @torch.no_grad()
     def fold_scales(self, s_in: float, s_out: float) -> None:
@@ -493,8 +514,12 @@ def train_coder(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.steps, cfg.warmup_frac, cfg.decay_frac))
     since_fired = torch.zeros(n_latents, dtype=torch.long, device=dev)
     warm_steps = int(cfg.topk_warmup_frac * cfg.steps) if isinstance(cfg, BatchTopKOptions) else 0
+    l1_steps = int(cfg.l1_warmup_frac * cfg.steps) if isinstance(cfg, JumpReLUOptions) else 0
     for step in range(cfg.steps):
         coder.per_row = step < warm_steps
+        coder.l1_phase = step < l1_steps
+        if l1_steps and step == l1_steps:
+            coder.fold_decoder_norms()  # L1 warm-up over: the same SAE with a unit-norm decoder
         x, y = buffer.next()
         x, y = x[rows].to(dev, non_blocking=True), y[rows].to(dev, non_blocking=True)
         with precision(dev, mixed_precision):
@@ -508,7 +533,9 @@ def train_coder(
         since_fired = torch.where(placement.any_rank(out.fired), 0, since_fired + 1)
         if step % 100 == 0 or step == cfg.steps - 1:
             progress(step + 1, cfg.steps)
-    coder.per_row = False
+    coder.per_row = coder.l1_phase = False
+    if l1_steps >= cfg.steps:
+        coder.fold_decoder_norms()
     coder.fold_scales(s_in, s_out)
     coder.eval()
     coder.trained = trained_record(cfg, n_latents, k, batch)
