@@ -513,7 +513,8 @@ def train_coder(
     opt = torch.optim.Adam(params, lr=resolved_lr(cfg, x0.shape[1]))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.steps, cfg.warmup_frac, cfg.decay_frac))
     since_fired = torch.zeros(n_latents, dtype=torch.long, device=dev)
-    warm_steps = int(cfg.topk_warmup_frac * cfg.steps) if isinstance(cfg, BatchTopKOptions) else 0
+    # at least one batch-phase step, so the inference θ is estimated
+    warm_steps = min(int(cfg.topk_warmup_frac * cfg.steps), cfg.steps - 1) if isinstance(cfg, BatchTopKOptions) else 0
     l1_steps = int(cfg.l1_warmup_frac * cfg.steps) if isinstance(cfg, JumpReLUOptions) else 0
     for step in range(cfg.steps):
         coder.per_row = step < warm_steps
