@@ -65,6 +65,11 @@ class DictionaryConfig(Config):
     """None: about 256k numbers per batch, between 128 and 1024 rows (1024 on TMS, 256 on a
     1000-d residual stream), so a step costs about the same on every task."""
     lr: LearningRate = 2e-3
+    lr_reference_dim: Count | None = None
+    """None: `lr` as set. d_ref: `lr` is the rate at input width d_ref, scaled by √(d_ref / d_in)
+    on wider inputs (`resolved_lr`)."""
+    init_norm: Positive = 1.0
+    """Row norm of W_enc and W_dec at initialisation (normalised units; an SAE's W_enc = W_decᵀ)."""
     warmup_frac: Fraction = 0.05
     decay_frac: Fraction = 0.3
     """LR: linear warm-up over the first warmup_frac of steps, linear decay to 0 over the last decay_frac."""
@@ -76,9 +81,17 @@ class DictionaryConfig(Config):
 
 
 class ReLUOptions(DictionaryConfig):
+    """ReLU + L1. Defaults measured at 1,500 steps (benchmarks/RESULTS.md, helper sae13): a small
+    initial dictionary (rows of norm 0.1, as SAELens's) and an L1 price of 1.2 converge tms-40-10,
+    stress-iid and resid-mlp-1l. With unit-norm rows, price 0.3 under-penalised stress-iid (L0 9.7,
+    mmcs 0.87) and price 1.0 killed latents on resid-mlp-1l (L0 0.33): there lr 1e-2 on 1,000-d
+    inputs moved each encoder row by ~0.3 a step, so the rate scales as 1/√d_in above d = 10."""
+
     activation: ClassVar[Activation] = "relu"
-    lr: LearningRate = 1e-2  # measured on TMS 40-10 at 1500 steps: MMCS 0.99 (0.79 at lr 2e-3)
-    l1_coef: NonNegative = 0.3
+    lr: LearningRate = 1e-2
+    lr_reference_dim: Count | None = 10
+    init_norm: Positive = 0.1
+    l1_coef: NonNegative = 1.2
 
 
 class TopKOptions(DictionaryConfig):
@@ -93,6 +106,12 @@ class TopKOptions(DictionaryConfig):
 class BatchTopKOptions(TopKOptions):
     activation: ClassVar[Activation] = "batchtopk"
     threshold_momentum: Fraction = 0.99
+    topk_warmup_frac: Fraction = 0.7
+    """Train the first fraction of steps with per-row TopK (k per input), then with the batch
+    competition; θ is estimated from the batch phase only. From a random start the batch
+    competition settles on mixtures of features (stress-iid seed 0: 9 of 40 features matched at
+    cos > 0.95, mmcs 0.82 — SAELens's BatchTopK 0.80–0.83); per-row TopK finds the features
+    (0.998) and the batch phase, begun where the lr decays (0.7), keeps them (0.985 / F1 1.0)."""
 
 
 class JumpReLUOptions(DictionaryConfig):
@@ -107,6 +126,12 @@ class JumpReLUOptions(DictionaryConfig):
     """θ₀ as a fraction of the RMS pre-activation at initialisation (`jumprelu_init_threshold`)."""
     l0_grad_to_encoder: bool = True
     """Also pass the L0 pseudo-derivative to the pre-activations (Anthropic 2025); False = paper."""
+    l1_warmup_frac: Fraction = 0.0
+    """Train the first fraction of steps as an L1 SAE (price `warmup_l1_coef` on z·‖W_dec‖, free
+    decoder norms, as `relu`), then fold the decoder norms into encoder, bias and θ (the same
+    function, unit-norm decoder) and train on with the L0 price. 0: L0 from the start."""
+    warmup_l1_coef: NonNegative = 1.2
+    """L1 price of the warm-up (sae-relu's default)."""
 
 
 # --- activation functions with custom gradients ----------------------------------------------
@@ -247,6 +272,10 @@ class SparseCoder(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(d_out))  # (d_out,)
         self.log_threshold = nn.Parameter(torch.zeros(n_latents), requires_grad=activation == "jumprelu")
         self.register_buffer("batch_threshold", torch.zeros(()))  # batchtopk's inference θ
+        self.per_row = False
+        """batchtopk training: keep the k largest per row instead of k·B per batch (the warm-up)."""
+        self.l1_phase = False
+        """jumprelu training: L1 price and free decoder norms instead of the L0 price (the warm-up)."""
         self.trained: dict[str, Any] = {}
         """What the training run resolved (sizes, batch, samples seen; `train_coder` fills it):
         saved with the decomposition, so a run records the blind sizes it actually used."""
@@ -320,6 +349,8 @@ class SparseCoder(nn.Module):
         loss = mse
         if isinstance(cfg, ReLUOptions):
             loss = loss + cfg.l1_coef * (z * self.W_dec.norm(dim=1)).sum(-1).mean()
+        elif isinstance(cfg, JumpReLUOptions) and self.l1_phase:
+            loss = loss + cfg.warmup_l1_coef * (z * self.W_dec.norm(dim=1)).sum(-1).mean()
         elif isinstance(cfg, JumpReLUOptions):
             l0_soft = _Step.apply(pre, self.log_threshold.exp(), cfg.bandwidth, cfg.l0_grad_to_encoder).sum(-1).mean()
             loss = loss + cfg.l0_coef * l0_soft
@@ -337,8 +368,13 @@ class SparseCoder(nn.Module):
 
     def batchtopk_entries(self, x: Tensor, cfg: BatchTopKOptions) -> tuple[Tensor, Tensor, Tensor]:
         """BatchTopK's training code as sparse entries (vals, rows, cols) [k·B]: the k·B largest
-        ReLU pre-activations over the whole batch; updates the inference threshold θ."""
+        ReLU pre-activations over the whole batch (during the warm-up, `per_row`: the k largest of
+        each row); after the warm-up, updates the inference threshold θ."""
         assert self.k is not None
+        if self.per_row:
+            v, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k)  # (B, k)
+            rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(self.k)
+            return v.flatten(), rows, idx.flatten()
         vals, rows, cols = _BatchTopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k * x.shape[0])
         with torch.no_grad():  # inference θ: running mean of the smallest kept positive value
             kept = vals[vals > 0]
@@ -368,9 +404,20 @@ class SparseCoder(nn.Module):
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Keep decoder rows unit-norm (all but relu, whose penalty already counts the norm)."""
-        if self.activation != "relu":
+        """Keep decoder rows unit-norm (all but relu and jumprelu's L1 warm-up, whose penalty
+        already counts the norm)."""
+        if self.activation != "relu" and not self.l1_phase:
             self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    @torch.no_grad()
+    def fold_decoder_norms(self) -> None:
+        """Unit-norm decoder rows, the same function: row c's norm n_c moves into W_enc[c], b_enc[c]
+        and θ_c (pre and θ scale by n_c, so the gate is unchanged and z_c·W_dec[c] too)."""
+        n = self.W_dec.norm(dim=1).clamp_min(1e-8)
+        self.W_dec.div_(n[:, None])
+        self.W_enc.mul_(n[:, None])
+        self.b_enc.mul_(n)
+        self.log_threshold.add_(n.log())
 
     @torch.no_grad()
     def fold_scales(self, s_in: float, s_out: float) -> None:
@@ -398,6 +445,15 @@ def jumprelu_init_threshold(cfg: JumpReLUOptions, pre: Tensor) -> float:
         return cfg.init_threshold
     rms = float(pre.pow(2).mean().sqrt())
     return max(cfg.init_threshold_rms * rms, 1e-8)
+
+
+def resolved_lr(cfg: DictionaryConfig, d_in: int) -> float:
+    """The Adam rate for inputs of width d_in: `lr`, or lr · min(1, √(d_ref / d_in)) when
+    `lr_reference_dim` is set. Adam moves every coordinate of an encoder row by about lr a step,
+    i.e. the row by lr·√d_in: the rate that suits a 10-d toy swings a 1,000-d row ten times as far."""
+    if cfg.lr_reference_dim is None:
+        return cfg.lr
+    return cfg.lr * min(1.0, math.sqrt(cfg.lr_reference_dim / d_in))
 
 
 def default_batch_size(d_in: int, d_out: int) -> int:
@@ -445,6 +501,8 @@ def train_coder(
     s_out = s_in if sae else float(y0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
     coder = (make_coder or SparseCoder)(x0.shape[1], y0.shape[1], n_latents, cfg.activation, k, sae, generator)
     with torch.no_grad():
+        coder.W_enc.mul_(cfg.init_norm)
+        coder.W_dec.mul_(cfg.init_norm)
         y0n = y0 / s_out
         coder.b_dec.copy_(geometric_median(y0n) if cfg.b_dec_init == "geometric_median" else y0n.mean(0))
         if isinstance(cfg, JumpReLUOptions):
@@ -452,10 +510,17 @@ def train_coder(
     dev = torch.device(device) if device is not None else x0.device
     coder.to(dev)
     params = [p for p in coder.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = torch.optim.Adam(params, lr=resolved_lr(cfg, x0.shape[1]))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.steps, cfg.warmup_frac, cfg.decay_frac))
     since_fired = torch.zeros(n_latents, dtype=torch.long, device=dev)
+    # at least one batch-phase step, so the inference θ is estimated
+    warm_steps = min(int(cfg.topk_warmup_frac * cfg.steps), cfg.steps - 1) if isinstance(cfg, BatchTopKOptions) else 0
+    l1_steps = int(cfg.l1_warmup_frac * cfg.steps) if isinstance(cfg, JumpReLUOptions) else 0
     for step in range(cfg.steps):
+        coder.per_row = step < warm_steps
+        coder.l1_phase = step < l1_steps
+        if l1_steps and step == l1_steps:
+            coder.fold_decoder_norms()  # L1 warm-up over: the same SAE with a unit-norm decoder
         x, y = buffer.next()
         x, y = x[rows].to(dev, non_blocking=True), y[rows].to(dev, non_blocking=True)
         with precision(dev, mixed_precision):
@@ -469,6 +534,9 @@ def train_coder(
         since_fired = torch.where(placement.any_rank(out.fired), 0, since_fired + 1)
         if step % 100 == 0 or step == cfg.steps - 1:
             progress(step + 1, cfg.steps)
+    coder.per_row = coder.l1_phase = False
+    if l1_steps >= cfg.steps:
+        coder.fold_decoder_norms()
     coder.fold_scales(s_in, s_out)
     coder.eval()
     coder.trained = trained_record(cfg, n_latents, k, batch)
