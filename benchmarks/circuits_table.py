@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from mechscope.circuits import build_graph, groups_of
 from mechscope.circuits.score import (
@@ -36,12 +37,16 @@ from mechscope.circuits.score import (
     shortcut_report,
 )
 from mechscope.circuits.tasks import circuit_truth, fit_for_circuits
+from mechscope.decompose import load_decomposition
+from mechscope.decompose.base import Decomposition
+from mechscope.decompose.registry import get_method
 from mechscope.metrics.circuits import edge_auroc, node_recall
 from mechscope.zoo import get_task
 
 KEYS = ("edge_auroc", "cpr", "cmd", "node_recall")
-STEPS = {"spd": {"steps": 2000}}
-"""Per-method settings for this table (others: their defaults)."""
+STEPS = {("boolean-circuits", "spd"): {"steps": 2000}}
+"""Per task × method settings for this table (others: the method's defaults — on resid-mlp SPD's
+fast preset row, 1,500 steps, the one that reaches issue 19's recovery bar)."""
 
 
 def cpu_s() -> float:
@@ -49,15 +54,33 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def settings(method: str, steps: int | None) -> dict[str, Any]:
+def settings(task: str, method: str, steps: int | None) -> dict[str, Any]:
     """The method's settings in this table: STEPS, with --steps overriding every trained method's."""
-    sets = dict(STEPS.get(method, {}))
+    sets = dict(STEPS.get((task, method), {}))
     if steps is not None and method not in ("oracle", "random", "neurons"):
         sets["steps"] = steps
     return sets
 
 
-def row(task_name: str, method: str, seed: int, graphs: Path | None = None, steps: int | None = None) -> dict[str, Any]:
+def reuse_run(run_dir: Path, task_name: str, method: str, seed: int, sets: dict[str, Any], target: Any) -> Decomposition:
+    """A `mechscope decompose` run's decomposition in place of this row's fit — only when it is the
+    same fit: same task, method, seed and target seed, and the method config this table would
+    resolve (the module list aside: the run's patterns name the same MLP sites)."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    want = {"task": task_name, "method": method, "seed": seed, "target_seed": seed}
+    got = {k: cfg.get(k) for k in want}
+    if got != want:
+        raise ValueError(f"--from-run {run_dir}: is {got}, this row is {want}")
+    spec = get_method(method)
+    mine = spec.Cfg(**sets).resolved(get_task(task_name)).model_dump()
+    diff = {k: (v, mine.get(k)) for k, v in cfg["method_config"].items() if k != "modules" and mine.get(k) != v}
+    if diff:
+        raise ValueError(f"--from-run {run_dir}: method config differs from this table's (run, table): {diff}")
+    return load_decomposition(run_dir / "decomposition", target)
+
+
+def row(task_name: str, method: str, seed: int, graphs: Path | None = None, steps: int | None = None,
+        from_run: Path | None = None) -> dict[str, Any]:  # fmt: skip
     task = get_task(task_name)
     torch.manual_seed(seed)
     target = task.make_target(seed)
@@ -73,7 +96,8 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
         graph = g
         out.update(shortcut_report(project(g, match(g, groups, truth, 0.7)[0], truth), sim, truth, 0.9))
     else:
-        dec = fit_for_circuits(method, target, task, seed, settings(method, steps))
+        sets = settings(task_name, method, steps)
+        dec = reuse_run(from_run, task_name, method, seed, sets, target) if from_run else fit_for_circuits(method, target, task, seed, sets)
         x = task.onehot()
         graph = build_graph(dec, x)
         out = score_circuit(dec, x, graph, groups_of(dec), truth)
@@ -82,8 +106,9 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
     if graphs is not None:
         assign, sim = match(graph, groups, truth, 0.7)
         save_scored(graphs / task_name / method / f"seed{seed}", graph, truth, assign, sim, project(graph, assign, truth))
-    return {"task": task_name, "method": method, "seed": seed, "settings": settings(method, steps), **out,
-            "cpu_s": cpu_s() - c0}
+    extra = {"from_run": str(from_run)} if from_run else {}
+    return {"task": task_name, "method": method, "seed": seed, "settings": settings(task_name, method, steps), **extra,
+            **out, "cpu_s": cpu_s() - c0}
 
 
 def main() -> None:
@@ -96,7 +121,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="training steps of every trained method (default: STEPS / theirs)")
     ap.add_argument("--out", type=Path, default=Path("circuits_rows.jsonl"))
     ap.add_argument("--graphs", type=Path, default=None, help="save each row's graph + projection here")
+    ap.add_argument("--from-run", action="append", default=[], metavar="TASK:METHOD:SEED=RUN_DIR",
+                    help="score this `mechscope decompose` run instead of fitting the row (same config only)")
     args = ap.parse_args()
+    runs: dict[tuple[str, str, int], Path] = {}
+    for spec in args.from_run:
+        key, _, path = spec.partition("=")
+        t, m, k = key.split(":")
+        runs[(t, m, int(k))] = Path(path)
     torch.set_num_threads(args.threads)
     done = set()
     if args.out.exists():
@@ -110,7 +142,7 @@ def main() -> None:
                     continue
                 start = time.perf_counter()
                 try:
-                    r = row(t, m, seed, args.graphs, args.steps)
+                    r = row(t, m, seed, args.graphs, args.steps, runs.get((t, m, seed)))
                 except Exception as err:  # a failed cell is a row, not a crash of the whole table
                     r = {"task": t, "method": m, "seed": seed, "error": f"{type(err).__name__}: {err}"}
                 r["wall_s"] = time.perf_counter() - start
