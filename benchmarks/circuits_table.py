@@ -111,6 +111,42 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
             **out, "cpu_s": cpu_s() - c0}
 
 
+def table(rows: list[dict[str, Any]], tasks: list[str], methods: list[str]) -> str:
+    """Markdown: one line per task × method × settings (rows of different settings never share a
+    mean; a later row of the same cell and seed replaces an earlier one)."""
+    latest: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    for r in rows:
+        sets = r.get("settings")
+        sets = settings(r["task"], r["method"], None) if sets is None else sets  # rows from before the field
+        latest[(r["task"], r["method"], json.dumps(sets, sort_keys=True), r["seed"])] = {**r, "settings": sets}
+    lines = [f"| task | method | settings | seeds | {' | '.join(KEYS)} | hops (all seeds) | cpu_s / seed |",
+             f"|---|---|---|---|{'---|' * (len(KEYS) + 2)}"]
+    for t in tasks:
+        for m in methods:
+            cells = sorted({k[2] for k in latest if k[:2] == (t, m)})
+            if not cells:
+                lines.append(f"| {t} | {m} | – | 0 | not run |")
+            for sets_key in cells:
+                rs = [r for k, r in sorted(latest.items()) if k[:3] == (t, m, sets_key)]
+                ok = [r for r in rs if "error" not in r]
+                shown = ", ".join(f"{k}={v}" for k, v in json.loads(sets_key).items()) or "defaults"
+                if any(r.get("from_run") for r in ok):
+                    shown += f" (seeds {', '.join(str(r['seed']) for r in ok if r.get('from_run'))} scored from a decompose run)"
+                if not ok:
+                    lines.append(f"| {t} | {m} | {shown} | 0 | failed: {rs[0]['error'][:60]} |")
+                    continue
+                vals = []
+                for k in KEYS:
+                    v = [r[k] for r in ok if k in r]
+                    vals.append("–" if not v else f"{v[0]:.3f}" if len(v) == 1 else f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}")
+                hops = Counter(h["verdict"] for r in ok for h in r.get("hops", []))
+                n_hops = sum(hops.values())
+                vals.append(", ".join(f"{v} {n}/{n_hops}" for v, n in hops.most_common()) or "–")
+                vals.append(f"{statistics.mean(r.get('cpu_s', 0.0) for r in ok):.0f}")
+                lines.append(f"| {t} | {m} | {shown} | {len(ok)} | {' | '.join(vals)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", default="boolean-circuits,resid-mlp-2l,resid-mlp-3l")
@@ -150,28 +186,7 @@ def main() -> None:
                     f.write(json.dumps(r) + "\n")
                 print(json.dumps(r), flush=True)
     rows = [json.loads(line) for line in args.out.read_text().splitlines()]
-    print(f"\n| task | method | seeds | {' | '.join(KEYS)} | hops (all seeds) |\n|---|---|---|{'---|' * (len(KEYS) + 1)}")
-    for t in args.tasks.split(","):
-        for m in args.methods.split(","):
-            rs = [r for r in rows if r["task"] == t and r["method"] == m and "error" not in r]
-            if not rs:
-                errs = [r["error"] for r in rows if r["task"] == t and r["method"] == m and "error" in r]
-                print(f"| {t} | {m} | 0 | failed: {errs[0][:60] if errs else 'not run'} |")
-                continue
-            cells = []
-            for k in KEYS:
-                vals = [r[k] for r in rs if k in r]
-                if not vals:
-                    cells.append("–")
-                elif len(vals) == 1:
-                    cells.append(f"{vals[0]:.3f}")
-                else:
-                    cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}")
-            hops = Counter(h["verdict"] for r in rs for h in r.get("hops", []))
-            n_hops = sum(hops.values())
-            cells.append(", ".join(f"{v} {n}/{n_hops}" for v, n in hops.most_common()) or "–")
-            print(f"| {t} | {m} | {len(rs)} | {' | '.join(cells)} |")
-
+    print(table(rows, args.tasks.split(","), args.methods.split(",")))
 
 if __name__ == "__main__":
     main()
