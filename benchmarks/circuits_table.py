@@ -86,6 +86,7 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
     target = task.make_target(seed)
     truth = circuit_truth(task, target)
     c0 = cpu_s()
+    dec: Decomposition | None = None
     if method in ("oracle", "random"):
         g, groups = calibration_graph(truth, method, torch.Generator().manual_seed(seed))
         s, lab, by = edge_scores(g, groups, truth)
@@ -106,6 +107,8 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
     if graphs is not None:
         assign, sim = match(graph, groups, truth, 0.7)
         save_scored(graphs / task_name / method / f"seed{seed}", graph, truth, assign, sim, project(graph, assign, truth))
+        if dec is not None and from_run is None:  # the fit itself, so a row can be rescored without refitting
+            dec.save(graphs / task_name / method / f"seed{seed}" / "decomposition")
     extra = {"from_run": str(from_run)} if from_run else {}
     return {"task": task_name, "method": method, "seed": seed, "settings": settings(task_name, method, steps), **extra,
             **out, "cpu_s": cpu_s() - c0}
