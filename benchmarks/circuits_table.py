@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="boolean-circuits,resid-mlp-2l,resid-mlp-3l")
     ap.add_argument("--methods", default="oracle,random,neurons,sae-topk,transcoder-topk,clt-topk,spd")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-list", default=None, help="comma-separated seeds to run instead of 0 … --seeds − 1")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--print-only", action="store_true", help="print the table of --out's rows, run nothing")
     ap.add_argument("--steps", type=int, default=None, help="training steps of every trained method (default: STEPS / theirs)")
@@ -174,7 +175,8 @@ def main() -> None:
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
             done.add((r["task"], r["method"], r["seed"]))
-    for seed in range(0 if args.print_only else args.seeds):  # seed-major: every cell gets one seed before any gets three
+    seeds = [int(k) for k in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
+    for seed in [] if args.print_only else seeds:  # seed-major: every cell gets one seed before any gets three
         for t in args.tasks.split(","):
             for m in args.methods.split(","):
                 if (t, m, seed) in done:
