@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from mechscope.circuits import build_graph, groups_of
 from mechscope.circuits.score import (
@@ -36,12 +37,16 @@ from mechscope.circuits.score import (
     shortcut_report,
 )
 from mechscope.circuits.tasks import circuit_truth, fit_for_circuits
+from mechscope.decompose import load_decomposition
+from mechscope.decompose.base import Decomposition
+from mechscope.decompose.registry import get_method
 from mechscope.metrics.circuits import edge_auroc, node_recall
 from mechscope.zoo import get_task
 
 KEYS = ("edge_auroc", "cpr", "cmd", "node_recall")
-STEPS = {"spd": {"steps": 2000}}
-"""Per-method settings for this table (others: their defaults)."""
+STEPS = {("boolean-circuits", "spd"): {"steps": 2000}}
+"""Per task × method settings for this table (others: the method's defaults — on resid-mlp SPD's
+fast preset row, 1,500 steps, the one that reaches issue 19's recovery bar)."""
 
 
 def cpu_s() -> float:
@@ -49,20 +54,39 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def settings(method: str, steps: int | None) -> dict[str, Any]:
+def settings(task: str, method: str, steps: int | None) -> dict[str, Any]:
     """The method's settings in this table: STEPS, with --steps overriding every trained method's."""
-    sets = dict(STEPS.get(method, {}))
+    sets = dict(STEPS.get((task, method), {}))
     if steps is not None and method not in ("oracle", "random", "neurons"):
         sets["steps"] = steps
     return sets
 
 
-def row(task_name: str, method: str, seed: int, graphs: Path | None = None, steps: int | None = None) -> dict[str, Any]:
+def reuse_run(run_dir: Path, task_name: str, method: str, seed: int, sets: dict[str, Any], target: Any) -> Decomposition:
+    """A `mechscope decompose` run's decomposition in place of this row's fit — only when it is the
+    same fit: same task, method, seed and target seed, and the method config this table would
+    resolve (the module list aside: the run's patterns name the same MLP sites)."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    want = {"task": task_name, "method": method, "seed": seed, "target_seed": seed}
+    got = {k: cfg.get(k) for k in want}
+    if got != want:
+        raise ValueError(f"--from-run {run_dir}: is {got}, this row is {want}")
+    spec = get_method(method)
+    mine = spec.Cfg(**sets).resolved(get_task(task_name)).model_dump()
+    diff = {k: (v, mine.get(k)) for k, v in cfg["method_config"].items() if k != "modules" and mine.get(k) != v}
+    if diff:
+        raise ValueError(f"--from-run {run_dir}: method config differs from this table's (run, table): {diff}")
+    return load_decomposition(run_dir / "decomposition", target)
+
+
+def row(task_name: str, method: str, seed: int, graphs: Path | None = None, steps: int | None = None,
+        from_run: Path | None = None) -> dict[str, Any]:  # fmt: skip
     task = get_task(task_name)
     torch.manual_seed(seed)
     target = task.make_target(seed)
     truth = circuit_truth(task, target)
     c0 = cpu_s()
+    dec: Decomposition | None = None
     if method in ("oracle", "random"):
         g, groups = calibration_graph(truth, method, torch.Generator().manual_seed(seed))
         s, lab, by = edge_scores(g, groups, truth)
@@ -73,7 +97,8 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
         graph = g
         out.update(shortcut_report(project(g, match(g, groups, truth, 0.7)[0], truth), sim, truth, 0.9))
     else:
-        dec = fit_for_circuits(method, target, task, seed, settings(method, steps))
+        sets = settings(task_name, method, steps)
+        dec = reuse_run(from_run, task_name, method, seed, sets, target) if from_run else fit_for_circuits(method, target, task, seed, sets)
         x = task.onehot()
         graph = build_graph(dec, x)
         out = score_circuit(dec, x, graph, groups_of(dec), truth)
@@ -82,8 +107,47 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
     if graphs is not None:
         assign, sim = match(graph, groups, truth, 0.7)
         save_scored(graphs / task_name / method / f"seed{seed}", graph, truth, assign, sim, project(graph, assign, truth))
-    return {"task": task_name, "method": method, "seed": seed, "settings": settings(method, steps), **out,
-            "cpu_s": cpu_s() - c0}
+        if dec is not None and from_run is None:  # the fit itself, so a row can be rescored without refitting
+            dec.save(graphs / task_name / method / f"seed{seed}" / "decomposition")
+    extra = {"from_run": str(from_run)} if from_run else {}
+    return {"task": task_name, "method": method, "seed": seed, "settings": settings(task_name, method, steps), **extra,
+            **out, "cpu_s": cpu_s() - c0}
+
+
+def table(rows: list[dict[str, Any]], tasks: list[str], methods: list[str]) -> str:
+    """Markdown: one line per task × method × settings (rows of different settings never share a
+    mean; a later row of the same cell and seed replaces an earlier one)."""
+    latest: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    for r in rows:
+        sets = r.get("settings")
+        sets = settings(r["task"], r["method"], None) if sets is None else sets  # rows from before the field
+        latest[(r["task"], r["method"], json.dumps(sets, sort_keys=True), r["seed"])] = {**r, "settings": sets}
+    lines = [f"| task | method | settings | seeds | {' | '.join(KEYS)} | hops (all seeds) | cpu_s / seed |",
+             f"|---|---|---|---|{'---|' * (len(KEYS) + 2)}"]
+    for t in tasks:
+        for m in methods:
+            cells = sorted({k[2] for k in latest if k[:2] == (t, m)})
+            if not cells:
+                lines.append(f"| {t} | {m} | – | 0 | not run |")
+            for sets_key in cells:
+                rs = [r for k, r in sorted(latest.items()) if k[:3] == (t, m, sets_key)]
+                ok = [r for r in rs if "error" not in r]
+                shown = ", ".join(f"{k}={v}" for k, v in json.loads(sets_key).items()) or "defaults"
+                if any(r.get("from_run") for r in ok):
+                    shown += f" (seeds {', '.join(str(r['seed']) for r in ok if r.get('from_run'))} scored from a decompose run)"
+                if not ok:
+                    lines.append(f"| {t} | {m} | {shown} | 0 | failed: {rs[0]['error'][:60]} |")
+                    continue
+                vals = []
+                for k in KEYS:
+                    v = [r[k] for r in ok if k in r]
+                    vals.append("–" if not v else f"{v[0]:.3f}" if len(v) == 1 else f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}")
+                hops = Counter(h["verdict"] for r in ok for h in r.get("hops", []))
+                n_hops = sum(hops.values())
+                vals.append(", ".join(f"{v} {n}/{n_hops}" for v, n in hops.most_common()) or "–")
+                vals.append(f"{statistics.mean(r.get('cpu_s', 0.0) for r in ok):.0f}")
+                lines.append(f"| {t} | {m} | {shown} | {len(ok)} | {' | '.join(vals)} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -91,26 +155,35 @@ def main() -> None:
     ap.add_argument("--tasks", default="boolean-circuits,resid-mlp-2l,resid-mlp-3l")
     ap.add_argument("--methods", default="oracle,random,neurons,sae-topk,transcoder-topk,clt-topk,spd")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-list", default=None, help="comma-separated seeds to run instead of 0 … --seeds − 1")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--print-only", action="store_true", help="print the table of --out's rows, run nothing")
     ap.add_argument("--steps", type=int, default=None, help="training steps of every trained method (default: STEPS / theirs)")
     ap.add_argument("--out", type=Path, default=Path("circuits_rows.jsonl"))
     ap.add_argument("--graphs", type=Path, default=None, help="save each row's graph + projection here")
+    ap.add_argument("--from-run", action="append", default=[], metavar="TASK:METHOD:SEED=RUN_DIR",
+                    help="score this `mechscope decompose` run instead of fitting the row (same config only)")
     args = ap.parse_args()
+    runs: dict[tuple[str, str, int], Path] = {}
+    for spec in args.from_run:
+        key, _, path = spec.partition("=")
+        t, m, k = key.split(":")
+        runs[(t, m, int(k))] = Path(path)
     torch.set_num_threads(args.threads)
     done = set()
     if args.out.exists():
         for line in args.out.read_text().splitlines():
             r = json.loads(line)
             done.add((r["task"], r["method"], r["seed"]))
-    for seed in range(0 if args.print_only else args.seeds):  # seed-major: every cell gets one seed before any gets three
+    seeds = [int(k) for k in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
+    for seed in [] if args.print_only else seeds:  # seed-major: every cell gets one seed before any gets three
         for t in args.tasks.split(","):
             for m in args.methods.split(","):
                 if (t, m, seed) in done:
                     continue
                 start = time.perf_counter()
                 try:
-                    r = row(t, m, seed, args.graphs, args.steps)
+                    r = row(t, m, seed, args.graphs, args.steps, runs.get((t, m, seed)))
                 except Exception as err:  # a failed cell is a row, not a crash of the whole table
                     r = {"task": t, "method": m, "seed": seed, "error": f"{type(err).__name__}: {err}"}
                 r["wall_s"] = time.perf_counter() - start
@@ -118,28 +191,7 @@ def main() -> None:
                     f.write(json.dumps(r) + "\n")
                 print(json.dumps(r), flush=True)
     rows = [json.loads(line) for line in args.out.read_text().splitlines()]
-    print(f"\n| task | method | seeds | {' | '.join(KEYS)} | hops (all seeds) |\n|---|---|---|{'---|' * (len(KEYS) + 1)}")
-    for t in args.tasks.split(","):
-        for m in args.methods.split(","):
-            rs = [r for r in rows if r["task"] == t and r["method"] == m and "error" not in r]
-            if not rs:
-                errs = [r["error"] for r in rows if r["task"] == t and r["method"] == m and "error" in r]
-                print(f"| {t} | {m} | 0 | failed: {errs[0][:60] if errs else 'not run'} |")
-                continue
-            cells = []
-            for k in KEYS:
-                vals = [r[k] for r in rs if k in r]
-                if not vals:
-                    cells.append("–")
-                elif len(vals) == 1:
-                    cells.append(f"{vals[0]:.3f}")
-                else:
-                    cells.append(f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}")
-            hops = Counter(h["verdict"] for r in rs for h in r.get("hops", []))
-            n_hops = sum(hops.values())
-            cells.append(", ".join(f"{v} {n}/{n_hops}" for v, n in hops.most_common()) or "–")
-            print(f"| {t} | {m} | {len(rs)} | {' | '.join(cells)} |")
-
+    print(table(rows, args.tasks.split(","), args.methods.split(",")))
 
 if __name__ == "__main__":
     main()
