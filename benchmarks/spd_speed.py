@@ -76,7 +76,7 @@ def fmt(m: dict[str, Any]) -> str:
     if m["task"].startswith("resid-mlp"):  # per layer: mlp_in mmcs / ml2r / activity_f1, mlp_out dense_cos
         layers = sorted({s.split(".")[1] for s in m["sites"] if s.startswith("layers.")}, key=int)
         return "; ".join(
-            f"L{li} {m['sites'][f'layers.{li}.mlp_in']['mmcs']:.3f}/{m['sites'][f'layers.{li}.mlp_in']['ml2r']:.2f}/"
+            f"L{li} {m['sites'][f'layers.{li}.mlp_in']['mmcs']:.3f}/{m['sites'][f'layers.{li}.mlp_in']['ml2r']:.3f}/"
             f"{m['sites'][f'layers.{li}.mlp_in']['activity_f1']:.2f} {m['sites'][f'layers.{li}.mlp_out'].get('dense_cos', 0):.3f}"
             for li in layers
         )
