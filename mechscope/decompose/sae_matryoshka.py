@@ -28,9 +28,9 @@ from mechscope.decompose.dictionary import (
     DictionaryConfig,
     SparseCoder,
     TrainStep,
-    sparse_decode,
 )
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition
+from mechscope.decompose.dictionary_kernels import sparse_decode
 from mechscope.decompose.dictionary_sizing import reads_truth
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.decompose.sae import SiteOption, applies_to

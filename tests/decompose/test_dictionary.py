@@ -14,10 +14,10 @@ from mechscope.decompose.dictionary import (
     ReLUOptions,
     SparseCoder,
     TopKOptions,
-    _TopKEncode,
     lr_lambda,
     train_coder,
 )
+from mechscope.decompose.dictionary_kernels import _TopKEncode
 from mechscope.decompose.dictionary_sizing import oracle_sizes
 
 
