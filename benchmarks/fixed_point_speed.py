@@ -32,9 +32,9 @@ import torch
 from mechscope.bench.run import CellRequest
 from mechscope.bench.run import resolve as resolve_cell
 from mechscope.dynamics.finder import FinderConfig, FixedPoints, find_fixed_points, sample_starts
-from mechscope.dynamics.method import readout_fn, trajectories
+from mechscope.dynamics.method import trajectories
 from mechscope.dynamics.scoring import score_closed_form, score_flipflop
-from mechscope.dynamics.wrappers import as_step
+from mechscope.dynamics.wrappers import as_step, readout_fn
 from mechscope.zoo.cache import seeded_generator
 
 

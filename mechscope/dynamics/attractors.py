@@ -33,7 +33,8 @@ from mechscope.dynamics.wrappers import StepFunction
 Q_FIXED: float = FinderConfig.model_fields["q_fixed"].default
 """A Newton end point with q below this is a fixed point (the finder's default `q_fixed`)."""
 MEMORY_TOL = 0.5
-"""A readout reproduces a memory when every output is within this of its ±1 (as `score_flipflop`)."""
+"""A readout reproduces a memory when every output is within this of its ±1 (here and in
+`score_flipflop`, which imports it: the scorer imports the zoo, the zoo this module)."""
 
 
 def memory_attractors(

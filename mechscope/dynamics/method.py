@@ -27,7 +27,7 @@ from mechscope.config import Config
 from mechscope.core import Task, TaskFacts, seeded_generator
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.dynamics.finder import FinderConfig, FixedPoints, NoFixedPointsError, find_fixed_points
-from mechscope.dynamics.wrappers import StepFunction, as_step
+from mechscope.dynamics.wrappers import StepFunction, as_step, readout_fn
 from mechscope.files import atomic_write
 
 N_TRAJECTORIES = 64
@@ -208,16 +208,6 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
 
 
 # --- scoring against the expected structure (the truth: only `evaluate` reads it) ---------------
-
-
-def readout_fn(model: nn.Module, step: StepFunction) -> Any:
-    """Maps states [K, n] to the model's outputs (its `readout` Linear, else the readout slice)."""
-    a, b = step.readout_slice
-    lin = getattr(model, "readout", None)
-    if isinstance(lin, nn.Linear):
-        w, bias = lin.weight.detach().double(), lin.bias.detach().double()
-        return lambda h: h[..., a:b].double() @ w.T + bias
-    return lambda h: h[..., a:b]
 
 
 def score_input(task: Task | None, model: nn.Module, fp: FixedPoints, step: StepFunction) -> dict[str, Any]:

@@ -23,11 +23,11 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from mechscope.dynamics.attractors import MEMORY_TOL
 from mechscope.dynamics.finder import FixedPoints
 from mechscope.zoo.rnn_tasks import ExpectedStructure
 
 CLOSED_FORM_TOL = 1e-6
-MEMORY_TOL = 0.5
 
 
 def eig_error(found: Tensor, true: Tensor) -> float:

@@ -152,3 +152,13 @@ def _lstm(x: Tensor, hc: Tensor, w: tuple[Tensor, Tensor, Tensor, Tensor], hidde
     c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     h_new = torch.sigmoid(o) * torch.tanh(c_new)
     return torch.cat([h_new, c_new], dim=-1)
+
+
+def readout_fn(model: nn.Module, step: StepFunction) -> Callable[[Tensor], Tensor]:
+    """Maps states [K, n] to the model's outputs (its `readout` Linear, else the readout slice)."""
+    a, b = step.readout_slice
+    lin = getattr(model, "readout", None)
+    if isinstance(lin, nn.Linear):
+        w, bias = lin.weight.detach().double(), lin.bias.detach().double()
+        return lambda h: h[..., a:b].double() @ w.T + bias
+    return lambda h: h[..., a:b]

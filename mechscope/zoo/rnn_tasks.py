@@ -38,7 +38,7 @@ from mechscope.bounds import Count, LearningRate, NonNegative, Positive, Steps
 from mechscope.config import Config, ConfigError
 from mechscope.dynamics.attractors import memory_attractors
 from mechscope.dynamics.linearize import STABLE_TOL
-from mechscope.dynamics.wrappers import as_step
+from mechscope.dynamics.wrappers import as_step, readout_fn
 from mechscope.zoo import register_task
 from mechscope.zoo.base import GroundTruth, Progress, Task, no_progress
 from mechscope.zoo.cache import load_target, save_target, seeded_generator, target_path
@@ -384,9 +384,7 @@ class FlipFlopTask(RecurrentTask):
             y = model(hold)  # (2^bits, 1 + hold, bits)
             held = bool(((y.sign() == mem[:, None]) & (y.abs() > 0.5)).all())
         step = as_step(model)
-        a, b = step.readout_slice
-        w, bias = model.readout.weight.detach().double(), model.readout.bias.detach().double()
-        attr = memory_attractors(step, lambda h: h[..., a:b] @ w.T + bias, self.memories(), c.hold_steps, c.attractor_tol)
+        attr = memory_attractors(step, readout_fn(model, step), self.memories(), c.hold_steps, c.attractor_tol)
         ok = acc >= 0.99 and held and attr["attractors_ok"]
         return {"ok": ok, "bit_accuracy": acc, "memories_held": held} | attr
 
