@@ -258,10 +258,11 @@ class SparseCoder(nn.Module):
             l0 = float((z > 0).sum()) / B
         mse = (y_hat - y).pow(2).sum(-1).mean()
         loss = mse
-        if isinstance(cfg, ReLUOptions):
-            loss = loss + cfg.l1_coef * (z * self.W_dec.norm(dim=1)).sum(-1).mean()
-        elif isinstance(cfg, JumpReLUOptions) and self.l1_phase:
-            loss = loss + cfg.warmup_l1_coef * (z * self.W_dec.norm(dim=1)).sum(-1).mean()
+        l1_price = cfg.l1_coef if isinstance(cfg, ReLUOptions) else (
+            cfg.warmup_l1_coef if isinstance(cfg, JumpReLUOptions) and self.l1_phase else None
+        )
+        if l1_price is not None:  # relu, and jumprelu's L1 warm-up: L1 weighted by decoder norm
+            loss = loss + l1_price * (z * self.W_dec.norm(dim=1)).sum(-1).mean()
         elif isinstance(cfg, JumpReLUOptions):
             l0_soft = _Step.apply(pre, self.log_threshold.exp(), cfg.bandwidth, cfg.l0_grad_to_encoder).sum(-1).mean()
             loss = loss + cfg.l0_coef * l0_soft
