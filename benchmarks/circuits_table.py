@@ -86,6 +86,7 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
     target = task.make_target(seed)
     truth = circuit_truth(task, target)
     c0 = cpu_s()
+    sets = settings(task_name, method, steps)
     dec: Decomposition | None = None
     if method in ("oracle", "random"):
         g, groups = calibration_graph(truth, method, torch.Generator().manual_seed(seed))
@@ -97,7 +98,6 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
         graph = g
         out.update(shortcut_report(project(g, match(g, groups, truth, 0.7)[0], truth), sim, truth, 0.9))
     else:
-        sets = settings(task_name, method, steps)
         dec = reuse_run(from_run, task_name, method, seed, sets, target) if from_run else fit_for_circuits(method, target, task, seed, sets)
         x = task.onehot()
         graph = build_graph(dec, x)
@@ -110,7 +110,7 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
         if dec is not None and from_run is None:  # the fit itself, so a row can be rescored without refitting
             dec.save(graphs / task_name / method / f"seed{seed}" / "decomposition")
     extra = {"from_run": str(from_run)} if from_run else {}
-    return {"task": task_name, "method": method, "seed": seed, "settings": settings(task_name, method, steps), **extra,
+    return {"task": task_name, "method": method, "seed": seed, "settings": sets, **extra,
             **out, "cpu_s": cpu_s() - c0}
 
 
