@@ -31,6 +31,7 @@ from mechscope.circuits.score import (
     calibration_graph,
     edge_scores,
     match,
+    matching,
     project,
     save_scored,
     score_circuit,
@@ -63,16 +64,27 @@ def settings(task: str, method: str, steps: int | None) -> dict[str, Any]:
 
 
 def reuse_run(run_dir: Path, task_name: str, method: str, seed: int, sets: dict[str, Any], target: Any) -> Decomposition:
-    """A `mechscope decompose` run's decomposition in place of this row's fit — only when it is the
-    same fit: same task, method, seed and target seed, and the method config this table would
-    resolve (the module list aside: the run's patterns name the same MLP sites)."""
+    """A saved decomposition in place of this row's fit — only when it is the same fit: same task,
+    method, seed and target seed, and the method config this table would resolve (the module list
+    aside: the run's patterns name the same MLP sites). Either a `mechscope decompose` run directory
+    (its config.yaml says all that) or a fit this table saved under --graphs
+    (G/<task>/<method>/seed<k>/decomposition: the path says the row, decomposition.json the settings)."""
+    spec = get_method(method)
+    mine = spec.Cfg(**sets).resolved(get_task(task_name)).model_dump()
+    if not (run_dir / "config.yaml").is_file() and (run_dir / "decomposition.json").is_file():
+        want_path = (task_name, method, f"seed{seed}", "decomposition")
+        if run_dir.parts[-4:] != want_path:
+            raise ValueError(f"--from-run {run_dir}: a table-saved fit must be at …/{'/'.join(want_path)}")
+        saved = json.loads((run_dir / "decomposition.json").read_text())["config"].get("settings", {})
+        diff = {k: (v, mine[k]) for k, v in saved.items() if k in mine and k != "modules" and mine[k] != v}
+        if diff:
+            raise ValueError(f"--from-run {run_dir}: method config differs from this table's (saved, table): {diff}")
+        return load_decomposition(run_dir, target)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     want = {"task": task_name, "method": method, "seed": seed, "target_seed": seed}
     got = {k: cfg.get(k) for k in want}
     if got != want:
         raise ValueError(f"--from-run {run_dir}: is {got}, this row is {want}")
-    spec = get_method(method)
-    mine = spec.Cfg(**sets).resolved(get_task(task_name)).model_dump()
     diff = {k: (v, mine.get(k)) for k, v in cfg["method_config"].items() if k != "modules" and mine.get(k) != v}
     if diff:
         raise ValueError(f"--from-run {run_dir}: method config differs from this table's (run, table): {diff}")
@@ -88,6 +100,7 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
     c0 = cpu_s()
     sets = settings(task_name, method, steps)
     dec: Decomposition | None = None
+    x = task.onehot()
     if method in ("oracle", "random"):
         g, groups = calibration_graph(truth, method, torch.Generator().manual_seed(seed))
         s, lab, by = edge_scores(g, groups, truth)
@@ -99,13 +112,12 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
         out.update(shortcut_report(project(g, match(g, groups, truth, 0.7)[0], truth), sim, truth, 0.9))
     else:
         dec = reuse_run(from_run, task_name, method, seed, sets, target) if from_run else fit_for_circuits(method, target, task, seed, sets)
-        x = task.onehot()
         graph = build_graph(dec, x)
-        out = score_circuit(dec, x, graph, groups_of(dec), truth)
-        out.pop("faithfulness_curve")
         groups = groups_of(dec)
+        out = score_circuit(dec, x, graph, groups, truth)
+        out.pop("faithfulness_curve")
     if graphs is not None:
-        assign, sim = match(graph, groups, truth, 0.7)
+        assign, sim = match(graph, groups, truth, 0.7) if dec is None else matching(dec, x, graph, groups, truth, 0.7)
         save_scored(graphs / task_name / method / f"seed{seed}", graph, truth, assign, sim, project(graph, assign, truth))
         if dec is not None and from_run is None:  # the fit itself, so a row can be rescored without refitting
             dec.save(graphs / task_name / method / f"seed{seed}" / "decomposition")
@@ -162,7 +174,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("circuits_rows.jsonl"))
     ap.add_argument("--graphs", type=Path, default=None, help="save each row's graph + projection here")
     ap.add_argument("--from-run", action="append", default=[], metavar="TASK:METHOD:SEED=RUN_DIR",
-                    help="score this `mechscope decompose` run instead of fitting the row (same config only)")
+                    help="score this `mechscope decompose` run (or a fit saved under --graphs) instead of fitting the row (same config only)")
     args = ap.parse_args()
     runs: dict[tuple[str, str, int], Path] = {}
     for spec in args.from_run:
