@@ -7,13 +7,15 @@ the hidden layer: matched by them, it stands for nothing (recall 0); lifted thro
 component stands for its feature, both signs.
 """
 
+from types import SimpleNamespace
+
 import torch
 from torch import Tensor, nn
 
 from mechscope.circuits.graph import AttributionGraph, Node
 from mechscope.circuits.groups import Group
 from mechscope.circuits.lift import lifted_writes
-from mechscope.circuits.score import match
+from mechscope.circuits.score import match, matching
 from mechscope.circuits.truth import CircuitTruth, TrueNode
 from mechscope.metrics.circuits import node_recall
 
@@ -70,6 +72,9 @@ def test_hidden_layer_components_match_by_their_downstream_write() -> None:
     assert float(sim.max()) > 0.999
     for c in range(4):  # each component stands for one of its own feature's signs
         assert truth.nodes[int(assign[c])].index == c
+    # the scorer's own path (score_circuit and the table call `matching`) lifts too
+    assign2, sim2 = matching(SimpleNamespace(target=model), x, graph, [group], truth, 0.7)  # type: ignore[arg-type]
+    assert torch.equal(assign2, assign) and node_recall(sim2, 0.9) == 1.0
 
 
 def test_components_at_true_sites_are_not_lifted() -> None:
