@@ -55,11 +55,12 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def settings(task: str, method: str, steps: int | None) -> dict[str, Any]:
-    """The method's settings in this table: STEPS, with --steps overriding every trained method's."""
+def settings(task: str, method: str, steps: int | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The method's settings in this table: STEPS, with --steps (and --set) overriding every trained method's."""
     sets = dict(STEPS.get((task, method), {}))
-    if steps is not None and method not in ("oracle", "random", "neurons"):
-        sets["steps"] = steps
+    if method not in ("oracle", "random", "neurons"):
+        sets.update({"steps": steps} if steps is not None else {})
+        sets.update(extra or {})
     return sets
 
 
@@ -92,13 +93,13 @@ def reuse_run(run_dir: Path, task_name: str, method: str, seed: int, sets: dict[
 
 
 def row(task_name: str, method: str, seed: int, graphs: Path | None = None, steps: int | None = None,
-        from_run: Path | None = None) -> dict[str, Any]:  # fmt: skip
+        from_run: Path | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     task = get_task(task_name)
     torch.manual_seed(seed)
     target = task.make_target(seed)
     truth = circuit_truth(task, target)
     c0 = cpu_s()
-    sets = settings(task_name, method, steps)
+    sets = settings(task_name, method, steps, extra)
     dec: Decomposition | None = None
     x = task.onehot()
     if method in ("oracle", "random"):
@@ -121,8 +122,8 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
         save_scored(graphs / task_name / method / f"seed{seed}", graph, truth, assign, sim, project(graph, assign, truth))
         if dec is not None and from_run is None:  # the fit itself, so a row can be rescored without refitting
             dec.save(graphs / task_name / method / f"seed{seed}" / "decomposition")
-    extra = {"from_run": str(from_run)} if from_run else {}
-    return {"task": task_name, "method": method, "seed": seed, "settings": sets, **extra,
+    provenance = {"from_run": str(from_run)} if from_run else {}
+    return {"task": task_name, "method": method, "seed": seed, "settings": sets, **provenance,
             **out, "cpu_s": cpu_s() - c0}
 
 
@@ -171,6 +172,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--print-only", action="store_true", help="print the table of --out's rows, run nothing")
     ap.add_argument("--steps", type=int, default=None, help="training steps of every trained method (default: STEPS / theirs)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a method setting for every trained method of this run (YAML value); the row's settings say it")
     ap.add_argument("--out", type=Path, default=Path("circuits_rows.jsonl"))
     ap.add_argument("--graphs", type=Path, default=None, help="save each row's graph + projection here")
     ap.add_argument("--from-run", action="append", default=[], metavar="TASK:METHOD:SEED=RUN_DIR",
@@ -181,6 +184,12 @@ def main() -> None:
         key, _, path = spec.partition("=")
         t, m, k = key.split(":")
         runs[(t, m, int(k))] = Path(path)
+    extra: dict[str, Any] = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        extra[key] = yaml.safe_load(value)
     torch.set_num_threads(args.threads)
     done = set()
     if args.out.exists():
@@ -195,7 +204,7 @@ def main() -> None:
                     continue
                 start = time.perf_counter()
                 try:
-                    r = row(t, m, seed, args.graphs, args.steps, runs.get((t, m, seed)))
+                    r = row(t, m, seed, args.graphs, args.steps, runs.get((t, m, seed)), extra)
                 except Exception as err:  # a failed cell is a row, not a crash of the whole table
                     r = {"task": t, "method": m, "seed": seed, "error": f"{type(err).__name__}: {err}"}
                 r["wall_s"] = time.perf_counter() - start
