@@ -1,12 +1,13 @@
-"""Where SPD's per-feature pieces sit on a residual MLP, and why its circuit graph has no true nodes.
+"""Where SPD's per-feature pieces sit on a residual MLP, and the check of the scorer's lift.
 
-The circuit scorer matches a component to a true feature by what it writes into the feature's own
-module (`layers.l.mlp_out`). SPD's fast preset keeps each mlp_out as its dense principal axes
-(dense_importance 0), so its per-feature subcomponents are at `mlp_in`, whose writes U[:, c] live
-in the hidden layer. This prints, per decomposed module and over the components that fire on the
-one-hot inputs, the fraction of true features at |cos| ≥ 0.9 with (a) the module's writes as the
-scorer reads them (mlp_out) and (b) an mlp_in component lifted through the MLP: W_out ReLU(±U[:, c])
-(one direction per sign of its coefficient; biases and other components left out).
+SPD's fast preset keeps each mlp_out as its dense principal axes (dense_importance 0), so its
+per-feature subcomponents are at `mlp_in`, whose writes U[:, c] live in the hidden layer, where the
+truth has no nodes. The circuit scorer matches such a component by its effect at the nearest
+downstream module with true nodes (`mechscope/circuits/lift.py`, measured on the target at the
+component's operating point). This prints, per decomposed module and over the components that fire
+on the one-hot inputs, the fraction of true features at |cos| ≥ 0.9 with (a) the module's own
+writes (mlp_out), (b) an mlp_in component lifted statically through the MLP, W_out ReLU(±U[:, c])
+(one direction per sign; biases and other components left out), and (c) the scorer's lift.
 
     .venv/bin/python benchmarks/circuits_spd_lift.py resid-mlp-2l 1 G/resid-mlp-2l/spd/seed1/decomposition
 """
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from mechscope.circuits import groups_of
+from mechscope.circuits.lift import lifted_writes
 from mechscope.circuits.tasks import circuit_truth
 from mechscope.decompose import load_decomposition
 from mechscope.zoo import get_task
@@ -36,6 +38,7 @@ def main() -> None:
     target = task.make_target(seed)
     truth, dec, x = circuit_truth(task, target), load_decomposition(directory, target), task.onehot()
     feats = truth.features()
+    lifted = lifted_writes(target, x, groups_of(dec), truth)
     print("| module | writes compared | components firing | true features there | recall at 0.9 | median best cos |")
     print("|---|---|---|---|---|---|")
     for g in groups_of(dec):
@@ -59,10 +62,15 @@ def main() -> None:
                 W_out = target.get_submodule(site).weight.detach()
                 cand = torch.cat([torch.relu(W) @ W_out.T, torch.relu(-W) @ W_out.T]).float()
                 keep, what = torch.cat([alive, alive]), "W_out ReLU(±U) (lifted)"
-            s = (D @ unit(cand).T).abs()[:, keep]
-            best = s.max(1).values if s.shape[1] else torch.zeros(len(rows))
-            print(f"| {g.site} | {what} | {int(alive.sum())}/{g.n} | {len(rows)} | {float((best >= 0.9).float().mean()):.3f}"
-                  f" | {float(best.median()):.3f} |")  # fmt: skip
+            shown = [(cand, keep, what)]
+            if site in lifted.get(g.site, {}):
+                L = lifted[g.site][site]
+                shown.append((torch.cat([L[:, 0], L[:, 1]]), keep, "the scorer's lift (lift.py)"))
+            for cand, keep, what in shown:
+                s = (D @ unit(cand).T).abs()[:, keep]
+                best = s.max(1).values if s.shape[1] else torch.zeros(len(rows))
+                print(f"| {g.site} | {what} | {int(alive.sum())}/{g.n} | {len(rows)} | {float((best >= 0.9).float().mean()):.3f}"
+                      f" | {float(best.median()):.3f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from mechscope.circuits.score import (
     calibration_graph,
     edge_scores,
     match,
+    matching,
     project,
     save_scored,
     score_circuit,
@@ -54,25 +55,37 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def settings(task: str, method: str, steps: int | None) -> dict[str, Any]:
-    """The method's settings in this table: STEPS, with --steps overriding every trained method's."""
+def settings(task: str, method: str, steps: int | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The method's settings in this table: STEPS, with --steps (and --set) overriding every trained method's."""
     sets = dict(STEPS.get((task, method), {}))
-    if steps is not None and method not in ("oracle", "random", "neurons"):
-        sets["steps"] = steps
+    if method not in ("oracle", "random", "neurons"):
+        sets.update({"steps": steps} if steps is not None else {})
+        sets.update(extra or {})
     return sets
 
 
 def reuse_run(run_dir: Path, task_name: str, method: str, seed: int, sets: dict[str, Any], target: Any) -> Decomposition:
-    """A `mechscope decompose` run's decomposition in place of this row's fit — only when it is the
-    same fit: same task, method, seed and target seed, and the method config this table would
-    resolve (the module list aside: the run's patterns name the same MLP sites)."""
+    """A saved decomposition in place of this row's fit — only when it is the same fit: same task,
+    method, seed and target seed, and the method config this table would resolve (the module list
+    aside: the run's patterns name the same MLP sites). Either a `mechscope decompose` run directory
+    (its config.yaml says all that) or a fit this table saved under --graphs
+    (G/<task>/<method>/seed<k>/decomposition: the path says the row, decomposition.json the settings)."""
+    spec = get_method(method)
+    mine = spec.Cfg(**sets).resolved(get_task(task_name)).model_dump()
+    if not (run_dir / "config.yaml").is_file() and (run_dir / "decomposition.json").is_file():
+        want_path = (task_name, method, f"seed{seed}", "decomposition")
+        if run_dir.parts[-4:] != want_path:
+            raise ValueError(f"--from-run {run_dir}: a table-saved fit must be at …/{'/'.join(want_path)}")
+        saved = json.loads((run_dir / "decomposition.json").read_text())["config"].get("settings", {})
+        diff = {k: (v, mine[k]) for k, v in saved.items() if k in mine and k != "modules" and mine[k] != v}
+        if diff:
+            raise ValueError(f"--from-run {run_dir}: method config differs from this table's (saved, table): {diff}")
+        return load_decomposition(run_dir, target)
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     want = {"task": task_name, "method": method, "seed": seed, "target_seed": seed}
     got = {k: cfg.get(k) for k in want}
     if got != want:
         raise ValueError(f"--from-run {run_dir}: is {got}, this row is {want}")
-    spec = get_method(method)
-    mine = spec.Cfg(**sets).resolved(get_task(task_name)).model_dump()
     diff = {k: (v, mine.get(k)) for k, v in cfg["method_config"].items() if k != "modules" and mine.get(k) != v}
     if diff:
         raise ValueError(f"--from-run {run_dir}: method config differs from this table's (run, table): {diff}")
@@ -80,14 +93,15 @@ def reuse_run(run_dir: Path, task_name: str, method: str, seed: int, sets: dict[
 
 
 def row(task_name: str, method: str, seed: int, graphs: Path | None = None, steps: int | None = None,
-        from_run: Path | None = None) -> dict[str, Any]:  # fmt: skip
+        from_run: Path | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     task = get_task(task_name)
     torch.manual_seed(seed)
     target = task.make_target(seed)
     truth = circuit_truth(task, target)
     c0 = cpu_s()
-    sets = settings(task_name, method, steps)
+    sets = settings(task_name, method, steps, extra)
     dec: Decomposition | None = None
+    x = task.onehot()
     if method in ("oracle", "random"):
         g, groups = calibration_graph(truth, method, torch.Generator().manual_seed(seed))
         s, lab, by = edge_scores(g, groups, truth)
@@ -99,18 +113,17 @@ def row(task_name: str, method: str, seed: int, graphs: Path | None = None, step
         out.update(shortcut_report(project(g, match(g, groups, truth, 0.7)[0], truth), sim, truth, 0.9))
     else:
         dec = reuse_run(from_run, task_name, method, seed, sets, target) if from_run else fit_for_circuits(method, target, task, seed, sets)
-        x = task.onehot()
         graph = build_graph(dec, x)
-        out = score_circuit(dec, x, graph, groups_of(dec), truth)
-        out.pop("faithfulness_curve")
         groups = groups_of(dec)
+        out = score_circuit(dec, x, graph, groups, truth)
+        out.pop("faithfulness_curve")
     if graphs is not None:
-        assign, sim = match(graph, groups, truth, 0.7)
+        assign, sim = match(graph, groups, truth, 0.7) if dec is None else matching(dec, x, graph, groups, truth, 0.7)
         save_scored(graphs / task_name / method / f"seed{seed}", graph, truth, assign, sim, project(graph, assign, truth))
         if dec is not None and from_run is None:  # the fit itself, so a row can be rescored without refitting
             dec.save(graphs / task_name / method / f"seed{seed}" / "decomposition")
-    extra = {"from_run": str(from_run)} if from_run else {}
-    return {"task": task_name, "method": method, "seed": seed, "settings": sets, **extra,
+    provenance = {"from_run": str(from_run)} if from_run else {}
+    return {"task": task_name, "method": method, "seed": seed, "settings": sets, **provenance,
             **out, "cpu_s": cpu_s() - c0}
 
 
@@ -159,16 +172,24 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--print-only", action="store_true", help="print the table of --out's rows, run nothing")
     ap.add_argument("--steps", type=int, default=None, help="training steps of every trained method (default: STEPS / theirs)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a method setting for every trained method of this run (YAML value); the row's settings say it")
     ap.add_argument("--out", type=Path, default=Path("circuits_rows.jsonl"))
     ap.add_argument("--graphs", type=Path, default=None, help="save each row's graph + projection here")
     ap.add_argument("--from-run", action="append", default=[], metavar="TASK:METHOD:SEED=RUN_DIR",
-                    help="score this `mechscope decompose` run instead of fitting the row (same config only)")
+                    help="score this `mechscope decompose` run (or a fit saved under --graphs) instead of fitting the row (same config only)")
     args = ap.parse_args()
     runs: dict[tuple[str, str, int], Path] = {}
     for spec in args.from_run:
         key, _, path = spec.partition("=")
         t, m, k = key.split(":")
         runs[(t, m, int(k))] = Path(path)
+    extra: dict[str, Any] = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        extra[key] = yaml.safe_load(value)
     torch.set_num_threads(args.threads)
     done = set()
     if args.out.exists():
@@ -183,7 +204,7 @@ def main() -> None:
                     continue
                 start = time.perf_counter()
                 try:
-                    r = row(t, m, seed, args.graphs, args.steps, runs.get((t, m, seed)))
+                    r = row(t, m, seed, args.graphs, args.steps, runs.get((t, m, seed)), extra)
                 except Exception as err:  # a failed cell is a row, not a crash of the whole table
                     r = {"task": t, "method": m, "seed": seed, "error": f"{type(err).__name__}: {err}"}
                 r["wall_s"] = time.perf_counter() - start

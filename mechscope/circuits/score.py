@@ -6,10 +6,14 @@ onto the true nodes:
 1. **Match.** Inputs and outputs are shared. A component stands for true feature p when what it
    writes into p's module has |cos| ≥ `match_threshold` with p's direction (best p wins; a
    cross-layer transcoder latent writes into several modules and is matched over all of them).
+   A component whose module holds no true node (an SPD part of an MLP's input layer writes into
+   the hidden layer) is matched by what it writes at the nearest downstream module that does —
+   measured on the target at its operating point, one direction per sign of its coefficient
+   (`lift.py`); `matching` does both.
 2. **Contract.** Edge weights are normalised per destination (each edge's share of what its
-   destination receives). Components that stand for no feature (SPD's `mlp_in` parts, which
-   write into the hidden layer; dead or split latents) are contracted away: the paths through
-   them, products of normalised weights, join their neighbours — A' = A_KK + A_KU Σₙ A_UUⁿ A_UK.
+   destination receives). Components that stand for no feature (dead, split or dense parts that
+   match nothing) are contracted away: the paths through them, products of normalised weights,
+   join their neighbours — A' = A_KK + A_KU Σₙ A_UUⁿ A_UK.
 3. **Project.** S(p, q) = mean over q's components of the total weight they receive from p's.
 
 Then `edge_auroc` ranks every forward candidate pair (p, q) by S against the true edges (pairs
@@ -36,6 +40,7 @@ from torch import Tensor
 
 from mechscope.circuits.graph import AttributionGraph
 from mechscope.circuits.groups import Group
+from mechscope.circuits.lift import lifted_writes
 from mechscope.circuits.shortcut import hop_verdicts, overall
 from mechscope.circuits.truth import CircuitTruth
 from mechscope.config import Config
@@ -56,8 +61,14 @@ def _unit(m: Tensor) -> Tensor:
     return m / m.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def match(graph: AttributionGraph, groups: list[Group], truth: CircuitTruth, threshold: float) -> tuple[Tensor, Tensor]:
-    """(assign [n_nodes] true node id or −1, similarity [n_true_features, n_graph_components])."""
+def match(
+    graph: AttributionGraph, groups: list[Group], truth: CircuitTruth, threshold: float,
+    lifted: dict[str, dict[str, Tensor]] | None = None,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """(assign [n_nodes] true node id or −1, similarity [n_true_features, n_graph_components]).
+
+    `lifted` ({site: {module: [C, S, d]}}, `lift.lifted_writes`) adds candidate writes per
+    component — S directions each, the best one counts — to the group's own `writes`."""
     assign = torch.full((len(graph.nodes),), -1, dtype=torch.long)
     inputs = {n.index: i for i, n in enumerate(truth.nodes) if n.kind == "input"}
     outputs = {n.index: i for i, n in enumerate(truth.nodes) if n.kind == "output"}
@@ -77,12 +88,13 @@ def match(graph: AttributionGraph, groups: list[Group], truth: CircuitTruth, thr
             continue
         cols = torch.tensor([col[i] for i in ids])
         idx = torch.tensor([graph.nodes[i].index for i in ids])
-        for module, W in g.writes.items():
+        writes = [(m, W[:, None]) for m, W in g.writes.items()] + list((lifted or {}).get(site, {}).items())
+        for module, W in writes:  # W [C, S, d]: S candidate directions per component
             rows_ = [r for r, f in enumerate(feats) if truth.nodes[f].site == module]
             if not rows_:
                 continue
             D = torch.stack([truth.nodes[feats[r]].direction for r in rows_])  # type: ignore[misc]
-            s = (_unit(D.float()) @ _unit(W[idx].float()).T).abs()  # (n_feat_here, n_ids)
+            s = torch.einsum("fd,csd->fcs", _unit(D.float()), _unit(W[idx].float())).abs().amax(-1)  # (n_feat_here, n_ids)
             r_t = torch.tensor(rows_)
             sim[r_t[:, None], cols[None, :]] = torch.maximum(sim[r_t[:, None], cols[None, :]], s)
     best, arg = sim.max(dim=0) if len(feats) else (torch.zeros(len(comp_ids)), torch.zeros(len(comp_ids), dtype=torch.long))
@@ -90,6 +102,14 @@ def match(graph: AttributionGraph, groups: list[Group], truth: CircuitTruth, thr
         if float(best[c]) >= threshold:
             assign[node_id] = feats[int(arg[c])]
     return assign, sim
+
+
+def matching(
+    dec: Decomposition, x: Tensor, graph: AttributionGraph, groups: list[Group], truth: CircuitTruth, threshold: float,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """`match` with every group that writes where the truth has no nodes lifted to where it has
+    (`lift.lifted_writes` on the graph's evaluation inputs `x`)."""
+    return match(graph, groups, truth, threshold, lifted_writes(dec.target, x, groups, truth))
 
 
 def project(graph: AttributionGraph, assign: Tensor, truth: CircuitTruth) -> Tensor:
@@ -181,7 +201,7 @@ def score_circuit(
 ) -> dict[str, Any]:  # fmt: skip
     """`edge_auroc`, `cpr`, `cmd`, `node_recall` (+ `node_recall_all`, `n_matched`) of one graph."""
     cfg = config or CircuitScoreConfig()
-    assign, sim = match(graph, groups, truth, cfg.match_threshold)
+    assign, sim = matching(dec, x, graph, groups, truth, cfg.match_threshold)
     S = project(graph, assign, truth)
     p, q, labels = truth.candidates()
     scores = S[p, q]

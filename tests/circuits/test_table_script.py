@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -54,3 +55,15 @@ def test_from_run_refuses_a_different_fit(tmp_path: Path) -> None:
         body["method_config"] = {**method_config, "lr_components": 5e-4}
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(body))
         ct.reuse_run(tmp_path, "resid-mlp-2l", "spd", 1, {}, None)
+
+
+def test_from_run_reads_a_table_saved_fit_only_for_its_own_row(tmp_path: Path) -> None:
+    ct = script()
+    settings = get_method("spd").Cfg().resolved(get_task("resid-mlp-2l")).model_dump()
+    saved = tmp_path / "resid-mlp-2l" / "spd" / "seed1" / "decomposition"
+    saved.mkdir(parents=True)
+    (saved / "decomposition.json").write_text(json.dumps({"kind": "spd", "config": {"settings": {**settings, "C": 99}}}))
+    with pytest.raises(ValueError, match="must be at"):
+        ct.reuse_run(saved, "resid-mlp-2l", "spd", 0, {}, None)  # saved for seed 1, not 0
+    with pytest.raises(ValueError, match="'C': \\(99, "):
+        ct.reuse_run(saved, "resid-mlp-2l", "spd", 1, {}, None)
