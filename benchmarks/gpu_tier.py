@@ -66,10 +66,13 @@ SIZES: dict[str, dict[str, object]] = {
 def bench_command(
     size: dict[str, object], methods: list[str], out: Path, device: str, workers: int
 ) -> list[str]:
-    sets = [
+    from mechscope.decompose import get_method
+
+    fields = set.intersection(*(set(get_method(m).Cfg.model_fields) for m in methods))
+    sets = [  # a setting only where every method has it: sae-jumprelu prices L0 (l0_coef), it has no k
         f"method.{key}={size[key]}"
         for key in ("n_latents", "k", "steps", "batch_size", "lr")
-        if size[key] is not None
+        if size[key] is not None and key in fields
     ]
     cmd = [sys.executable, "-m", "mechscope.cli", "bench", "--tasks", str(size["task"]), "--methods", ",".join(methods),
            "--seeds", "1", "--out", str(out), "--device", device, "--workers", str(workers)]  # fmt: skip
