@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from mechscope.core import Mechanism
+from mechscope.decompose.base import Decomposition
 from mechscope.metrics.matching import EPS, Matching
 from mechscope.metrics.recovery import Colwise, column_match
 
@@ -160,4 +161,50 @@ def colwise(P: Components, T: LowRank) -> Colwise | None:
     return Colwise(cos, l2r)
 
 
-__all__ = ["Components", "LowRank", "colwise", "inner", "l2r_pairs", "norms", "similarity", "single_column"]
+def components(dec: Decomposition, site: str, shape: torch.Size) -> Components | None:
+    """The method's parameter components at `site`: its factors, else its dense matrices [C, o, i]."""
+    if site not in dec.sites:
+        return None
+    f = dec.factors(site)
+    if f is not None:
+        return LowRank(f[0].detach().cpu().double(), f[1].detach().cpu().double())
+    D = dec.directions(site, "parameter")
+    return None if D is None else D.detach().float().cpu().reshape(-1, *shape)
+
+
+def compare(
+    dec: Decomposition, site: str, rank1: Sequence[Mechanism], proj: Tensor | None, Q: Tensor | None
+) -> tuple[Components, LowRank, Tensor] | None:
+    """(components, truth, sim [n_true, C]) of one site, read-projected as the dense path does:
+    with the read basis Q both sides are compared in it (exact); with only Π, components as P Π."""
+    P = components(dec, site, rank1[0].direction.shape)
+    if P is None:
+        return None
+    T = LowRank.of(rank1)
+    if proj is not None:
+        M = Q if Q is not None else proj
+        P = P.read(M) if isinstance(P, LowRank) else P @ M.to(P.dtype)
+        T = T.read(Q) if Q is not None else T
+    return P, T, similarity(P, T)
+
+
+def dense_components(P: Components) -> Tensor:
+    """[C, o, i] float: what a dense rank-k mechanism's group sum is taken over."""
+    if isinstance(P, LowRank):
+        return P.dense().float()
+    return P
+
+
+__all__ = [
+    "Components",
+    "LowRank",
+    "colwise",
+    "compare",
+    "components",
+    "dense_components",
+    "inner",
+    "l2r_pairs",
+    "norms",
+    "similarity",
+    "single_column",
+]

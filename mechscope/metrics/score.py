@@ -21,7 +21,7 @@ else activation space; `sites.<site>` holds one space per site (its `recovery_sp
 Two additions read the matches afterwards: `absorption`/`absorption_data` (only when the truth has a
 hierarchy; top space's pairs) and `latent_precision/recall/f1` (activation space, every latent);
 they return their keys, top level and per site. `pgd_faithfulness` (metrics/pgd.py) sits beside
-`faithfulness`.
+`faithfulness`. A factored parameter truth (`Mechanism.factors`) is scored from factors (metrics/factored.py).
 """
 
 from __future__ import annotations
@@ -189,56 +189,32 @@ def site_recovery(
 
 
 def _factored_site(
-    dec: Decomposition,
-    truth: GroundTruth,
-    site: str,
-    rank1: list[Mechanism],
-    dense: list[Mechanism],
-    sets: EvalSets,
-    fires_onehot: dict[str, Tensor],
-    fires_data: dict[str, Tensor],
-    bases: dict[str, Tensor | None],
-    any_feature: Tensor,
-) -> SiteResult | None:
+    dec: Decomposition, truth: GroundTruth, site: str, rank1: list[Mechanism], dense: list[Mechanism],
+    sets: EvalSets, fires_onehot: dict[str, Tensor], fires_data: dict[str, Tensor],
+    bases: dict[str, Tensor | None], any_feature: Tensor,
+) -> SiteResult | None:  # fmt: skip
     """`site_recovery` in parameter space for a factored truth (metrics/factored.py): the same
     keys from inner products of factors, with the method's own factors where it has them."""
-    if site not in dec.sites:
+    compared = fz.compare(dec, site, rank1, truth.read_projection.get(site), bases.get(site))
+    if compared is None:
         return None
-    comp_factors = dec.factors(site)
-    P: fz.Components
-    if comp_factors is not None:
-        P = fz.LowRank(comp_factors[0].detach().cpu().double(), comp_factors[1].detach().cpu().double())
-    else:
-        D = dec.directions(site, "parameter")
-        if D is None:
-            return None
-        P = D.detach().float().cpu().reshape(-1, *rank1[0].direction.shape)
-    T = fz.LowRank.of(rank1)
-    proj = truth.read_projection.get(site)
-    if proj is not None:  # compare in the read basis Q (exact) or on P Π, as the dense path
-        Q = bases.get(site)
-        M = Q if Q is not None else proj
-        P = P.read(M) if isinstance(P, fz.LowRank) else project_read(P, M)
-        if Q is not None:
-            T = T.read(Q)
-    sim = fz.similarity(P, T)
+    P, T, sim = compared
     C = len(P) if isinstance(P, fz.LowRank) else int(P.shape[0])
     matching = hungarian(sim, sim.double())
     fo = fires_onehot.get(site, torch.zeros(sets.onehot.shape[0], C, dtype=torch.bool))
     fd = fires_data.get(site, torch.zeros(sets.data.shape[0], C, dtype=torch.bool))
     active_onehot = active_matrix(rank1, sets.onehot)
-    active_data = active_matrix(rank1 + dense, sets.data)
-    res = SiteResult("parameter", site, rank1, sim, matching, C, sim.double(), active_onehot, active_data, fd)
+    res = SiteResult("parameter", site, rank1, sim, matching, C, sim.double(), active_onehot,
+                     active_matrix(rank1 + dense, sets.data), fd)  # fmt: skip
     res.f1 = act.f1_per_truth(active_onehot, fo, matching.truth, matching.component)
     res.f1_data = act.f1_per_truth(res.active_data_rank1, fd, matching.truth, matching.component)
     res.l2r = fz.l2r_pairs(P, T, matching)
-    res.colwise = fz.colwise(P, T) if proj is None else None
+    res.colwise = fz.colwise(P, T) if site not in truth.read_projection else None
     if dense:  # a dense rank-k mechanism beside factored ones: its group sum is one d_out × d_in matrix
-        if proj is not None:
-            raise NotImplementedError(f"site {site!r}: a dense mechanism beside a factored truth with a read projection")
-        Pd = P.dense().float() if isinstance(P, fz.LowRank) else P
+        if site in truth.read_projection:
+            raise NotImplementedError(f"site {site!r}: dense mechanisms beside a factored truth with a read projection")
         group = rec.dense_group(fd, any_feature)
-        res.dense = [(m, rec.dense_score(Pd, m.matrix().float().cpu(), group)) for m in dense]
+        res.dense = [(m, rec.dense_score(fz.dense_components(P), m.matrix().float().cpu(), group)) for m in dense]
     return res
 
 
