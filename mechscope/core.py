@@ -69,6 +69,28 @@ class Mechanism:
     feature: int | None = None
     read: Tensor | None = None
     """activation space only: the direction it reads in the site's input (transcoders)."""
+    factors: tuple[Tensor, Tensor] | None = None
+    """parameter space, optional: (U [d_out, r], V [d_in, r]) with T = U Vᵀ, for a truth too large to
+    hold dense (synth-sae-bench-4k: one 192 × 4,096 matrix per feature, ≈ 13 GB for 4,096 features;
+    as factors 70 MB). `direction` is then a meta tensor of T's shape (no storage, so any code that
+    would densify fails loudly instead of running the box out of memory); read T as `matrix()`."""
+
+    @staticmethod
+    def factored(
+        name: str, site: str, U: Tensor, V: Tensor, rule: ActiveRule, feature: int | None = None
+    ) -> Mechanism:
+        """A parameter-space mechanism T = U Vᵀ stored as its factors (U [d_out, r], V [d_in, r])."""
+        if U.dim() != 2 or V.dim() != 2 or U.shape[1] != V.shape[1]:
+            raise ValueError(f"factors must be U [d_out, r], V [d_in, r]; got {tuple(U.shape)}, {tuple(V.shape)}")
+        shape = torch.empty(U.shape[0], V.shape[0], device="meta")
+        return Mechanism(name, "parameter", site, shape, int(U.shape[1]), rule, feature, factors=(U, V))
+
+    def matrix(self) -> Tensor:
+        """T itself: `direction`, or U Vᵀ formed now for a factored mechanism (small tasks, tests)."""
+        if self.factors is None:
+            return self.direction
+        U, V = self.factors
+        return U @ V.T
 
 
 @dataclass

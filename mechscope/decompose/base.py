@@ -76,6 +76,12 @@ class Decomposition(ABC):
     def directions(self, site: str, space: Space) -> Tensor | None:
         """[C, d] component directions at `site` in `space`, or None if none exist there."""
 
+    def factors(self, site: str) -> tuple[Tensor, Tensor] | None:
+        """Parameter components as factors (U [C, d_out, r], V [C, d_in, r]), P_c = U[c] V[c]ᵀ, for
+        methods that store them so; None otherwise. The scorer reads these against a factored truth
+        instead of `directions(site, "parameter")`, which would form C dense matrices."""
+        return None
+
     @abstractmethod
     def activity(self, x: Tensor) -> dict[str, Tensor]:
         """{site: [batch, C]} component activity on inputs x."""

@@ -95,6 +95,12 @@ class OracleDecomposition(ParameterDecomposition):
     def n_components(self, site: str) -> int:
         return len(self.param[site][2] if site in self.param else self.act[site][2])
 
+    def factors(self, site: str) -> tuple[Tensor, Tensor] | None:
+        if site not in self.param:
+            return None
+        U, V, _ = self.param[site]
+        return U.unsqueeze(-1), V.unsqueeze(-1)
+
     def component_outputs(self, site: str, a: Tensor, transpose: bool = False) -> Tensor:
         U, V, _ = self.param[site]
         if transpose:
@@ -172,8 +178,7 @@ def parameter_site(weight: Tensor, mechs: list[Mechanism], tol: float) -> tuple[
     rules: Rules = []
     rest = weight.detach().double().clone()  # (o, i)
     for m in mechs:
-        T = m.direction.double()
-        U, V = rank_one_parts(T, k=m.rank)
+        U, V = _parts(m)
         rest -= torch.einsum("ko,ki->oi", U.double(), V.double())
         Us.append(U)
         Vs.append(V)
@@ -184,6 +189,16 @@ def parameter_site(weight: Tensor, mechs: list[Mechanism], tol: float) -> tuple[
     Vs.append(V)
     rules += [(f"remainder.{k}", "dense", None) for k in range(U.shape[0])]
     return torch.cat(Us), torch.cat(Vs), rules
+
+
+def _parts(m: Mechanism) -> tuple[Tensor, Tensor]:
+    """(U [k, o], V [k, i]) rank-1 parts of one mechanism: its SVD, or for a factored rank-1 truth
+    u vᵀ the factors themselves with ‖v‖ folded into u (what the SVD gives, up to sign)."""
+    if m.factors is not None and m.rank == 1:
+        u, v = m.factors[0][:, 0].double(), m.factors[1][:, 0].double()
+        n = float(v.norm())
+        return (u * n)[None].float(), (v / max(n, 1e-30))[None].float()
+    return rank_one_parts(m.matrix().double(), k=m.rank)
 
 
 def activation_site(mechs: list[Mechanism]) -> tuple[Tensor, Tensor, Rules]:

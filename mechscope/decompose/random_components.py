@@ -48,6 +48,12 @@ class RandomDecomposition(ParameterDecomposition):
     def n_components(self, site: str) -> int:
         return int(self.param[site][0].shape[0] if site in self.param else self.act[site].shape[0])
 
+    def factors(self, site: str) -> tuple[Tensor, Tensor] | None:
+        if site not in self.param:
+            return None
+        U, V = self.param[site]
+        return U.unsqueeze(-1), V.unsqueeze(-1)
+
     def component_outputs(self, site: str, a: Tensor, transpose: bool = False) -> Tensor:
         U, V = self.param[site]
         if transpose:

@@ -395,6 +395,10 @@ class SPDDecomposition(ParameterDecomposition):
         c = self._comp(site)
         return torch.einsum("oc,ci->coi", c.U, c.V).detach()  # (C, d_out, d_in)
 
+    def factors(self, site: str) -> tuple[Tensor, Tensor] | None:
+        c = self._comp(site)
+        return c.U.detach().T.unsqueeze(-1), c.V.detach().unsqueeze(-1)  # (C, o, 1), (C, i, 1)
+
     def component_outputs(self, site: str, a: Tensor, transpose: bool = False) -> Tensor:
         c, kind = self._comp(site), self.site_info[self.sites.index(site)].kind
         if transpose:

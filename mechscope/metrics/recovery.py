@@ -112,18 +112,21 @@ def colwise(P: Tensor, T: Tensor) -> Colwise | None:
         j = single_column(Tk)
         if j is None:
             return None
-        t = Tk[:, j].double()  # (o,)
-        cols = P[:, :, j].double()  # (C, o)
-        if cols.shape[0] == 0:
-            cos.append(0.0)
-            l2r.append(0.0)
-            continue
-        den = (cols.norm(dim=1) * t.norm()).clamp_min(EPS)
-        c = (cols @ t) / den  # (C,)
-        best = int(c.argmax())
-        cos.append(float(c[best]))
-        l2r.append(float(cols[best].norm() / t.norm().clamp_min(EPS)))
+        c, r = column_match(P[:, :, j].double(), Tk[:, j].double())
+        cos.append(c)
+        l2r.append(r)
     return Colwise(cos, l2r)
+
+
+def column_match(cols: Tensor, t: Tensor) -> tuple[float, float]:
+    """(best cosine of any component column cols [C, o] with the truth column t [o], that
+    column's norm ratio to t); (0, 0) when there are no components."""
+    if cols.shape[0] == 0:
+        return 0.0, 0.0
+    den = (cols.norm(dim=1) * t.norm()).clamp_min(EPS)
+    c = (cols @ t) / den  # (C,)
+    best = int(c.argmax())
+    return float(c[best]), float(cols[best].norm() / t.norm().clamp_min(EPS))
 
 
 def mmcs_colwise(cws: Sequence[Colwise | None]) -> float:

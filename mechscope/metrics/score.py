@@ -21,7 +21,7 @@ else activation space; `sites.<site>` holds one space per site (its `recovery_sp
 Two additions read the matches afterwards: `absorption`/`absorption_data` (only when the truth has a
 hierarchy; top space's pairs) and `latent_precision/recall/f1` (activation space, every latent);
 they return their keys, top level and per site. `pgd_faithfulness` (metrics/pgd.py) sits beside
-`faithfulness`.
+`faithfulness`. A factored parameter truth (`Mechanism.factors`) is scored from factors (metrics/factored.py).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from mechscope.core import SPACES, GroundTruth, Mechanism, Space, Task, active_m
 from mechscope.decompose.base import Decomposition
 from mechscope.metrics import absorption as absn
 from mechscope.metrics import activity as act
+from mechscope.metrics import factored as fz
 from mechscope.metrics import latent_f1 as lf1
 from mechscope.metrics import recovery as rec
 from mechscope.metrics.eval_sets import EvalSets, eval_sets
@@ -125,6 +126,8 @@ def site_recovery(
     rank1, dense = scored(truth.in_space(space, site))
     if not rank1 and not dense:
         return None
+    if space == "parameter" and any(m.factors is not None for m in rank1):
+        return _factored_site(dec, truth, site, rank1, dense, sets, fires_onehot, fires_data, bases, any_feature)
     D = _directions(dec, site, space)
     if D is None:
         return None  # the method does not decompose this site in this space
@@ -182,6 +185,36 @@ def site_recovery(
         group = rec.dense_group(fd, any_feature)
         for m, (Pm, Tm) in zip(dense, dense_pairs, strict=True):
             res.dense.append((m, rec.dense_score(Pm, Tm, group)))
+    return res
+
+
+def _factored_site(
+    dec: Decomposition, truth: GroundTruth, site: str, rank1: list[Mechanism], dense: list[Mechanism],
+    sets: EvalSets, fires_onehot: dict[str, Tensor], fires_data: dict[str, Tensor],
+    bases: dict[str, Tensor | None], any_feature: Tensor,
+) -> SiteResult | None:  # fmt: skip
+    """`site_recovery` in parameter space for a factored truth (metrics/factored.py): the same
+    keys from inner products of factors, with the method's own factors where it has them."""
+    compared = fz.compare(dec, site, rank1, truth.read_projection.get(site), bases.get(site))
+    if compared is None:
+        return None
+    P, T, sim = compared
+    C = len(P) if isinstance(P, fz.LowRank) else int(P.shape[0])
+    matching = hungarian(sim, sim.double())
+    fo = fires_onehot.get(site, torch.zeros(sets.onehot.shape[0], C, dtype=torch.bool))
+    fd = fires_data.get(site, torch.zeros(sets.data.shape[0], C, dtype=torch.bool))
+    active_onehot = active_matrix(rank1, sets.onehot)
+    res = SiteResult("parameter", site, rank1, sim, matching, C, sim.double(), active_onehot,
+                     active_matrix(rank1 + dense, sets.data), fd)  # fmt: skip
+    res.f1 = act.f1_per_truth(active_onehot, fo, matching.truth, matching.component)
+    res.f1_data = act.f1_per_truth(res.active_data_rank1, fd, matching.truth, matching.component)
+    res.l2r = fz.l2r_pairs(P, T, matching)
+    res.colwise = fz.colwise(P, T) if site not in truth.read_projection else None
+    if dense:  # a dense rank-k mechanism beside factored ones: its group sum is one d_out × d_in matrix
+        if site in truth.read_projection:
+            raise NotImplementedError(f"site {site!r}: dense mechanisms beside a factored truth with a read projection")
+        group = rec.dense_group(fd, any_feature)
+        res.dense = [(m, rec.dense_score(fz.dense_components(P), m.matrix().float().cpu(), group)) for m in dense]
     return res
 
 
