@@ -259,16 +259,17 @@ class SparseCoder(nn.Module):
             fired[cols[vals > 0]] = True
             l0 = float((vals > 0).sum()) / B
         else:
-            pre = self.pre_acts(x)  # (B, C)
+            bias = self._enc_bias()
+            pre = F.linear(x, self.W_enc, bias)  # (B, C)
             sparse = self._gradient_entries(pre.detach(), cfg)
             if sparse is None:
                 z = self._train_latents(pre, cfg)
                 y_hat = self.decode(z)
                 fired = (z > 0).any(0)
-                l0 = float((z > 0).sum()) / B
+                l0 = int(torch.count_nonzero(z)) / B
             else:  # the same latents on the entries that carry gradient (the rest are 0 with 0 gradient)
                 rows, cols = sparse
-                pre = _EncodeAt.apply(x, self.W_enc, self._enc_bias(), pre.detach(), rows, cols)  # (entries,)
+                pre = _EncodeAt.apply(x, self.W_enc, bias, pre.detach(), rows, cols)  # (entries,)
                 z = self._train_latents(pre, cfg, cols)
                 y_hat = sparse_decode(self.b_dec.expand(B, -1), rows, cols, z, self.W_dec)
                 fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
@@ -304,18 +305,24 @@ class SparseCoder(nn.Module):
 
     def _gradient_entries(self, pre: Tensor, cfg: DictionaryConfig) -> tuple[Tensor, Tensor] | None:
         """(rows, cols), ascending, of the pre-activations [B, C] that carry value or gradient —
-        ReLU: pre > 0; JumpReLU: pre > θ or within the kernel's ε/2 of θ — or None (train dense)
-        when they are more than `SPARSE_BELOW` of the batch. Off them z = 0, and z's, the L1's
-        and the L0's gradients are 0, so the loss and every gradient are the dense step's."""
+        ReLU: pre > 0; JumpReLU: pre > θ or within the kernel's ε/2 of θ, i.e. pre > θ − ε/2 (one
+        comparison; the bound is widened by 0.1 % of ε so rounding cannot drop a band entry, and an
+        entry outside the band has z = 0 and zero gradient anyway) — or None (train dense) when
+        more than `SPARSE_BELOW` of the batch would. Off them z = 0, and z's, the L1's and the L0's
+        gradients are 0, so the loss and every gradient are the dense step's. The density is
+        estimated on the first 64 rows first (0.5 ms) so a dense step does not pay for `nonzero`."""
         if self.activation == "relu":
             on = pre > 0
         else:
             assert isinstance(cfg, JumpReLUOptions)
-            theta = self.log_threshold.detach().exp()
-            on = (pre > theta) | ((pre - theta).abs() < cfg.bandwidth / 2)
-        if int(on.sum()) > SPARSE_BELOW * on.numel():
+            on = pre > self.log_threshold.detach().exp() - 0.5005 * cfg.bandwidth
+        limit = SPARSE_BELOW * on.numel()
+        if int(torch.count_nonzero(on[:64])) * on.shape[0] > limit * min(64, on.shape[0]):
             return None
-        rows, cols = on.nonzero().unbind(1)
+        entries = on.nonzero()
+        if entries.shape[0] > limit:
+            return None
+        rows, cols = entries.unbind(1)
         return rows, cols
 
     def batchtopk_entries(self, x: Tensor, cfg: BatchTopKOptions) -> tuple[Tensor, Tensor, Tensor]:
@@ -462,7 +469,9 @@ def train_coder(
     dev = torch.device(device) if device is not None else x0.device
     coder.to(dev)
     params = [p for p in coder.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=resolved_lr(cfg, x0.shape[1]))
+    # the fused kernel: the same Adam update in one pass, 10 ms a step at 8.4M parameters where the
+    # per-tensor loop took 49 ms (CPU, 1 thread) — it was half a sparse ReLU step
+    opt = torch.optim.Adam(params, lr=resolved_lr(cfg, x0.shape[1]), fused=dev.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.steps, cfg.warmup_frac, cfg.decay_frac))
     since_fired = torch.zeros(n_latents, dtype=torch.long, device=dev)
     # at least one batch-phase step, so the inference θ is estimated
