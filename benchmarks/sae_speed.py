@@ -73,9 +73,9 @@ class StampedMatryoshka(MatryoshkaCoder):
         return out
 
 
-def ours(variant: str, x: Tensor, steps: int, batch: int) -> list[float]:
-    """Step stamps of one mechscope run of `steps` steps at the `sae-*` method's defaults."""
-    common: dict[str, Any] = {"n_latents": C, "steps": steps, "batch_size": batch}
+def ours(variant: str, x: Tensor, steps: int, batch: int, overrides: dict[str, float] | None = None) -> list[float]:
+    """Step stamps of one mechscope run of `steps` steps at the `sae-*` method's defaults (+ `overrides`)."""
+    common: dict[str, Any] = {"n_latents": C, "steps": steps, "batch_size": batch, **(overrides or {})}
     cfg: DictionaryConfig = {
         "relu": lambda: SAEReLUConfig(**common),
         "topk": lambda: SAETopKConfig(k=K, **common),
@@ -130,7 +130,9 @@ def span_rate(stamps: list[float], start: int, stop: int, batch: int) -> float:
     return (stop - start) * batch / max(stamps[stop] - stamps[start], 1e-9)
 
 
-def big_table(variants: list[str], steps: int, peer_steps: int, batch: int, have_saelens: bool) -> None:
+def big_table(
+    variants: list[str], steps: int, peer_steps: int, batch: int, have_saelens: bool, sets: dict[str, dict[str, float]]
+) -> None:
     x = activations(65_536)
     print(f"d={D} latents={C} k={K} batch={batch}; ours: a whole run of {steps} steps at the sae-* defaults; "
           f"SAELens: {peer_steps} steps; activations per CPU-second of the training steps")  # fmt: skip
@@ -139,7 +141,7 @@ def big_table(variants: list[str], steps: int, peer_steps: int, batch: int, have
     print("|---|---|---|---|---|---|---|---|---|")
     for variant in variants:
         ours(variant, x, 3, batch)  # warm-up: first calls, allocator
-        s = ours(variant, x, steps, batch)
+        s = ours(variant, x, steps, batch, sets.get(variant))
         l0 = (L0S[1], sum(L0S[-max(1, steps // 10) :]) / max(1, steps // 10))
         first, whole = span_rate(s, 1, 6, batch), span_rate(s, 0, steps, batch)
         last = span_rate(s, steps - max(1, steps // 10), steps, batch)
@@ -151,7 +153,8 @@ def big_table(variants: list[str], steps: int, peer_steps: int, batch: int, have
             peer = f"{p_first:.0f} | {p_all:.0f} ({p_last:.0f}) | {first / p_first:.2f}× | {whole / p_all:.2f}×"
         else:
             peer = "– | – | – | –"
-        print(f"| {variant} | {first:.0f} | {whole:.0f} | {last:.0f} | {l0[0]:.0f} → {l0[1]:.0f} | {peer} |", flush=True)
+        label = variant + "".join(f", {k}={v:g}" for k, v in sets.get(variant, {}).items())
+        print(f"| {label} | {first:.0f} | {whole:.0f} | {last:.0f} | {l0[0]:.0f} → {l0[1]:.0f} | {peer} |", flush=True)
 
 
 def toy_table(tasks: list[str], variants: list[str]) -> None:
@@ -190,6 +193,8 @@ def main() -> None:
     ap.add_argument("--toy", default="tms-40-10,stress-iid", help="tasks for whole fits vs the peers; '' to skip")
     ap.add_argument("--toy-variants", default=",".join(VARIANTS))
     ap.add_argument("--skip-big", action="store_true", help="only the toy fits")
+    ap.add_argument("--set", action="append", default=[], metavar="VARIANT.KEY=VALUE",
+                    help="override one of our configs' numbers at the big size, e.g. relu.l1_coef=0.1")  # fmt: skip
     args = ap.parse_args()
     if args.steps < 20 or args.peer_steps < 12:
         raise SystemExit(f"--steps {args.steps} / --peer-steps {args.peer_steps}: need at least 20 / 12")
@@ -201,8 +206,15 @@ def main() -> None:
         print("SAELens not installed (pip install -e '.[saelens]'): mechscope alone")
     print(f"{args.threads} thread(s)")
     variants = args.variants.split(",")
+    sets: dict[str, dict[str, float]] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        variant, _, field = key.partition(".")
+        if variant not in VARIANTS or not field or not value:
+            raise SystemExit(f"--set {item!r}: expected VARIANT.KEY=VALUE with VARIANT one of {', '.join(VARIANTS)}")
+        sets.setdefault(variant, {})[field] = float(value)
     if not args.skip_big:
-        big_table(variants, args.steps, args.peer_steps, args.batch, have_saelens)
+        big_table(variants, args.steps, args.peer_steps, args.batch, have_saelens, sets)
     if args.toy and have_saelens:
         toy_table(args.toy.split(","), args.toy_variants.split(","))
 

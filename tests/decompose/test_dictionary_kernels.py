@@ -88,7 +88,7 @@ def test_batchtopk_coder_raises_its_candidates_on_overflow() -> None:
     x[0] *= 20  # one row holds most of the batch's largest pre-activations
     from mechscope.decompose.dictionary import BatchTopKOptions
 
-    vals, rows, cols = c.batchtopk_entries(x, BatchTopKOptions(k=2))
+    vals, _, _ = c.batchtopk_entries(x, BatchTopKOptions(k=2))
     assert c.batch_select["candidates"] > 4 and vals.numel() == 32
     ref = c.pre_acts(x).flatten().topk(32).values.relu().sort().values
     torch.testing.assert_close(vals.detach().sort().values, ref)
