@@ -9,7 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+
+def _encoder_grads(x: Tensor, rows: Tensor, cols: Tensor, g: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:
+    """(∂W_enc, ∂b) of pre = x W_encᵀ + b from the gradient g at the entries (rows, cols) alone:
+    a sparse × dense product, O(entries · d_in) instead of the dense O(B · C · d_in)."""
+    grad_b = torch.zeros(n_latents, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
+    G = torch.sparse_coo_tensor(torch.stack([cols, rows]), g, (n_latents, x.shape[0]), check_invariants=False)
+    return torch.sparse.mm(G, x), grad_b
 
 
 class _TopKEncode(torch.autograd.Function):
@@ -34,25 +43,48 @@ class _TopKEncode(torch.autograd.Function):
         x, idx, vals = ctx.saved_tensors
         B, k = idx.shape
         g = (g_vals * (vals > 0)).flatten()  # (B·k,) ReLU gate
-        flat_idx = idx.flatten()
-        grad_b = torch.zeros(ctx.n_latents, dtype=g.dtype, device=g.device).index_add_(0, flat_idx, g)
         rows = torch.arange(B, device=idx.device).repeat_interleave(k)
-        G = torch.sparse_coo_tensor(torch.stack([flat_idx, rows]), g, (ctx.n_latents, B), check_invariants=False)
-        grad_W = torch.sparse.mm(G, x)  # (C, d_in)
+        grad_W, grad_b = _encoder_grads(x, rows, idx.flatten(), g, ctx.n_latents)
         return None, grad_W, grad_b, None
+
+
+def batch_topk_select(pre: Tensor, n_kept: int, n_candidates: int) -> tuple[Tensor, bool]:
+    """Flat indices (row-major, ascending) of the n_kept largest entries of pre [B, C], and whether
+    the n_candidates-per-row shortcut overflowed (then the full selection ran; ask for more next time).
+
+    The global top-n_kept over B·C is found among each row's top-n_candidates: an entry outside
+    its row's candidates lies below all of them, so it can be kept only if every candidate of that
+    row is kept. If no row has all its candidates kept, the shortcut's choice is the exact one
+    (ties aside, the same values); otherwise it falls back to the top-n_kept of all B·C entries.
+    Measured at B = 1024, C = 8192, k·B = 32k, 1 thread: 31 ms (64 per row) vs 104 ms for the full one."""
+    B, C = pre.shape
+    overflow = n_candidates >= C
+    if not overflow:
+        cand_vals, cand_idx = pre.topk(n_candidates, dim=-1, sorted=False)  # (B, n_candidates)
+        _, j = cand_vals.flatten().topk(n_kept, sorted=False)
+        row = j // n_candidates
+        overflow = bool(torch.bincount(row, minlength=B).max() >= n_candidates)
+        flat = row * C + cand_idx.flatten()[j]
+    if overflow:
+        flat = pre.flatten().topk(n_kept, sorted=False)[1]
+    return flat.sort().values, overflow and n_candidates < C
 
 
 class _BatchTopKEncode(torch.autograd.Function):
     """(vals, rows, cols): the k·B largest of ReLU(x W_encᵀ + b) over the whole batch, as sparse
-    entries, with the sparse backward of `_TopKEncode` (only the kept entries carry gradient)."""
+    entries sorted by row (`batch_topk_select`), with the sparse backward of `_TopKEncode` (only
+    the kept entries carry gradient). `state["candidates"]` (per-row shortcut width) doubles when
+    the shortcut overflows."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, n_kept: int) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, n_kept: int, state: dict[str, int]) -> tuple[Tensor, ...]:
         pre = torch.addmm(b, x, W_enc.t())  # (B, C)
-        vals, flat_idx = pre.flatten().topk(n_kept, sorted=False)  # (k·B,)
-        vals = vals.relu()
         C = W_enc.shape[0]
+        flat_idx, overflow = batch_topk_select(pre, n_kept, state["candidates"])
+        if overflow:
+            state["candidates"] = min(C, 2 * state["candidates"])
         rows, cols = flat_idx // C, flat_idx % C
+        vals = pre.flatten()[flat_idx].relu()
         ctx.save_for_backward(x, rows, cols, vals)
         ctx.n_latents = C
         ctx.mark_non_differentiable(rows, cols)
@@ -61,16 +93,36 @@ class _BatchTopKEncode(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g_vals: Tensor, _g_rows: Tensor, _g_cols: Tensor) -> tuple[Tensor | None, ...]:
         x, rows, cols, vals = ctx.saved_tensors
-        g = g_vals * (vals > 0)
-        grad_b = torch.zeros(ctx.n_latents, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
-        G = torch.sparse_coo_tensor(torch.stack([cols, rows]), g, (ctx.n_latents, x.shape[0]), check_invariants=False)
-        return None, torch.sparse.mm(G, x), grad_b, None
+        grad_W, grad_b = _encoder_grads(x, rows, cols, g_vals * (vals > 0), ctx.n_latents)
+        return None, grad_W, grad_b, None, None
+
+
+class _EncodeAt(torch.autograd.Function):
+    """pre[rows, cols] of pre = x W_encᵀ + b, already computed densely (`pre`, no graph), with the
+    sparse backward: ReLU's and JumpReLU's gradients vanish off their firing (and θ-band) entries,
+    so W_enc's gradient needs only those entries (`_encoder_grads`)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, pre: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+        ctx.save_for_backward(x, rows, cols)
+        ctx.n_latents = W_enc.shape[0]
+        return pre[rows, cols]
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        x, rows, cols = ctx.saved_tensors
+        grad_W, grad_b = _encoder_grads(x, rows, cols, g.contiguous(), ctx.n_latents)
+        return None, grad_W, grad_b, None, None, None
 
 
 def sparse_decode(base: Tensor, rows: Tensor, cols: Tensor, vals: Tensor, W_dec: Tensor) -> Tensor:
     """base [B, d] + Σ over entries (row, col, val) of val · W_dec[col] added to that row: the
-    decoder on a sparse code, O(entries · d) instead of the dense O(B · C · d)."""
-    return base.index_add(0, rows, vals[:, None] * W_dec[cols])
+    decoder on a sparse code, O(entries · d) instead of the dense O(B · C · d). `rows` must be
+    ascending (entries grouped by row): one fused `embedding_bag` — 17 ms fwd+bwd at 32k entries,
+    d = 512, where gathering W_dec[cols] and `index_add` took 187 ms (1 thread)."""
+    counts = torch.bincount(rows, minlength=base.shape[0])
+    offsets = counts.cumsum(0) - counts
+    return base + F.embedding_bag(cols, W_dec, offsets, per_sample_weights=vals, mode="sum")
 
 
 class _JumpReLU(torch.autograd.Function):
@@ -86,7 +138,7 @@ class _JumpReLU(torch.autograd.Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         pre, theta = ctx.saved_tensors
         near = ((pre - theta).abs() < ctx.eps / 2).to(g.dtype)
-        grad_theta = (g * -(theta / ctx.eps) * near).sum(0)
+        grad_theta = _to_theta(g * -(theta / ctx.eps) * near, theta)
         return g * (pre > theta), grad_theta, None
 
 
@@ -104,4 +156,10 @@ class _Step(torch.autograd.Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         pre, theta = ctx.saved_tensors
         kernel = g * ((pre - theta).abs() < ctx.eps / 2).to(g.dtype) / ctx.eps
-        return (kernel if ctx.to_pre else None), -kernel.sum(0), None, None
+        return (kernel if ctx.to_pre else None), _to_theta(-kernel, theta), None, None
+
+
+def _to_theta(grad: Tensor, theta: Tensor) -> Tensor:
+    """θ's gradient: summed over the batch when θ [C] broadcasts over pre [B, C]; as is when θ is
+    gathered per entry (the sparse path: θ[cols] beside pre[rows, cols], summed by the gather)."""
+    return grad if grad.shape == theta.shape else grad.sum(0)

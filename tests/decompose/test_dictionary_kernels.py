@@ -1,0 +1,103 @@
+"""The fast paths of the sparse coder compute the slow paths' losses and gradients.
+
+ReLU / JumpReLU: the sparse-entry step (below `SPARSE_BELOW` density) against the dense step, in both
+JumpReLU phases; BatchTopK: the per-row-candidate selection against the full top-k·B, including a
+batch where one row overflows its candidates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mechscope.decompose.dictionary as dictionary
+from mechscope.decompose.dictionary import JumpReLUOptions, ReLUOptions, SparseCoder
+from mechscope.decompose.dictionary_kernels import batch_topk_select, sparse_decode
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _step(c: SparseCoder, x: torch.Tensor, cfg: ReLUOptions | JumpReLUOptions, sparse_below: float,
+          monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Tensor, float, torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+    monkeypatch.setattr(dictionary, "SPARSE_BELOW", sparse_below)
+    params = [c.W_enc, c.b_enc, c.W_dec, c.b_dec] + ([c.log_threshold] if c.activation == "jumprelu" else [])
+    out = c.train_step(x, x, cfg, torch.zeros(c.n_latents, dtype=torch.bool))
+    return out.loss, out.l0, out.fired, list(torch.autograd.grad(out.loss, params))
+
+
+@pytest.mark.parametrize(
+    ("activation", "l1_phase", "bias"),
+    [("relu", False, -0.8), ("relu", False, 0.5), ("jumprelu", True, -0.3), ("jumprelu", False, -0.3),
+     ("jumprelu", False, 0.5)],
+)  # fmt: skip
+def test_sparse_step_equals_the_dense_step(
+    activation: str, l1_phase: bool, bias: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced sparse (threshold 1) and forced dense (threshold 0): the same loss, L0, fired set and
+    gradient of every parameter (θ included), on a sparse code (bias −0.8 / −0.3) and a dense one."""
+    c = SparseCoder(12, 12, 64, activation, sae=True, generator=gen(0)).double()  # type: ignore[arg-type]
+    with torch.no_grad():
+        c.b_enc.copy_(bias + 0.3 * torch.randn(64, generator=gen(1), dtype=torch.float64))
+        c.b_dec.copy_(0.1 * torch.randn(12, generator=gen(2), dtype=torch.float64))
+        c.W_dec.mul_(1 + torch.rand(64, 1, generator=gen(3), dtype=torch.float64))  # free norms: L1 weights them
+        c.log_threshold.copy_((0.2 + 0.2 * torch.rand(64, generator=gen(4), dtype=torch.float64)).log())
+    c.l1_phase = l1_phase
+    x = torch.randn(40, 12, generator=gen(5), dtype=torch.float64) / 12**0.5
+    cfg = ReLUOptions() if activation == "relu" else JumpReLUOptions(bandwidth=0.2)
+    dense = _step(c, x, cfg, 0.0, monkeypatch)
+    sparse = _step(c, x, cfg, 1.0, monkeypatch)
+    pre = c.pre_acts(x)
+    on = pre > (0 if activation == "relu" else c.log_threshold.exp())
+    assert 0 < float(on.double().mean()) < 0.9  # a real mixture of on and off entries
+    torch.testing.assert_close(sparse[0], dense[0])
+    assert sparse[1] == pytest.approx(dense[1]) and torch.equal(sparse[2], dense[2])
+    for g_sparse, g_dense in zip(sparse[3], dense[3], strict=True):
+        torch.testing.assert_close(g_sparse, g_dense)
+    if activation == "jumprelu":  # the θ band reached entries that do not fire
+        assert float(dense[3][-1].abs().sum()) > 0
+
+
+def test_density_picks_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = SparseCoder(8, 8, 32, "relu", sae=True, generator=gen(0))
+    pre = torch.randn(16, 32, generator=gen(1))
+    assert c._gradient_entries(pre, ReLUOptions()) is None  # half the entries on: dense
+    rows, cols = c._gradient_entries(pre - 2.5, ReLUOptions())  # type: ignore[misc]  # ~0.6 % on: sparse
+    assert torch.equal(torch.stack([rows, cols], 1), (pre > 2.5).nonzero())
+
+
+@pytest.mark.parametrize("candidates", [3, 8, 200])
+def test_batch_topk_select_is_the_full_selection(candidates: int) -> None:
+    """Row 0 holds far more than its share of the batch's largest values: with few candidates it
+    overflows (exact fallback, asks for more), with enough it does not; the kept values are always
+    the k·B largest."""
+    pre = torch.randn(16, 200, generator=gen(6))
+    pre[0] += 3.0
+    flat, overflow = batch_topk_select(pre, 3 * 16, candidates)
+    assert torch.equal(flat, flat.sort().values)
+    torch.testing.assert_close(pre.flatten()[flat].sort().values, pre.flatten().topk(48).values.sort().values)
+    assert overflow == (candidates < int((pre.flatten() >= pre.flatten().topk(48).values[-1]).view(16, 200)[0].sum()) + 1)
+    assert not batch_topk_select(pre, 48, 200)[1]
+
+
+def test_batchtopk_coder_raises_its_candidates_on_overflow() -> None:
+    c = SparseCoder(8, 8, 64, "batchtopk", 2, sae=True, generator=gen(0))
+    with torch.no_grad():
+        c.b_enc.copy_(torch.randn(64, generator=gen(1)))
+    x = torch.randn(16, 8, generator=gen(2))
+    x[0] *= 20  # one row holds most of the batch's largest pre-activations
+    from mechscope.decompose.dictionary import BatchTopKOptions
+
+    vals, _, _ = c.batchtopk_entries(x, BatchTopKOptions(k=2))
+    assert c.batch_select["candidates"] > 4 and vals.numel() == 32
+    ref = c.pre_acts(x).flatten().topk(32).values.relu().sort().values
+    torch.testing.assert_close(vals.detach().sort().values, ref)
+
+
+def test_sparse_decode_equals_the_dense_product() -> None:
+    W = torch.randn(10, 4, generator=gen(7))
+    z = torch.randn(6, 10, generator=gen(8)) * (torch.rand(6, 10, generator=gen(9)) < 0.3)
+    z[2] = 0  # an empty row
+    rows, cols = z.nonzero().unbind(1)
+    out = sparse_decode(torch.ones(6, 4), rows, cols, z[rows, cols], W)
+    torch.testing.assert_close(out, z @ W + 1)
