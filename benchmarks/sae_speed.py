@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -57,20 +57,24 @@ def activations(n: int, seed: int = 0) -> Tensor:
     return torch.cat(chunks)[:n]
 
 
-class StampedCoder(SparseCoder):
-    def train_step(self, x: Tensor, y: Tensor, cfg: DictionaryConfig, dead: Tensor) -> TrainStep:
-        STAMPS.append(time.process_time())
-        out = super().train_step(x, y, cfg, dead)
-        L0S.append(out.l0)
-        return out
+CoderT = TypeVar("CoderT", bound=SparseCoder)
 
 
-class StampedMatryoshka(MatryoshkaCoder):
-    def train_step(self, x: Tensor, y: Tensor, cfg: DictionaryConfig, dead: Tensor) -> TrainStep:
-        STAMPS.append(time.process_time())
-        out = super().train_step(x, y, cfg, dead)
-        L0S.append(out.l0)
-        return out
+def stamped(base: type[CoderT]) -> type[CoderT]:
+    """`base` with every training step's CPU time and L0 recorded (STAMPS, L0S)."""
+
+    class Stamped(base):  # type: ignore[valid-type,misc]
+        def train_step(self, x: Tensor, y: Tensor, cfg: DictionaryConfig, dead: Tensor) -> TrainStep:
+            STAMPS.append(time.process_time())
+            out: TrainStep = super().train_step(x, y, cfg, dead)
+            L0S.append(out.l0)
+            return out
+
+    return Stamped
+
+
+StampedCoder = stamped(SparseCoder)
+StampedMatryoshka = stamped(MatryoshkaCoder)
 
 
 def ours(variant: str, x: Tensor, steps: int, batch: int, overrides: dict[str, float] | None = None) -> list[float]:
