@@ -163,26 +163,17 @@ def site_recovery(
         sim = activation_similarity(P, T)
         read_sim = _read_similarity(dec, site, rank1)
     key = sim.double() + signed_tiebreak(P, T) if space == "activation" else sim.double()
-    C = int(P.shape[0])
-    matching = hungarian(sim, key)
-    n_in = sets.onehot.shape[0], sets.data.shape[0]
-    fo = fires_onehot.get(site, torch.zeros(n_in[0], C, dtype=torch.bool))
-    fd = fires_data.get(site, torch.zeros(n_in[1], C, dtype=torch.bool))
-    active_onehot = active_matrix(rank1, sets.onehot)
-    active_data = active_matrix(rank1 + dense, sets.data)
-    res = SiteResult(space, site, rank1, sim, matching, C, key, active_onehot, active_data, fd)
+    res = _matched_site(space, site, rank1, dense, sim, key, int(P.shape[0]), sets, fires_onehot, fires_data)
+    matching = res.matching
     if space == "activation" and read_sim is not None:
         res.read_sim = read_sim
         res.read_pairs = [
             float(read_sim[t, c]) for t, c in zip(matching.truth, matching.component, strict=True)
         ]
-    if rank1:
-        res.f1 = act.f1_per_truth(active_onehot, fo, matching.truth, matching.component)
-        res.f1_data = act.f1_per_truth(res.active_data_rank1, fd, matching.truth, matching.component)
     if space == "parameter":
         res.l2r = rec.l2r_pairs(P, T, matching)
         res.colwise = rec.colwise(P, T) if rank1 and colwise_ok else None
-        group = rec.dense_group(fd, any_feature)
+        group = rec.dense_group(res.fires_data, any_feature)
         for m, (Pm, Tm) in zip(dense, dense_pairs, strict=True):
             res.dense.append((m, rec.dense_score(Pm, Tm, group)))
     return res
@@ -200,21 +191,31 @@ def _factored_site(
         return None
     P, T, sim = compared
     C = len(P) if isinstance(P, fz.LowRank) else int(P.shape[0])
-    matching = hungarian(sim, sim.double())
-    fo = fires_onehot.get(site, torch.zeros(sets.onehot.shape[0], C, dtype=torch.bool))
-    fd = fires_data.get(site, torch.zeros(sets.data.shape[0], C, dtype=torch.bool))
-    active_onehot = active_matrix(rank1, sets.onehot)
-    res = SiteResult("parameter", site, rank1, sim, matching, C, sim.double(), active_onehot,
-                     active_matrix(rank1 + dense, sets.data), fd)  # fmt: skip
-    res.f1 = act.f1_per_truth(active_onehot, fo, matching.truth, matching.component)
-    res.f1_data = act.f1_per_truth(res.active_data_rank1, fd, matching.truth, matching.component)
-    res.l2r = fz.l2r_pairs(P, T, matching)
+    res = _matched_site("parameter", site, rank1, dense, sim, sim.double(), C, sets, fires_onehot, fires_data)
+    res.l2r = fz.l2r_pairs(P, T, res.matching)
     res.colwise = fz.colwise(P, T) if site not in truth.read_projection else None
     if dense:  # a dense rank-k mechanism beside factored ones: its group sum is one d_out × d_in matrix
         if site in truth.read_projection:
             raise NotImplementedError(f"site {site!r}: dense mechanisms beside a factored truth with a read projection")
-        group = rec.dense_group(fd, any_feature)
+        group = rec.dense_group(res.fires_data, any_feature)
         res.dense = [(m, rec.dense_score(fz.dense_components(P), m.matrix().float().cpu(), group)) for m in dense]
+    return res
+
+
+def _matched_site(
+    space: Space, site: str, rank1: list[Mechanism], dense: list[Mechanism], sim: Tensor, key: Tensor, C: int,
+    sets: EvalSets, fires_onehot: dict[str, Tensor], fires_data: dict[str, Tensor],
+) -> SiteResult:  # fmt: skip
+    """The part of a site's recovery every path shares: the matching on `key`, which truths are
+    active on each eval set, and the matched components' per-truth F1 on both sets."""
+    matching = hungarian(sim, key)
+    fo = fires_onehot.get(site, torch.zeros(sets.onehot.shape[0], C, dtype=torch.bool))
+    fd = fires_data.get(site, torch.zeros(sets.data.shape[0], C, dtype=torch.bool))
+    active_onehot = active_matrix(rank1, sets.onehot)
+    res = SiteResult(space, site, rank1, sim, matching, C, key, active_onehot, active_matrix(rank1 + dense, sets.data), fd)
+    if rank1:
+        res.f1 = act.f1_per_truth(active_onehot, fo, matching.truth, matching.component)
+        res.f1_data = act.f1_per_truth(res.active_data_rank1, fd, matching.truth, matching.component)
     return res
 
 
