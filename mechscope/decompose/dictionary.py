@@ -118,6 +118,9 @@ class TopKOptions(DictionaryConfig):
 
 class BatchTopKOptions(TopKOptions):
     activation: ClassVar[Activation] = "batchtopk"
+    k: Positive | None = None  # type: ignore[assignment]
+    """Mean latents kept per input over a batch (k·B per batch, as SAELens's `k: float`): it may be
+    fractional, below 1 when most inputs use no feature. None: from the activations (`blind_sizes`)."""
     threshold_momentum: Fraction = 0.99
     topk_warmup_frac: Fraction = 0.7
     """Train the first fraction of steps with per-row TopK (k per input), then with the batch
@@ -165,14 +168,16 @@ class SparseCoder(nn.Module):
     batch_threshold: Tensor
 
     def __init__(
-        self, d_in: int, d_out: int, n_latents: int, activation: Activation, k: int | None = None,
+        self, d_in: int, d_out: int, n_latents: int, activation: Activation, k: float | None = None,
         sae: bool = True, generator: torch.Generator | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
-        if activation in ("topk", "batchtopk") and (k is None or not 1 <= k <= n_latents):
-            raise ConfigError(f"k={k} must be between 1 and the dictionary size n_latents={n_latents}")
+        if activation == "topk" and (k is None or k != int(k) or not 1 <= k <= n_latents):
+            raise ConfigError(f"k={k} must be a whole number between 1 and the dictionary size n_latents={n_latents}")
+        if activation == "batchtopk" and (k is None or not 0 < k <= n_latents):
+            raise ConfigError(f"k={k} must be above 0 and at most the dictionary size n_latents={n_latents}")
         self.activation: Activation = activation
         self.k = k
         self.sae = sae
@@ -193,7 +198,7 @@ class SparseCoder(nn.Module):
         """batchtopk training: keep the k largest per row instead of k·B per batch (the warm-up)."""
         self.l1_phase = False
         """jumprelu training: L1 price and free decoder norms instead of the L0 price (the warm-up)."""
-        self.batch_select: dict[str, int] = {"candidates": 2 * (k or 1)}
+        self.batch_select: dict[str, int] = {"candidates": 2 * math.ceil(k or 1)}
         """batchtopk: the per-row candidates its selection shortcut takes (`batch_topk_select`)."""
         self.trained: dict[str, Any] = {}
         """What the training run resolved (sizes, batch, samples seen; `train_coder` fills it):
@@ -229,7 +234,7 @@ class SparseCoder(nn.Module):
             return pre.relu()
         if self.activation == "topk":
             assert self.k is not None
-            vals, idx = pre.topk(self.k, dim=-1)
+            vals, idx = pre.topk(int(self.k), dim=-1)
             return torch.zeros_like(pre).scatter_(-1, idx, vals.relu())
         return pre * (pre > self.threshold)
 
@@ -246,7 +251,7 @@ class SparseCoder(nn.Module):
         B = x.shape[0]
         if self.activation == "topk":
             assert self.k is not None
-            vals, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k)  # (B, k)
+            vals, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), int(self.k))  # (B, k)
             y_hat = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
             fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
             fired[idx[vals > 0]] = True
@@ -330,11 +335,13 @@ class SparseCoder(nn.Module):
         ReLU pre-activations over the whole batch (during the warm-up, `per_row`: the k largest of
         each row); after the warm-up, updates the inference threshold θ."""
         assert self.k is not None
-        if self.per_row:
-            v, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k)  # (B, k)
-            rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(self.k)
+        if self.per_row:  # a fractional k keeps ⌊k⌋ (at least 1) per row here
+            k_row = max(1, int(self.k))
+            v, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), k_row)  # (B, k_row)
+            rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k_row)
             return v.flatten(), rows, idx.flatten()
-        vals, rows, cols = _BatchTopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k * x.shape[0], self.batch_select)
+        n_kept = max(1, round(self.k * x.shape[0]))
+        vals, rows, cols = _BatchTopKEncode.apply(x, self.W_enc, self._enc_bias(), n_kept, self.batch_select)
         with torch.no_grad():  # inference θ: running mean of the smallest kept positive value
             kept = vals[vals > 0]
             if kept.numel():
@@ -436,7 +443,7 @@ def lr_lambda(steps: int, warmup_frac: float, decay_frac: float) -> Callable[[in
 
 
 def train_coder(
-    source: Source, cfg: DictionaryConfig, n_latents: int, k: int | None, sae: bool,
+    source: Source, cfg: DictionaryConfig, n_latents: int, k: float | None, sae: bool,
     generator: torch.Generator, progress: Progress = no_progress, device: str | torch.device | None = None,
     placement: Placement = Placement(), mixed_precision: bool = False,
     make_coder: Callable[..., SparseCoder] | None = None,
@@ -504,7 +511,7 @@ def train_coder(
     return coder
 
 
-def trained_record(cfg: DictionaryConfig, n_latents: int, k: int | None, batch: int) -> dict[str, Any]:
+def trained_record(cfg: DictionaryConfig, n_latents: int, k: float | None, batch: int) -> dict[str, Any]:
     """The sizes and budget a fit resolved, and where each size came from (`setting` when the user
     set it, else the config's `sizing`, blind or oracle)."""
     k_set = isinstance(cfg, TopKOptions) and cfg.k is not None
