@@ -49,6 +49,7 @@ from mechscope.decompose.dictionary_kernels import (
     sparse_decode,
 )
 from mechscope.decompose.parallel import Placement, precision
+from mechscope.decompose.sparsity_rules import l1_price, sparsity_estimate
 
 Activation = Literal["relu", "topk", "batchtopk", "jumprelu"]
 ACTIVATIONS: tuple[Activation, ...] = ("relu", "topk", "batchtopk", "jumprelu")
@@ -93,18 +94,24 @@ class DictionaryConfig(Config):
     """A latent that has not fired for this many steps counts as dead (AuxK revives those)."""
 
 
-class ReLUOptions(DictionaryConfig):
+class L1PriceOptions(Config):
+    l1_amplitude_frac: Positive = 0.5
+    """When the L1 price is None: λ = 2ρ/√L0 with ρ this fraction and L0 the activations' kurtosis
+    estimate (`sparsity_rules.l1_price`): the soft threshold λ/2 at ρ × one feature's RMS amplitude."""
+
+
+class ReLUOptions(DictionaryConfig, L1PriceOptions):
     """ReLU + L1. Defaults measured at 1,500 steps (benchmarks/RESULTS.md, helper sae13): a small
-    initial dictionary (rows of norm 0.1, as SAELens's) and an L1 price of 1.2 converge tms-40-10,
-    stress-iid and resid-mlp-1l. With unit-norm rows, price 0.3 under-penalised stress-iid (L0 9.7,
-    mmcs 0.87) and price 1.0 killed latents on resid-mlp-1l (L0 0.33): there lr 1e-2 on 1,000-d
-    inputs moved each encoder row by ~0.3 a step, so the rate scales as 1/√d_in above d = 10."""
+    initial dictionary (rows of norm 0.1, as SAELens's) converges tms-40-10, stress-iid and
+    resid-mlp-1l. With unit-norm rows, lr 1e-2 on 1,000-d inputs moved each encoder row by ~0.3 a
+    step (latents died on resid-mlp-1l), so the rate scales as 1/√d_in above d = 10."""
 
     activation: ClassVar[Activation] = "relu"
     lr: LearningRate = 1e-2
     lr_reference_dim: Count | None = 10
     init_norm: Positive = 0.1
-    l1_coef: NonNegative = 1.2
+    l1_coef: NonNegative | None = None
+    """L1 price λ (normalised units); None: from the data's L0 estimate (`l1_amplitude_frac`)."""
 
 
 class TopKOptions(DictionaryConfig):
@@ -130,7 +137,7 @@ class BatchTopKOptions(TopKOptions):
     (0.998) and the batch phase, begun where the lr decays (0.7), keeps them (0.985 / F1 1.0)."""
 
 
-class JumpReLUOptions(DictionaryConfig):
+class JumpReLUOptions(DictionaryConfig, L1PriceOptions):
     activation: ClassVar[Activation] = "jumprelu"
     lr: LearningRate = 1e-2  # measured on TMS 40-10 at 1500 steps: MMCS 0.90 (0.76 at lr 2e-3, θ₀ 0.1, λ 3e-3)
     l0_coef: NonNegative = 0.05
@@ -146,8 +153,8 @@ class JumpReLUOptions(DictionaryConfig):
     """Train the first fraction of steps as an L1 SAE (price `warmup_l1_coef` on z·‖W_dec‖, free
     decoder norms, as `relu`), then fold the decoder norms into encoder, bias and θ (the same
     function, unit-norm decoder) and train on with the L0 price. 0: L0 from the start."""
-    warmup_l1_coef: NonNegative = 1.2
-    """L1 price of the warm-up (sae-relu's default)."""
+    warmup_l1_coef: NonNegative | None = None
+    """L1 price of the warm-up; None: sae-relu's rule (`l1_amplitude_frac`)."""
 
 
 # --- the coder --------------------------------------------------------------------------------
@@ -285,6 +292,8 @@ class SparseCoder(nn.Module):
         l1_price = cfg.l1_coef if isinstance(cfg, ReLUOptions) else (
             cfg.warmup_l1_coef if isinstance(cfg, JumpReLUOptions) and self.l1_phase else None
         )
+        if l1_price is None and (isinstance(cfg, ReLUOptions) or self.l1_phase):
+            raise ConfigError("the L1 price is unresolved (None): train_coder sets it from the data (resolve_l1_price)")
         # dense z [B, C] or sparse z [entries] (then `cols` names each entry's latent): Σ / B either way
         if l1_price is not None:  # relu, and jumprelu's L1 warm-up: L1 weighted by decoder norm
             norms = self.W_dec.norm(dim=1)
@@ -442,6 +451,17 @@ def lr_lambda(steps: int, warmup_frac: float, decay_frac: float) -> Callable[[in
     return f
 
 
+def resolve_l1_price(cfg: DictionaryConfig, y: Tensor) -> DictionaryConfig:
+    """`cfg` with an unset L1 price (ReLU's `l1_coef`, JumpReLU's `warmup_l1_coef`) set from the
+    target activations y [N, d_out] alone (`l1_price` of their kurtosis L0 estimate)."""
+    field = "l1_coef" if isinstance(cfg, ReLUOptions) else "warmup_l1_coef" if isinstance(cfg, JumpReLUOptions) else None
+    if field is None or getattr(cfg, field) is not None or (isinstance(cfg, JumpReLUOptions) and cfg.l1_warmup_frac == 0):
+        return cfg
+    assert isinstance(cfg, L1PriceOptions)
+    l0 = sparsity_estimate(y, torch.Generator().manual_seed(0))  # its own generator: the fit's draws stay put
+    return cfg.model_copy(update={field: l1_price(l0, cfg.l1_amplitude_frac)})
+
+
 def train_coder(
     source: Source, cfg: DictionaryConfig, n_latents: int, k: float | None, sae: bool,
     generator: torch.Generator, progress: Progress = no_progress, device: str | torch.device | None = None,
@@ -463,6 +483,7 @@ def train_coder(
     rows = placement.share(batch)
     buffer = ActivationBuffer(source, max(cfg.buffer_size, 2 * batch), batch, generator)
     x0, y0 = buffer.sample(min(cfg.buffer_size, 8_192))
+    cfg = resolve_l1_price(cfg, y0)
     s_in = float(x0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
     s_out = s_in if sae else float(y0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
     coder = (make_coder or SparseCoder)(x0.shape[1], y0.shape[1], n_latents, cfg.activation, k, sae, generator)
@@ -519,4 +540,6 @@ def trained_record(cfg: DictionaryConfig, n_latents: int, k: float | None, batch
         "n_latents": n_latents, "n_latents_from": "setting" if cfg.n_latents is not None else cfg.sizing,
         "k": k, "k_from": None if k is None else ("setting" if k_set else cfg.sizing),
         "batch_size": batch, "steps": cfg.steps, "samples_seen": cfg.steps * batch,
+        **({"l1_coef": cfg.l1_coef} if isinstance(cfg, ReLUOptions) else {}),
+        **({"warmup_l1_coef": cfg.warmup_l1_coef} if isinstance(cfg, JumpReLUOptions) else {}),
     }  # fmt: skip

@@ -19,12 +19,10 @@ from mechscope.decompose.dictionary import (
     DictionaryConfig,
     TopKOptions,
 )
+from mechscope.decompose.sparsity_rules import sparsity_estimate
+
 
 # --- sizes: from the data (blind) or from the truth (oracle) -------------------------------------
-KURTOSIS_RATIO = 1.8
-"""E m⁴ / (E m²)² of a feature's magnitude m when it fires; 1.8 for m ~ U(0, 1)."""
-
-
 def site_width(x: Tensor) -> int:
     """Width of the activations x [N, d]: their numerical rank (singular values of the centred
     sample above 1e-4 of the largest). On a real model's residual stream this is d; a site whose
@@ -35,22 +33,6 @@ def site_width(x: Tensor) -> int:
     return max(1, int((s > 1e-4 * s[0]).sum())) if float(s[0]) > 0 else 1
 
 
-def sparsity_estimate(x: Tensor, generator: torch.Generator, n_dirs: int = 256) -> float:
-    """Mean number of active features per input, estimated from the activations alone.
-
-    Along a random unit direction u, u·x = Σ_i a_i f_i sums the L0 features active on the input.
-    For independent sparse features (each firing with small probability, magnitude m) its excess
-    kurtosis is κ ≈ 3 r / L0 with r = E m⁴ / (E m²)², since a sum's fourth cumulant adds while its
-    variance squared grows with the number of terms. So L0 ≈ 3 r / κ, κ averaged over directions.
-    Measured (seed 0, 20k inputs): tms-40-10 2.7 (true 2.0), resid-mlp-1l 1.04 (1.00),
-    synth-sae-bench 5.9 (7.2). Dense (Gaussian-like) data has κ → 0, i.e. a large L0."""
-    xc = x - x.mean(0)
-    u = torch.randn(x.shape[1], n_dirs, generator=generator)
-    p = xc @ (u / u.norm(dim=0))  # (N, n_dirs)
-    kurt = float((p.pow(4).mean(0) / p.pow(2).mean(0).pow(2).clamp_min(1e-30) - 3).mean())
-    return 3 * KURTOSIS_RATIO / max(kurt, 1e-6)
-
-
 def blind_sizes(cfg: DictionaryConfig, x: Tensor, generator: torch.Generator) -> tuple[int, float | None]:
     """(n_latents, k) from the site's activations x [N, d_in] alone — what a user with a real
     model can compute. C = round(expansion × site_width(x)); k = ⌊sparsity_estimate(x)⌋, between
@@ -58,7 +40,7 @@ def blind_sizes(cfg: DictionaryConfig, x: Tensor, generator: torch.Generator) ->
     recovery than one above it (stress sweep in benchmarks/RESULTS.md: k = 1 0.99, k = 4 0.94 on iid
     data with L0 = 2). BatchTopK's k is a batch mean, so below 1 it stays fractional (the estimate
     to 2 significant digits): on tms-5-2 (true L0 0.26, estimate 0.58) k = 1 made most inputs,
-    which use no feature, fire a latent. The L1 price has its own rule (`l1_price`)."""
+    which use no feature, fire a latent. The L1 price has its own rule (`sparsity_rules.l1_price`)."""
     width = site_width(x)
     n_latents = cfg.n_latents if cfg.n_latents is not None else max(2, round(cfg.expansion * width))
     k: float | None = None
