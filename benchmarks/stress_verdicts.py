@@ -72,6 +72,37 @@ def peers_table(bench: Path) -> str:
     return "\n".join(out)
 
 
+def _pair(rows: list[dict[str, float]]) -> str:
+    return f"{_ms([r['mmcs'] for r in rows])} / {_ms([r['activity_f1'] for r in rows])}" if rows else "–"
+
+
+def peers_delta_table(bench: Path) -> str:
+    """Issue 13's bar, per task × (ours, peer library): ours − the better of the peer's two presets,
+    per metric (mean over seeds); ✓ when both ≥ −0.01."""
+    rows = [r for r in read_results(bench / RESULTS) if r["status"] == "ok"]
+    by: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for r in rows:
+        by.setdefault((r["task"], method_label(r)), []).append(r)
+    out = ["| task | ours | peer | ours mmcs / f1 | peer default mmcs / f1 | peer short mmcs / f1 | "
+           "Δ vs peer's better (mmcs / f1) | seeds (ours / peer) | samples seen |", "|---|---|---|---|---|---|---|---|---|"]
+    for task in dict.fromkeys(t for t, _ in by):
+        for (t, label), mine in by.items():
+            if t != task or mine[0].get("peer"):
+                continue
+            for peer in sorted({m.split("@")[0] for (t2, m), rs in by.items() if t2 == task and rs[0].get("peer_of") == label}):
+                presets = {p: by.get((task, f"{peer}@preset={p}"), []) for p in ("default", "short")}
+                mean = {p: {k: float(np.nanmean([r[k] for r in rs])) for k in ("mmcs", "activity_f1")}
+                        for p, rs in presets.items() if rs}
+                ours = {k: float(np.nanmean([r[k] for r in mine])) for k in ("mmcs", "activity_f1")}
+                delta = {k: ours[k] - max(m[k] for m in mean.values()) for k in ours} if mean else {}
+                ok = delta and all(v >= -0.01 for v in delta.values())
+                seeds = f"{len(mine)} / {'+'.join(str(len(rs)) for rs in presets.values())}"
+                d = f"{delta['mmcs']:+.3f} / {delta['activity_f1']:+.3f} {'✓' if ok else '**gap**'}" if delta else "–"
+                out.append(f"| {task} | {label} | {peer} | {_pair(mine)} | {_pair(presets['default'])} | "
+                           f"{_pair(presets['short'])} | {d} | {seeds} | {mine[0].get('samples_seen')} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", type=Path, nargs="?")
@@ -82,6 +113,8 @@ def main() -> None:
     if args.peers is not None:
         print()
         print(peers_table(args.peers))
+        print()
+        print(peers_delta_table(args.peers))
 
 
 if __name__ == "__main__":

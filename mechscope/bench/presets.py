@@ -174,8 +174,8 @@ Budget in samples seen (`_STRESS_BUDGETS`): every method on every 40-feature var
 the tms-40-10 pair sees 1,536,000 samples (SAEs and SPD alike: 1,500 steps × 1,024), where
 sae-topk converges on stress-iid (mmcs 0.998; at issue 9's 400 steps 0.94), and since the trainer
 fixes of issue 13 (sae.py: a 0.1-norm start, a width-scaled lr, an L1 price from the data's L0; a per-row TopK warm-up for
-BatchTopK and Matryoshka; an L1 warm-up for JumpReLU) so do relu (0.998), batchtopk (0.980) and
-jumprelu (0.986), 3 seeds; sae-matryoshka converges at 2 levels (0.96) and stays below at its default 4
+BatchTopK and Matryoshka; an L1 warm-up for JumpReLU) so do relu (0.989), batchtopk (0.980) and
+jumprelu (0.987), 3 seeds; sae-matryoshka converges at 2 levels (0.96) and stays below at its default 4
 (0.905): there the report says "not converged at this budget" (`convergence.py`) instead of "breaks". synth-sae-bench:
 307,200 samples (300 SAE steps × 1,024, 600 SPD steps × 512), below the baseline's budget, so no
 verdict there. Cost on the shared 2-core box: see benchmarks/RESULTS.md (issue 13's stress rerun).
