@@ -26,6 +26,7 @@ numbers of steps), ratio.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -135,7 +136,8 @@ def span_rate(stamps: list[float], start: int, stop: int, batch: int) -> float:
 
 
 def big_table(
-    variants: list[str], steps: int, peer_steps: int, batch: int, have_saelens: bool, sets: dict[str, dict[str, float]]
+    variants: list[str], steps: int, peer_steps: int, batch: int, have_saelens: bool, sets: dict[str, dict[str, float]],
+    trace: str | None = None,
 ) -> None:
     x = activations(65_536)
     print(f"d={D} latents={C} k={K} batch={batch}; ours: a whole run of {steps} steps at the sae-* defaults; "
@@ -158,6 +160,9 @@ def big_table(
         else:
             peer = "– | – | – | –"
         label = variant + "".join(f", {k}={v:g}" for k, v in sets.get(variant, {}).items())
+        if trace:  # every step's CPU-s and L0, to see where a run spends its time
+            with open(f"{trace}.{variant}.json", "w") as f:
+                json.dump({"label": label, "step_cpu_s": [b - a for a, b in zip(s, s[1:])], "l0": L0S}, f)
         print(f"| {label} | {first:.0f} | {whole:.0f} | {last:.0f} | {l0[0]:.0f} → {l0[1]:.0f} | {peer} |", flush=True)
 
 
@@ -199,6 +204,8 @@ def main() -> None:
     ap.add_argument("--skip-big", action="store_true", help="only the toy fits")
     ap.add_argument("--set", action="append", default=[], metavar="VARIANT.KEY=VALUE",
                     help="override one of our configs' numbers at the big size, e.g. relu.l1_coef=0.1")  # fmt: skip
+    ap.add_argument("--trace", default=None, metavar="PREFIX",
+                    help="write each big-size run's per-step CPU-s and L0 to PREFIX.VARIANT.json")  # fmt: skip
     args = ap.parse_args()
     if args.steps < 20 or args.peer_steps < 12:
         raise SystemExit(f"--steps {args.steps} / --peer-steps {args.peer_steps}: need at least 20 / 12")
@@ -218,7 +225,7 @@ def main() -> None:
             raise SystemExit(f"--set {item!r}: expected VARIANT.KEY=VALUE with VARIANT one of {', '.join(VARIANTS)}")
         sets.setdefault(variant, {})[field] = float(value)
     if not args.skip_big:
-        big_table(variants, args.steps, args.peer_steps, args.batch, have_saelens, sets)
+        big_table(variants, args.steps, args.peer_steps, args.batch, have_saelens, sets, args.trace)
     if args.toy and have_saelens:
         toy_table(args.toy.split(","), args.toy_variants.split(","))
 

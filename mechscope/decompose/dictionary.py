@@ -41,6 +41,9 @@ from mechscope.config import Config, ConfigError
 from mechscope.core import Progress, no_progress
 from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
 from mechscope.decompose.dictionary_kernels import (
+    ThetaBand,
+    _BandDecoderTap,
+    _BandPrice,
     _BatchTopKEncode,
     _EncodeAt,
     _JumpReLU,
@@ -244,6 +247,7 @@ class SparseCoder(nn.Module):
     def train_step(self, x: Tensor, y: Tensor, cfg: DictionaryConfig, dead: Tensor) -> TrainStep:
         """Loss on one normalised batch; `dead` bool [C] marks latents AuxK should revive."""
         B = x.shape[0]
+        band: ThetaBand | None = None
         if self.activation == "topk":
             assert self.k is not None
             vals, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k)  # (B, k)
@@ -267,11 +271,15 @@ class SparseCoder(nn.Module):
                 y_hat = self.decode(z)
                 fired = (z > 0).any(0)
                 l0 = int(torch.count_nonzero(z)) / B
-            else:  # the same latents on the entries that carry gradient (the rest are 0 with 0 gradient)
-                rows, cols = sparse
+            else:  # the same latents on the entries that carry value (the rest are 0 with 0 gradient
+                rows, cols, band = sparse  # but JumpReLU's band-only entries: θ's pseudo-gradient, `band`)
                 pre = _EncodeAt.apply(x, self.W_enc, bias, pre.detach(), rows, cols)  # (entries,)
                 z = self._train_latents(pre, cfg, cols)
                 y_hat = sparse_decode(self.b_dec.expand(B, -1), rows, cols, z, self.W_dec)
+                if band is not None:
+                    assert isinstance(cfg, JumpReLUOptions)
+                    theta_all = self.log_threshold.exp()
+                    y_hat = _BandDecoderTap.apply(y_hat, theta_all, self.W_dec.detach(), band, cfg.bandwidth)
                 fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
                 fired[cols[z > 0]] = True
                 l0 = float((z > 0).sum()) / B
@@ -291,6 +299,12 @@ class SparseCoder(nn.Module):
             loss = loss + cfg.l0_coef * l0_soft
         elif isinstance(cfg, TopKOptions) and cfg.aux_coef > 0 and bool(dead.any()):
             loss = loss + cfg.aux_coef * self._aux_loss(x, (y - y_hat).detach(), dead, cfg)
+        if band is not None:  # the price's pseudo-gradients at the band-only entries (value 0)
+            assert isinstance(cfg, JumpReLUOptions)
+            loss = loss + _BandPrice.apply(
+                theta_all, self.W_enc, bias, x, self.W_dec.detach(), band, cfg.bandwidth, l1_price,
+                cfg.l0_coef if l1_price is None else None, cfg.l0_grad_to_encoder,
+            )  # fmt: skip
         return TrainStep(loss, mse.detach(), fired, l0)
 
     def _train_latents(self, pre: Tensor, cfg: DictionaryConfig, cols: Tensor | None = None) -> Tensor:
@@ -303,19 +317,22 @@ class SparseCoder(nn.Module):
             return _JumpReLU.apply(pre, theta if cols is None else theta[cols], cfg.bandwidth)
         raise ValueError(f"no dense training latents for {self.activation!r} (batchtopk: batchtopk_entries)")
 
-    def _gradient_entries(self, pre: Tensor, cfg: DictionaryConfig) -> tuple[Tensor, Tensor] | None:
-        """(rows, cols), ascending, of the pre-activations [B, C] that carry value or gradient —
-        ReLU: pre > 0; JumpReLU: pre > θ or within the kernel's ε/2 of θ, i.e. pre > θ − ε/2 (one
-        comparison; the bound is widened by 0.1 % of ε so rounding cannot drop a band entry, and an
-        entry outside the band has z = 0 and zero gradient anyway) — or None (train dense) when
-        more than `SPARSE_BELOW` of the batch would. Off them z = 0, and z's, the L1's and the L0's
-        gradients are 0, so the loss and every gradient are the dense step's. The density is
-        estimated on the first 64 rows first (0.5 ms) so a dense step does not pay for `nonzero`."""
+    def _gradient_entries(self, pre: Tensor, cfg: DictionaryConfig) -> tuple[Tensor, Tensor, ThetaBand | None] | None:
+        """(rows, cols), ascending, of the pre-activations [B, C] that carry value — ReLU: pre > 0
+        (off them z = 0 and every gradient is 0); JumpReLU: pre > θ — and JumpReLU's band-only
+        entries (θ − ε/2 < pre ≤ θ: z = 0, but θ's kernel pseudo-gradient; `ThetaBand`, None if
+        there are none), or None (train dense) when more than `SPARSE_BELOW` of the batch's entries
+        carry value. With the band's gradients from M₀ᵀ products the loss and every gradient are the
+        dense step's. (At d = 512 99.5 % of entries lie in the band: listing them would be dense.)
+        The density is estimated on the first 64 rows first (0.5 ms) so a dense step does not pay
+        for `nonzero`."""
+        theta = None
         if self.activation == "relu":
             on = pre > 0
         else:
             assert isinstance(cfg, JumpReLUOptions)
-            on = pre > self.log_threshold.detach().exp() - 0.5005 * cfg.bandwidth
+            theta = self.log_threshold.detach().exp()
+            on = pre > theta
         limit = SPARSE_BELOW * on.numel()
         if int(torch.count_nonzero(on[:64])) * on.shape[0] > limit * min(64, on.shape[0]):
             return None
@@ -323,7 +340,11 @@ class SparseCoder(nn.Module):
         if entries.shape[0] > limit:
             return None
         rows, cols = entries.unbind(1)
-        return rows, cols
+        if theta is None:
+            return rows, cols, None
+        assert isinstance(cfg, JumpReLUOptions)
+        band = ThetaBand(pre, theta, cfg.bandwidth, SPARSE_BELOW)
+        return rows, cols, band if bool(band.counts.any()) else None
 
     def batchtopk_entries(self, x: Tensor, cfg: BatchTopKOptions) -> tuple[Tensor, Tensor, Tensor]:
         """BatchTopK's training code as sparse entries (vals, rows, cols) [k·B]: the k·B largest

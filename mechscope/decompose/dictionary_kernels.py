@@ -163,3 +163,83 @@ def _to_theta(grad: Tensor, theta: Tensor) -> Tensor:
     """θ's gradient: summed over the batch when θ [C] broadcasts over pre [B, C]; as is when θ is
     gathered per entry (the sparse path: θ[cols] beside pre[rows, cols], summed by the gather)."""
     return grad if grad.shape == theta.shape else grad.sum(0)
+
+
+class ThetaBand:
+    """JumpReLU's band-only entries M₀ [B, C]: within the kernel's ε/2 of θ but not firing
+    (θ − ε/2 < pre ≤ θ, the very comparisons `_JumpReLU` and `_Step` make). There z = 0 and z's
+    own gradient is 0, yet θ (and, with `to_pre`, the encoder) gets a pseudo-gradient. At d = 512
+    almost every entry is in the band, so listing them (the sparse path) costs the dense step;
+    their gradients need only Mᵀ G products, `t_mm`, which `kind` makes cheap at either extreme:
+    `sparse` (few band entries: a sparse product over them), `complement` (almost all: Σ_b G minus a
+    sparse product over the rest), `dense` (between: one [C, B] × [B, m] product)."""
+
+    def __init__(self, pre: Tensor, theta: Tensor, eps: float, sparse_below: float, kind: str | None = None) -> None:
+        mask = ((pre - theta).abs() < eps / 2) & ~(pre > theta)
+        self.shape = B, C = mask.shape
+        self.counts = mask.sum(0).to(pre.dtype)  # n₀_c: band-only entries of latent c
+        density = float(self.counts.sum()) / mask.numel()
+        self.kind = kind or ("sparse" if density <= sparse_below else "complement" if density >= 1 - sparse_below else "dense")
+        if self.kind == "dense":
+            self.dense = mask.to(pre.dtype)
+        else:
+            self.rows, self.cols = (mask if self.kind == "sparse" else ~mask).nonzero().unbind(1)
+
+    def t_mm(self, G: Tensor) -> Tensor:
+        """M₀ᵀ G [C, m] for G [B, m]."""
+        if self.kind == "dense":
+            return self.dense.t() @ G
+        ones = torch.ones(self.rows.shape[0], dtype=G.dtype, device=G.device)
+        part = _encoder_grads(G, self.rows, self.cols, ones, self.shape[1])[0]
+        return part if self.kind == "sparse" else G.sum(0).expand(self.shape[1], -1) - part
+
+
+class _BandDecoderTap(torch.autograd.Function):
+    """ŷ as is; backward adds θ's kernel pseudo-gradient of the band-only entries through the
+    decoder: Σ_b M₀[b,c] ∂ŷ_b·W_dec[c] · (−θ_c/ε) = −(θ_c/ε) W_dec[c]·(M₀ᵀ ∂ŷ)[c] — one M₀ᵀ product
+    where `_JumpReLU` on those entries would need ∂z at each of them."""
+
+    @staticmethod
+    def forward(ctx: Any, y_hat: Tensor, theta: Tensor, W_dec: Tensor, band: ThetaBand, eps: float) -> Tensor:
+        ctx.save_for_backward(theta, W_dec)
+        ctx.band, ctx.eps = band, eps
+        return y_hat.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        theta, W_dec = ctx.saved_tensors
+        P = ctx.band.t_mm(g.contiguous())  # (C, d_out)
+        return g, -(theta / ctx.eps) * (W_dec * P).sum(1), None, None, None
+
+
+class _BandPrice(torch.autograd.Function):
+    """0, whose backward adds the sparsity price's pseudo-gradients at the band-only entries.
+
+    L1 phase (`l1_price`): ∂L/∂z = λ‖W_dec[c]‖/B there, so θ_c gets −(θ_c/ε)·λ‖W_dec[c]‖·n₀_c/B.
+    L0 phase (`l0_coef`): the step's kernel gives θ_c −l0_coef·n₀_c/(Bε) and, with `to_pre`, each
+    band-only pre-activation +l0_coef/(Bε): W_enc's gradient l0_coef/(Bε)·M₀ᵀx, the bias's that × n₀."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, theta: Tensor, W_enc: Tensor, bias: Tensor, x: Tensor, W_dec: Tensor, band: ThetaBand, eps: float,
+        l1_price: float | None, l0_coef: float | None, to_pre: bool,
+    ) -> Tensor:  # fmt: skip
+        ctx.save_for_backward(theta, x, W_dec)
+        ctx.band, ctx.eps, ctx.l1_price, ctx.l0_coef, ctx.to_pre = band, eps, l1_price, l0_coef, to_pre
+        return theta.new_zeros(())
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        theta, x, W_dec = ctx.saved_tensors
+        band: ThetaBand = ctx.band
+        B, eps, n0 = band.shape[0], ctx.eps, band.counts
+        grad_theta = torch.zeros_like(theta)
+        grad_W = grad_b = None
+        if ctx.l1_price is not None:
+            grad_theta = grad_theta - (theta / eps) * (g * ctx.l1_price / B) * W_dec.norm(dim=1) * n0
+        if ctx.l0_coef is not None:
+            k = g * ctx.l0_coef / (B * eps)
+            grad_theta = grad_theta - k * n0
+            if ctx.to_pre:
+                grad_W, grad_b = k * band.t_mm(x), k * n0
+        return grad_theta, grad_W, grad_b, None, None, None, None, None, None, None

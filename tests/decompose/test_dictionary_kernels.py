@@ -6,12 +6,14 @@ batch where one row overflows its candidates."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
 import mechscope.decompose.dictionary as dictionary
 from mechscope.decompose.dictionary import JumpReLUOptions, ReLUOptions, SparseCoder
-from mechscope.decompose.dictionary_kernels import batch_topk_select, sparse_decode
+from mechscope.decompose.dictionary_kernels import ThetaBand, batch_topk_select, sparse_decode
 
 
 def gen(seed: int) -> torch.Generator:
@@ -27,15 +29,19 @@ def _step(c: SparseCoder, x: torch.Tensor, cfg: ReLUOptions | JumpReLUOptions, s
 
 
 @pytest.mark.parametrize(
-    ("activation", "l1_phase", "bias"),
-    [("relu", False, -0.8), ("relu", False, 0.5), ("jumprelu", True, -0.3), ("jumprelu", False, -0.3),
-     ("jumprelu", False, 0.5)],
+    ("activation", "l1_phase", "bias", "band_kind"),
+    [("relu", False, -0.8, None), ("relu", False, 0.5, None)]
+    + [("jumprelu", l1, b, kind) for l1, b in ((True, -0.3), (False, -0.3), (False, 0.5), (True, 0.5))
+       for kind in ("sparse", "complement", "dense")],
 )  # fmt: skip
 def test_sparse_step_equals_the_dense_step(
-    activation: str, l1_phase: bool, bias: float, monkeypatch: pytest.MonkeyPatch
+    activation: str, l1_phase: bool, bias: float, band_kind: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Forced sparse (threshold 1) and forced dense (threshold 0): the same loss, L0, fired set and
-    gradient of every parameter (θ included), on a sparse code (bias −0.8 / −0.3) and a dense one."""
+    gradient of every parameter (θ included), on a sparse code (bias −0.8 / −0.3) and a dense one;
+    JumpReLU's band-only entries (θ's pseudo-gradient) through each of `ThetaBand`'s products."""
+    if band_kind is not None:
+        monkeypatch.setattr(dictionary, "ThetaBand", partial(ThetaBand, kind=band_kind))
     c = SparseCoder(12, 12, 64, activation, sae=True, generator=gen(0)).double()  # type: ignore[arg-type]
     with torch.no_grad():
         c.b_enc.copy_(bias + 0.3 * torch.randn(64, generator=gen(1), dtype=torch.float64))
@@ -56,13 +62,28 @@ def test_sparse_step_equals_the_dense_step(
         torch.testing.assert_close(g_sparse, g_dense)
     if activation == "jumprelu":  # the θ band reached entries that do not fire
         assert float(dense[3][-1].abs().sum()) > 0
+        th = c.log_threshold.exp()
+        assert bool((((pre - th).abs() < 0.1) & (pre <= th)).any())
+
+
+@pytest.mark.parametrize("kind", ["sparse", "complement", "dense"])
+def test_theta_band_product_is_the_masked_product(kind: str) -> None:
+    pre = torch.randn(30, 50, generator=gen(10), dtype=torch.float64)
+    theta = 0.3 * torch.rand(50, generator=gen(11), dtype=torch.float64)
+    band = ThetaBand(pre, theta, 0.8, 0.05, kind)
+    mask = ((pre - theta).abs() < 0.4) & (pre <= theta)
+    assert 0 < int(mask.sum()) < mask.numel() and band.kind == kind
+    G = torch.randn(30, 7, generator=gen(12), dtype=torch.float64)
+    torch.testing.assert_close(band.t_mm(G), mask.double().t() @ G)
+    torch.testing.assert_close(band.counts, mask.double().sum(0))
+    assert ThetaBand(pre, theta, 0.8, 0.05).kind == "dense"  # ~15 % of entries: neither extreme
 
 
 def test_density_picks_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
     c = SparseCoder(8, 8, 32, "relu", sae=True, generator=gen(0))
     pre = torch.randn(16, 32, generator=gen(1))
     assert c._gradient_entries(pre, ReLUOptions()) is None  # half the entries on: dense
-    rows, cols = c._gradient_entries(pre - 2.5, ReLUOptions())  # type: ignore[misc]  # ~0.6 % on: sparse
+    rows, cols, _ = c._gradient_entries(pre - 2.5, ReLUOptions())  # type: ignore[misc]  # ~0.6 % on: sparse
     assert torch.equal(torch.stack([rows, cols], 1), (pre > 2.5).nonzero())
 
 
