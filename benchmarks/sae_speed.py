@@ -26,6 +26,7 @@ numbers of steps), ratio.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -162,7 +163,7 @@ def big_table(
         label = variant + "".join(f", {k}={v:g}" for k, v in sets.get(variant, {}).items())
         if trace:  # every step's CPU-s and L0, to see where a run spends its time
             with open(f"{trace}.{variant}.json", "w") as f:
-                json.dump({"label": label, "step_cpu_s": [b - a for a, b in zip(s, s[1:])], "l0": L0S}, f)
+                json.dump({"label": label, "step_cpu_s": [b - a for a, b in itertools.pairwise(s)], "l0": L0S}, f)
         print(f"| {label} | {first:.0f} | {whole:.0f} | {last:.0f} | {l0[0]:.0f} → {l0[1]:.0f} | {peer} |", flush=True)
 
 

@@ -276,10 +276,9 @@ class SparseCoder(nn.Module):
                 pre = _EncodeAt.apply(x, self.W_enc, bias, pre.detach(), rows, cols)  # (entries,)
                 z = self._train_latents(pre, cfg, cols)
                 y_hat = sparse_decode(self.b_dec.expand(B, -1), rows, cols, z, self.W_dec)
-                if band is not None:
-                    assert isinstance(cfg, JumpReLUOptions)
+                if band is not None:  # θ's pseudo-gradient through the decoder (and the price, below)
                     theta_all = self.log_threshold.exp()
-                    y_hat = _BandDecoderTap.apply(y_hat, theta_all, self.W_dec.detach(), band, cfg.bandwidth)
+                    y_hat = _BandDecoderTap.apply(y_hat, theta_all, self.W_dec.detach(), band)
                 fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
                 fired[cols[z > 0]] = True
                 l0 = float((z > 0).sum()) / B
@@ -299,12 +298,8 @@ class SparseCoder(nn.Module):
             loss = loss + cfg.l0_coef * l0_soft
         elif isinstance(cfg, TopKOptions) and cfg.aux_coef > 0 and bool(dead.any()):
             loss = loss + cfg.aux_coef * self._aux_loss(x, (y - y_hat).detach(), dead, cfg)
-        if band is not None:  # the price's pseudo-gradients at the band-only entries (value 0)
-            assert isinstance(cfg, JumpReLUOptions)
-            loss = loss + _BandPrice.apply(
-                theta_all, self.W_enc, bias, x, self.W_dec.detach(), band, cfg.bandwidth, l1_price,
-                cfg.l0_coef if l1_price is None else None, cfg.l0_grad_to_encoder,
-            )  # fmt: skip
+        if band is not None and isinstance(cfg, JumpReLUOptions):  # the band's price pseudo-gradients (value 0)
+            loss = loss + _BandPrice.apply(theta_all, self.W_enc, bias, x, self.W_dec.detach(), band, l1_price, cfg)
         return TrainStep(loss, mse.detach(), fired, l0)
 
     def _train_latents(self, pre: Tensor, cfg: DictionaryConfig, cols: Tensor | None = None) -> Tensor:
@@ -318,21 +313,13 @@ class SparseCoder(nn.Module):
         raise ValueError(f"no dense training latents for {self.activation!r} (batchtopk: batchtopk_entries)")
 
     def _gradient_entries(self, pre: Tensor, cfg: DictionaryConfig) -> tuple[Tensor, Tensor, ThetaBand | None] | None:
-        """(rows, cols), ascending, of the pre-activations [B, C] that carry value — ReLU: pre > 0
-        (off them z = 0 and every gradient is 0); JumpReLU: pre > θ — and JumpReLU's band-only
-        entries (θ − ε/2 < pre ≤ θ: z = 0, but θ's kernel pseudo-gradient; `ThetaBand`, None if
-        there are none), or None (train dense) when more than `SPARSE_BELOW` of the batch's entries
-        carry value. With the band's gradients from M₀ᵀ products the loss and every gradient are the
-        dense step's. (At d = 512 99.5 % of entries lie in the band: listing them would be dense.)
-        The density is estimated on the first 64 rows first (0.5 ms) so a dense step does not pay
-        for `nonzero`."""
-        theta = None
-        if self.activation == "relu":
-            on = pre > 0
-        else:
-            assert isinstance(cfg, JumpReLUOptions)
-            theta = self.log_threshold.detach().exp()
-            on = pre > theta
+        """(rows, cols), ascending, of the pre-activations [B, C] that carry value (ReLU: pre > 0,
+        JumpReLU: pre > θ; off them z = 0 with 0 gradient), and JumpReLU's band-only entries
+        (`ThetaBand`, or None if none), or None (train dense) when more than `SPARSE_BELOW` of the
+        entries carry value. The density is first estimated on 64 rows (0.5 ms), so a dense step
+        does not pay for `nonzero`."""
+        theta = self.log_threshold.detach().exp() if self.activation == "jumprelu" else None
+        on = pre > (0 if theta is None else theta)
         limit = SPARSE_BELOW * on.numel()
         if int(torch.count_nonzero(on[:64])) * on.shape[0] > limit * min(64, on.shape[0]):
             return None
@@ -340,11 +327,8 @@ class SparseCoder(nn.Module):
         if entries.shape[0] > limit:
             return None
         rows, cols = entries.unbind(1)
-        if theta is None:
-            return rows, cols, None
-        assert isinstance(cfg, JumpReLUOptions)
-        band = ThetaBand(pre, theta, cfg.bandwidth, SPARSE_BELOW)
-        return rows, cols, band if bool(band.counts.any()) else None
+        band = None if theta is None else ThetaBand(pre, theta, cfg.bandwidth, on, SPARSE_BELOW)  # type: ignore[attr-defined]
+        return rows, cols, band if band is not None and bool(band.counts.any()) else None
 
     def batchtopk_entries(self, x: Tensor, cfg: BatchTopKOptions) -> tuple[Tensor, Tensor, Tensor]:
         """BatchTopK's training code as sparse entries (vals, rows, cols) [k·B]: the k·B largest

@@ -174,16 +174,26 @@ class ThetaBand:
     `sparse` (few band entries: a sparse product over them), `complement` (almost all: Σ_b G minus a
     sparse product over the rest), `dense` (between: one [C, B] × [B, m] product)."""
 
-    def __init__(self, pre: Tensor, theta: Tensor, eps: float, sparse_below: float, kind: str | None = None) -> None:
-        mask = ((pre - theta).abs() < eps / 2) & ~(pre > theta)
-        self.shape = B, C = mask.shape
-        self.counts = mask.sum(0).to(pre.dtype)  # n₀_c: band-only entries of latent c
-        density = float(self.counts.sum()) / mask.numel()
-        self.kind = kind or ("sparse" if density <= sparse_below else "complement" if density >= 1 - sparse_below else "dense")
+    def __init__(
+        self, pre: Tensor, theta: Tensor, eps: float, fire: Tensor, sparse_below: float, kind: str | None = None
+    ) -> None:  # fmt: skip
+        # `_JumpReLU`'s |pre − θ| < ε/2 and not pre > θ (`fire`), in two passes: for d = fl(pre − θ) ≤ 0,
+        # |d| < ε/2 ⟺ d > −ε/2 exactly, and every firing entry has d > 0, so XOR removes just those
+        mask = ((pre - theta) > -eps / 2) ^ fire
+        self.shape, self.eps = mask.shape, eps
+        n = int(torch.count_nonzero(mask))
+        self.kind = kind or (
+            "sparse" if n <= sparse_below * mask.numel() else "complement" if n >= (1 - sparse_below) * mask.numel()
+            else "dense"
+        )  # fmt: skip
+        C = self.shape[1]
         if self.kind == "dense":
             self.dense = mask.to(pre.dtype)
+            self.counts = self.dense.sum(0)  # n₀_c: band-only entries of latent c
         else:
             self.rows, self.cols = (mask if self.kind == "sparse" else ~mask).nonzero().unbind(1)
+            k = torch.bincount(self.cols, minlength=C).to(pre.dtype)
+            self.counts = k if self.kind == "sparse" else self.shape[0] - k
 
     def t_mm(self, G: Tensor) -> Tensor:
         """M₀ᵀ G [C, m] for G [B, m]."""
@@ -200,46 +210,47 @@ class _BandDecoderTap(torch.autograd.Function):
     where `_JumpReLU` on those entries would need ∂z at each of them."""
 
     @staticmethod
-    def forward(ctx: Any, y_hat: Tensor, theta: Tensor, W_dec: Tensor, band: ThetaBand, eps: float) -> Tensor:
+    def forward(ctx: Any, y_hat: Tensor, theta: Tensor, W_dec: Tensor, band: ThetaBand) -> Tensor:
         ctx.save_for_backward(theta, W_dec)
-        ctx.band, ctx.eps = band, eps
+        ctx.band = band
         return y_hat.clone()
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         theta, W_dec = ctx.saved_tensors
         P = ctx.band.t_mm(g.contiguous())  # (C, d_out)
-        return g, -(theta / ctx.eps) * (W_dec * P).sum(1), None, None, None
+        return g, -(theta / ctx.band.eps) * (W_dec * P).sum(1), None, None
 
 
 class _BandPrice(torch.autograd.Function):
     """0, whose backward adds the sparsity price's pseudo-gradients at the band-only entries.
 
-    L1 phase (`l1_price`): ∂L/∂z = λ‖W_dec[c]‖/B there, so θ_c gets −(θ_c/ε)·λ‖W_dec[c]‖·n₀_c/B.
-    L0 phase (`l0_coef`): the step's kernel gives θ_c −l0_coef·n₀_c/(Bε) and, with `to_pre`, each
-    band-only pre-activation +l0_coef/(Bε): W_enc's gradient l0_coef/(Bε)·M₀ᵀx, the bias's that × n₀."""
+    L1 phase (`l1_price` λ set): ∂L/∂z = λ‖W_dec[c]‖/B there, so θ_c gets −(θ_c/ε)·λ‖W_dec[c]‖·n₀_c/B.
+    L0 phase (λ None; `cfg`: JumpReLUOptions): the step's kernel gives θ_c −l0_coef·n₀_c/(Bε) and, with
+    `l0_grad_to_encoder`, each band-only pre-activation +l0_coef/(Bε): W_enc's gradient
+    l0_coef/(Bε)·M₀ᵀx, the bias's that × n₀."""
 
     @staticmethod
     def forward(
-        ctx: Any, theta: Tensor, W_enc: Tensor, bias: Tensor, x: Tensor, W_dec: Tensor, band: ThetaBand, eps: float,
-        l1_price: float | None, l0_coef: float | None, to_pre: bool,
+        ctx: Any, theta: Tensor, W_enc: Tensor, bias: Tensor, x: Tensor, W_dec: Tensor, band: ThetaBand,
+        l1_price: float | None, cfg: Any,
     ) -> Tensor:  # fmt: skip
         ctx.save_for_backward(theta, x, W_dec)
-        ctx.band, ctx.eps, ctx.l1_price, ctx.l0_coef, ctx.to_pre = band, eps, l1_price, l0_coef, to_pre
+        ctx.band, ctx.l1_price, ctx.l0_coef, ctx.to_pre = band, l1_price, cfg.l0_coef, cfg.l0_grad_to_encoder
         return theta.new_zeros(())
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         theta, x, W_dec = ctx.saved_tensors
         band: ThetaBand = ctx.band
-        B, eps, n0 = band.shape[0], ctx.eps, band.counts
+        B, eps, n0 = band.shape[0], band.eps, band.counts
         grad_theta = torch.zeros_like(theta)
         grad_W = grad_b = None
         if ctx.l1_price is not None:
             grad_theta = grad_theta - (theta / eps) * (g * ctx.l1_price / B) * W_dec.norm(dim=1) * n0
-        if ctx.l0_coef is not None:
+        else:
             k = g * ctx.l0_coef / (B * eps)
             grad_theta = grad_theta - k * n0
             if ctx.to_pre:
                 grad_W, grad_b = k * band.t_mm(x), k * n0
-        return grad_theta, grad_W, grad_b, None, None, None, None, None, None, None
+        return grad_theta, grad_W, grad_b, None, None, None, None, None

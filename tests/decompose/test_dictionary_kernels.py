@@ -70,13 +70,13 @@ def test_sparse_step_equals_the_dense_step(
 def test_theta_band_product_is_the_masked_product(kind: str) -> None:
     pre = torch.randn(30, 50, generator=gen(10), dtype=torch.float64)
     theta = 0.3 * torch.rand(50, generator=gen(11), dtype=torch.float64)
-    band = ThetaBand(pre, theta, 0.8, 0.05, kind)
+    band = ThetaBand(pre, theta, 0.8, pre > theta, 0.05, kind)
     mask = ((pre - theta).abs() < 0.4) & (pre <= theta)
     assert 0 < int(mask.sum()) < mask.numel() and band.kind == kind
     G = torch.randn(30, 7, generator=gen(12), dtype=torch.float64)
     torch.testing.assert_close(band.t_mm(G), mask.double().t() @ G)
     torch.testing.assert_close(band.counts, mask.double().sum(0))
-    assert ThetaBand(pre, theta, 0.8, 0.05).kind == "dense"  # ~15 % of entries: neither extreme
+    assert ThetaBand(pre, theta, 0.8, pre > theta, 0.05).kind == "dense"  # ~15 % of entries: neither extreme
 
 
 def test_density_picks_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
