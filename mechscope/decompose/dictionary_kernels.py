@@ -165,6 +165,19 @@ def _to_theta(grad: Tensor, theta: Tensor) -> Tensor:
     return grad if grad.shape == theta.shape else grad.sum(0)
 
 
+def entries_above(pre: Tensor, bound: Tensor | float, limit: float) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(rows, cols, mask) of pre [B, C] > bound, rows ascending, or None when more than `limit`
+    entries are; the count is first estimated on 64 rows (0.5 ms), so a dense step skips `nonzero`."""
+    if int(torch.count_nonzero(pre[:64] > bound)) * pre.shape[0] > limit * min(64, pre.shape[0]):
+        return None
+    on = pre > bound
+    entries = on.nonzero()
+    if entries.shape[0] > limit:
+        return None
+    rows, cols = entries.unbind(1)
+    return rows, cols, on
+
+
 class ThetaBand:
     """JumpReLU's band-only entries M₀ [B, C]: within the kernel's ε/2 of θ but not firing
     (θ − ε/2 < pre ≤ θ, the very comparisons `_JumpReLU` and `_Step` make). There z = 0 and z's

@@ -28,20 +28,31 @@ def _step(c: SparseCoder, x: torch.Tensor, cfg: ReLUOptions | JumpReLUOptions, s
     return out.loss, out.l0, out.fired, list(torch.autograd.grad(out.loss, params))
 
 
+class _Spy:
+    """Stands in for an autograd Function and records that it was applied."""
+
+    def __init__(self, fn: type, seen: list[object]) -> None:
+        self.fn, self.seen = fn, seen
+
+    def apply(self, *args: object) -> torch.Tensor:
+        self.seen.append(args)
+        return self.fn.apply(*args)  # type: ignore[attr-defined,no-any-return]
+
+
 @pytest.mark.parametrize(
     ("activation", "l1_phase", "bias", "band_kind"),
     [("relu", False, -0.8, None), ("relu", False, 0.5, None)]
     + [("jumprelu", l1, b, kind) for l1, b in ((True, -0.3), (False, -0.3), (False, 0.5), (True, 0.5))
-       for kind in ("sparse", "complement", "dense")],
+       for kind in (None, "sparse", "complement", "dense")],
 )  # fmt: skip
 def test_sparse_step_equals_the_dense_step(
     activation: str, l1_phase: bool, bias: float, band_kind: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Forced sparse (threshold 1) and forced dense (threshold 0): the same loss, L0, fired set and
-    gradient of every parameter (θ included), on a sparse code (bias −0.8 / −0.3) and a dense one;
-    JumpReLU's band-only entries (θ's pseudo-gradient) through each of `ThetaBand`'s products."""
-    if band_kind is not None:
-        monkeypatch.setattr(dictionary, "ThetaBand", partial(ThetaBand, kind=band_kind))
+    gradient of every parameter (θ included), on a sparse code (bias −0.8 / −0.3) and a dense one.
+    JumpReLU: the band listed with the firing entries (`band_kind` None), or its band-only entries
+    (θ's pseudo-gradient) through each of `ThetaBand`'s products — forced by a sparsity limit
+    between the firing and the firing-or-band densities."""
     c = SparseCoder(12, 12, 64, activation, sae=True, generator=gen(0)).double()  # type: ignore[arg-type]
     with torch.no_grad():
         c.b_enc.copy_(bias + 0.3 * torch.randn(64, generator=gen(1), dtype=torch.float64))
@@ -51,9 +62,19 @@ def test_sparse_step_equals_the_dense_step(
     c.l1_phase = l1_phase
     x = torch.randn(40, 12, generator=gen(5), dtype=torch.float64) / 12**0.5
     cfg = ReLUOptions() if activation == "relu" else JumpReLUOptions(bandwidth=0.2)
-    dense = _step(c, x, cfg, 0.0, monkeypatch)
-    sparse = _step(c, x, cfg, 1.0, monkeypatch)
     pre = c.pre_acts(x)
+    limit = 1.0
+    if band_kind is not None:
+        monkeypatch.setattr(dictionary, "ThetaBand", partial(ThetaBand, kind=band_kind))
+        th = c.log_threshold.exp()
+        fire, wide = float((pre > th).double().mean()), float((pre > th - 0.5005 * 0.2).double().mean())
+        assert fire < wide
+        limit = (fire + wide) / 2
+    dense = _step(c, x, cfg, 0.0, monkeypatch)
+    seen: list[object] = []
+    monkeypatch.setattr(dictionary, "_BandPrice", _Spy(dictionary._BandPrice, seen))
+    sparse = _step(c, x, cfg, limit, monkeypatch)
+    assert len(seen) == (band_kind is not None)  # the band path ran exactly when forced
     on = pre > (0 if activation == "relu" else c.log_threshold.exp())
     assert 0 < float(on.double().mean()) < 0.9  # a real mixture of on and off entries
     torch.testing.assert_close(sparse[0], dense[0])
