@@ -41,15 +41,18 @@ from mechscope.config import Config, ConfigError
 from mechscope.core import Progress, no_progress
 from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
 from mechscope.decompose.dictionary_kernels import (
+    Entries,
     ThetaBand,
     _BandDecoderTap,
     _BandPrice,
     _BatchTopKEncode,
+    _Encode,
     _EncodeAt,
     _JumpReLU,
     _Step,
     _TopKEncode,
     entries_above,
+    jumprelu_entries,
     sparse_decode,
 )
 from mechscope.decompose.parallel import Placement, precision
@@ -57,10 +60,9 @@ from mechscope.decompose.parallel import Placement, precision
 Activation = Literal["relu", "topk", "batchtopk", "jumprelu"]
 ACTIVATIONS: tuple[Activation, ...] = ("relu", "topk", "batchtopk", "jumprelu")
 SPARSE_BELOW = 0.05
-"""ReLU / JumpReLU train on the sparse entries (decoder, its backward and W_enc's gradient) when at
-most this fraction of the batch's [B, C] pre-activations carry gradient, else dense. Measured at
-B = 1024, C = 8192, d = 512, 1 thread: `embedding_bag` and the sparse encoder gradient cost what
-the dense products cost at ≈ 5–6 % density (benchmarks/RESULTS.md, "Trainer throughput")."""
+"""ReLU / JumpReLU train on the firing entries alone (decoder, its backward, W_enc's gradient) when at
+most this fraction of the batch's [B, C] pre-activations fire: `embedding_bag` and the sparse encoder
+gradient cost the dense products at ≈ 5–6 % (B = 1024, C = 8192, d = 512, 1 thread; RESULTS.md)."""
 
 
 # --- configs ---------------------------------------------------------------------------------
@@ -265,31 +267,32 @@ class SparseCoder(nn.Module):
             l0 = float((vals > 0).sum()) / B
         else:
             bias = self._enc_bias()
-            pre = F.linear(x, self.W_enc, bias)  # (B, C)
-            sparse = self._gradient_entries(pre.detach(), cfg)
+            with torch.no_grad():  # x W_encᵀ (B, C); its bias is added to every entry only if dense
+                pre = x @ self.W_enc.t()
+            sparse = self._gradient_entries(pre, cfg, bias.detach())
             if sparse is None:
+                pre = _Encode.apply(x, self.W_enc, bias, pre)
                 z = self._train_latents(pre, cfg)
                 y_hat = self.decode(z)
                 on = z > 0  # one pass for both (count_nonzero on floats took 26 ms, on bools 5)
                 fired, l0 = on.any(0), int(torch.count_nonzero(on)) / B
             else:  # the same latents on the entries that carry value (the rest are 0 with 0 gradient
                 rows, cols, band = sparse  # but JumpReLU's band-only entries: θ's pseudo-gradient, `band`)
-                pre = _EncodeAt.apply(x, self.W_enc, bias, pre.detach(), rows, cols)  # (entries,)
+                b_dec = self.b_dec if self.sae else None  # (pre: x W_encᵀ; the bias added at the entries)
+                pre = _EncodeAt.apply(x, self.W_enc, self.b_enc, b_dec, bias.detach(), pre, rows, cols)
                 z = self._train_latents(pre, cfg, cols)
                 y_hat = sparse_decode(self.b_dec.expand(B, -1), rows, cols, z, self.W_dec)
                 if band is not None:  # θ's pseudo-gradient through the decoder (and the price, below)
                     theta_all = self.log_threshold.exp()
                     y_hat = _BandDecoderTap.apply(y_hat, theta_all, self.W_dec.detach(), band)
-                fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
-                fired[cols[z > 0]] = True
+                fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device).index_fill_(0, cols[z > 0], True)
                 l0 = float((z > 0).sum()) / B
         mse = (y_hat - y).pow(2).sum(-1).mean()
         loss = mse
         l1_price = cfg.l1_coef if isinstance(cfg, ReLUOptions) else (
             cfg.warmup_l1_coef if isinstance(cfg, JumpReLUOptions) and self.l1_phase else None
         )
-        # dense z [B, C] (Σ_b first: 1 pass, and its gradient a broadcast) or sparse z [entries] (then
-        # `cols` names each entry's latent): Σ / B either way
+        # dense z [B, C] (Σ_b first: 1 pass, a broadcast gradient) or sparse z [entries] of latents `cols`
         if l1_price is not None:  # relu, and jumprelu's L1 warm-up: L1 weighted by decoder norm
             norms = self.W_dec.norm(dim=1)
             loss = loss + l1_price * (z.sum(0) * norms if z.dim() == 2 else z * norms[cols]).sum() / B
@@ -314,26 +317,17 @@ class SparseCoder(nn.Module):
             return _JumpReLU.apply(pre, theta if cols is None else theta[cols], cfg.bandwidth)
         raise ValueError(f"no dense training latents for {self.activation!r} (batchtopk: batchtopk_entries)")
 
-    def _gradient_entries(self, pre: Tensor, cfg: DictionaryConfig) -> tuple[Tensor, Tensor, ThetaBand | None] | None:
-        """(rows, cols), ascending, of the pre-activations [B, C] that carry value (ReLU: pre > 0,
-        JumpReLU: pre > θ; off them z = 0 with 0 gradient), and JumpReLU's band-only entries
-        (`ThetaBand`; None if none, or if they too are few: then they are listed with the rest, as
-        pre > θ − ε/2, widened by 0.1 % of ε against rounding), or None (train dense) when more than
-        `SPARSE_BELOW` of the entries carry value. Densities are first estimated on 64 rows (0.5 ms)."""
+    def _gradient_entries(self, pre: Tensor, cfg: DictionaryConfig, bias: Tensor | float = 0.0) -> Entries | None:
+        """(rows, cols), ascending, of the pre-activations pre + bias [B, C] that carry value (ReLU:
+        > 0, JumpReLU: > θ; off them z = 0 with 0 gradient) and JumpReLU's band-only entries (`ThetaBand`;
+        None if none, or if they too are few: then listed with the rest, as > θ − ε/2, widened by 0.1 %
+        of ε against rounding), or None (train dense) when over `SPARSE_BELOW` of the entries carry value."""
         limit = SPARSE_BELOW * pre.numel()
         if self.activation == "relu":
-            found = entries_above(pre, 0, limit)
+            found = entries_above(pre, -bias, limit)
             return None if found is None else (found[0], found[1], None)
-        assert isinstance(cfg, JumpReLUOptions)
-        theta = self.log_threshold.detach().exp()
-        found = entries_above(pre, theta - 0.5005 * cfg.bandwidth, limit)  # the band too is sparse
-        if found is not None:
-            return found[0], found[1], None
-        found = entries_above(pre, theta, limit)
-        if found is None:
-            return None
-        band = ThetaBand(pre, theta, cfg.bandwidth, found[2], SPARSE_BELOW)
-        return found[0], found[1], band if bool(band.counts.any()) else None
+        assert isinstance(cfg, JumpReLUOptions)  # θ on pre without its bias
+        return jumprelu_entries(pre, self.log_threshold.detach().exp() - bias, cfg.bandwidth, limit, SPARSE_BELOW)
 
     def batchtopk_entries(self, x: Tensor, cfg: BatchTopKOptions) -> tuple[Tensor, Tensor, Tensor]:
         """BatchTopK's training code as sparse entries (vals, rows, cols) [k·B]: the k·B largest

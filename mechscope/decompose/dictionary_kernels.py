@@ -97,22 +97,44 @@ class _BatchTopKEncode(torch.autograd.Function):
         return None, grad_W, grad_b, None, None
 
 
-class _EncodeAt(torch.autograd.Function):
-    """pre[rows, cols] of pre = x W_encᵀ + b, already computed densely (`pre`, no graph), with the
-    sparse backward: ReLU's and JumpReLU's gradients vanish off their firing (and θ-band) entries,
-    so W_enc's gradient needs only those entries (`_encoder_grads`)."""
+class _Encode(torch.autograd.Function):
+    """pre = x W_encᵀ + b from xw = x W_encᵀ already computed without a graph (+ b in place), with
+    the linear's backward: the dense step, once the density check on xw said dense."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, pre: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-        ctx.save_for_backward(x, rows, cols)
-        ctx.n_latents = W_enc.shape[0]
-        return pre[rows, cols]
+    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, xw: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.mark_dirty(xw)
+        return xw.add_(b)
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        x, rows, cols = ctx.saved_tensors
-        grad_W, grad_b = _encoder_grads(x, rows, cols, g.contiguous(), ctx.n_latents)
-        return None, grad_W, grad_b, None, None, None
+        (x,) = ctx.saved_tensors
+        return None, g.t() @ x, g.sum(0), None
+
+
+class _EncodeAt(torch.autograd.Function):
+    """pre[rows, cols] of pre = x W_encᵀ + b_enc − W_enc b_dec (an SAE; a transcoder: b_dec None),
+    from xw = x W_encᵀ already computed (no graph) and b = b_enc − W_enc b_dec, added at the entries
+    only; with the sparse backward: ReLU's and JumpReLU's gradients vanish off their firing entries,
+    so W_enc's gradient needs only those (`_encoder_grads`), b_dec's term folded in as x − b_dec (no
+    [C, d] outer product), b_dec's own gradient −W_encᵀ ∂b_enc."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | None, b: Tensor, xw: Tensor, rows: Tensor,
+        cols: Tensor,
+    ) -> Tensor:  # fmt: skip
+        ctx.save_for_backward(x if b_dec is None else x - b_dec, W_enc, rows, cols)
+        ctx.with_b_dec = b_dec is not None
+        return xw[rows, cols] + b[cols]
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        xc, W_enc, rows, cols = ctx.saved_tensors
+        grad_W, grad_b = _encoder_grads(xc, rows, cols, g.contiguous(), W_enc.shape[0])
+        grad_b_dec = -(W_enc.t() @ grad_b) if ctx.with_b_dec else None
+        return None, grad_W, grad_b, grad_b_dec, None, None, None, None
 
 
 def sparse_decode(base: Tensor, rows: Tensor, cols: Tensor, vals: Tensor, W_dec: Tensor) -> Tensor:
@@ -176,6 +198,24 @@ def entries_above(pre: Tensor, bound: Tensor | float, limit: float) -> tuple[Ten
         return None
     rows, cols = entries.unbind(1)
     return rows, cols, on
+
+
+def jumprelu_entries(pre: Tensor, theta: Tensor, eps: float, limit: float, sparse_below: float) -> Entries | None:
+    """JumpReLU's `_gradient_entries`: the entries within or above the band (pre > θ − ε/2, widened
+    by 0.1 % of ε against rounding) when at most `limit` are; else the firing ones (pre > θ) and
+    the band-only rest as a `ThetaBand` (None if empty); else None (dense)."""
+    found = entries_above(pre, theta - 0.5005 * eps, limit)  # the band too is sparse: list it
+    if found is not None:
+        return found[0], found[1], None
+    found = entries_above(pre, theta, limit)
+    if found is None:
+        return None
+    band = ThetaBand(pre, theta, eps, found[2], sparse_below)
+    return found[0], found[1], band if bool(band.counts.any()) else None
+
+
+Entries = tuple[Tensor, Tensor, "ThetaBand | None"]
+"""(rows, cols) of a sparse code's entries and JumpReLU's band-only entries (`_gradient_entries`)."""
 
 
 class ThetaBand:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import mechscope.decompose.dictionary as dictionary
+import mechscope.decompose.dictionary_kernels as kernels
 from mechscope.decompose.dictionary import JumpReLUOptions, ReLUOptions, SparseCoder
 from mechscope.decompose.dictionary_kernels import ThetaBand, batch_topk_select, sparse_decode
 
@@ -40,20 +41,21 @@ class _Spy:
 
 
 @pytest.mark.parametrize(
-    ("activation", "l1_phase", "bias", "band_kind"),
-    [("relu", False, -0.8, None), ("relu", False, 0.5, None)]
-    + [("jumprelu", l1, b, kind) for l1, b in ((True, -0.3), (False, -0.3), (False, 0.5), (True, 0.5))
+    ("activation", "l1_phase", "bias", "band_kind", "sae"),
+    [("relu", False, -0.8, None, True), ("relu", False, 0.5, None, True), ("relu", False, -0.8, None, False),
+     ("jumprelu", False, -0.3, "dense", False)]
+    + [("jumprelu", l1, b, kind, True) for l1, b in ((True, -0.3), (False, -0.3), (False, 0.5), (True, 0.5))
        for kind in (None, "sparse", "complement", "dense")],
 )  # fmt: skip
 def test_sparse_step_equals_the_dense_step(
-    activation: str, l1_phase: bool, bias: float, band_kind: str | None, monkeypatch: pytest.MonkeyPatch
+    activation: str, l1_phase: bool, bias: float, band_kind: str | None, sae: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Forced sparse (threshold 1) and forced dense (threshold 0): the same loss, L0, fired set and
     gradient of every parameter (θ included), on a sparse code (bias −0.8 / −0.3) and a dense one.
     JumpReLU: the band listed with the firing entries (`band_kind` None), or its band-only entries
     (θ's pseudo-gradient) through each of `ThetaBand`'s products — forced by a sparsity limit
-    between the firing and the firing-or-band densities."""
-    c = SparseCoder(12, 12, 64, activation, sae=True, generator=gen(0)).double()  # type: ignore[arg-type]
+    between the firing and the firing-or-band densities. `sae` False: a transcoder (no b_dec in the encoder)."""
+    c = SparseCoder(12, 12, 64, activation, sae=sae, generator=gen(0)).double()  # type: ignore[arg-type]
     with torch.no_grad():
         c.b_enc.copy_(bias + 0.3 * torch.randn(64, generator=gen(1), dtype=torch.float64))
         c.b_dec.copy_(0.1 * torch.randn(12, generator=gen(2), dtype=torch.float64))
@@ -65,7 +67,7 @@ def test_sparse_step_equals_the_dense_step(
     pre = c.pre_acts(x)
     limit = 1.0
     if band_kind is not None:
-        monkeypatch.setattr(dictionary, "ThetaBand", partial(ThetaBand, kind=band_kind))
+        monkeypatch.setattr(kernels, "ThetaBand", partial(ThetaBand, kind=band_kind))
         th = c.log_threshold.exp()
         fire, wide = float((pre > th).double().mean()), float((pre > th - 0.5005 * 0.2).double().mean())
         assert fire < wide
