@@ -18,7 +18,7 @@ def _encoder_grads(x: Tensor, rows: Tensor, cols: Tensor, g: Tensor, n_latents: 
     a sparse × dense product, O(entries · d_in) instead of the dense O(B · C · d_in)."""
     grad_b = torch.zeros(n_latents, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
     G = torch.sparse_coo_tensor(torch.stack([cols, rows]), g, (n_latents, x.shape[0]), check_invariants=False)
-    return torch.sparse.mm(G, x), grad_b
+    return torch.sparse.mm(G, x.to(g.dtype)), grad_b  # (bf16 g under autocast: one dtype)
 
 
 class _TopKEncode(torch.autograd.Function):
@@ -110,7 +110,7 @@ class _Encode(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors
-        return None, g.t() @ x, g.sum(0), None
+        return None, g.t() @ x.to(g.dtype), g.sum(0), None
 
 
 class _EncodeAt(torch.autograd.Function):
@@ -242,16 +242,16 @@ class ThetaBand:
         C = self.shape[1]
         if self.kind == "dense":
             self.dense = mask.to(pre.dtype)
-            self.counts = self.dense.sum(0)  # n₀_c: band-only entries of latent c
+            self.counts = self.dense.sum(0, dtype=theta.dtype)  # n₀_c: band-only entries of latent c
         else:
             self.rows, self.cols = (mask if self.kind == "sparse" else ~mask).nonzero().unbind(1)
-            k = torch.bincount(self.cols, minlength=C).to(pre.dtype)
+            k = torch.bincount(self.cols, minlength=C).to(theta.dtype)
             self.counts = k if self.kind == "sparse" else self.shape[0] - k
 
     def t_mm(self, G: Tensor) -> Tensor:
         """M₀ᵀ G [C, m] for G [B, m]."""
         if self.kind == "dense":
-            return self.dense.t() @ G
+            return self.dense.to(G.dtype).t() @ G
         ones = torch.ones(self.rows.shape[0], dtype=G.dtype, device=G.device)
         part = _encoder_grads(G, self.rows, self.cols, ones, self.shape[1])[0]
         return part if self.kind == "sparse" else G.sum(0).expand(self.shape[1], -1) - part
