@@ -158,7 +158,8 @@ Knob values — half, equal to and twice the natural setting, so each curve brac
   is round(L0), which is also the method's own default (`k=None`): {1, 2, 4} (default 2) on iid,
   correlated, anticorrelated and overcomplete (L0 = 2); {2, 3, 6} (3) on hierarchical (L0 ≈ 3.35);
   {2, 5, 10} (5) on dense (L0 = 5); {1, 2, 4} (1) on zipf (L0 ≈ 0.8); 7 on synth-sae-bench (L0 ≈ 7.3).
-- sae-relu: `l1_coef` ∈ {0.6, 1.2, 2.4}, default 1.2 (the method's default).
+- sae-relu: `l1_amplitude_frac` ρ ∈ {0.25, 0.5, 1.0}, default 0.5 (the method's default): the L1
+  price is λ = 2ρ/√L0 of the data's kurtosis L0 estimate (on stress-iid, L0 ≈ 2.8: λ 0.3 / 0.6 / 1.2).
 - sae-jumprelu: `l0_coef` ∈ {0.01, 0.05, 0.25}, default 0.05 (the method's default).
 - sae-matryoshka: `levels` ∈ {2, 3, 4} (prefix widths C/2^(levels−1) … C), default 4 (the
   method's default; k is BatchTopK's, from the data). Its knob is the nesting, not k: on iid
@@ -172,7 +173,7 @@ Knob values — half, equal to and twice the natural setting, so each curve brac
 Budget in samples seen (`_STRESS_BUDGETS`): every method on every 40-feature variant, control and
 the tms-40-10 pair sees 1,536,000 samples (SAEs and SPD alike: 1,500 steps × 1,024), where
 sae-topk converges on stress-iid (mmcs 0.998; at issue 9's 400 steps 0.94), and since the trainer
-fixes of issue 13 (sae.py: a 0.1-norm start, a width-scaled lr, L1 1.2; a per-row TopK warm-up for
+fixes of issue 13 (sae.py: a 0.1-norm start, a width-scaled lr, an L1 price from the data's L0; a per-row TopK warm-up for
 BatchTopK and Matryoshka; an L1 warm-up for JumpReLU) so do relu (0.998), batchtopk (0.980) and
 jumprelu (0.986), 3 seeds; sae-matryoshka converges at 2 levels (0.96) and stays below at its default 4
 (0.905): there the report says "not converged at this budget" (`convergence.py`) instead of "breaks". synth-sae-bench:
@@ -230,7 +231,7 @@ _STRESS_SWEEPS: tuple[Sweep, ...] = (
     *_k_sweep("synth-sae-bench*", ("4", "7", "14")),
     *(Sweep("stress-zipf*", m, "method.k", ("1", "2", "4"), default="1") for m in ("sae-topk", "sae-batchtopk")),
     *_k_sweep("*", ("1", "2", "4")),
-    Sweep("*", "sae-relu", "method.l1_coef", ("0.6", "1.2", "2.4"), default="1.2"),
+    Sweep("*", "sae-relu", "method.l1_amplitude_frac", ("0.25", "0.5", "1.0"), default="0.5"),
     Sweep("*", "sae-jumprelu", "method.l0_coef", ("0.01", "0.05", "0.25"), default="0.05"),
     Sweep("*", "sae-matryoshka", "method.levels", ("2", "3", "4"), default="4"),
     Sweep("*", "spd", "method.importance_coeff", ("3e-4", "1e-3", "3e-3"), default="1e-3"),

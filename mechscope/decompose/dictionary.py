@@ -30,16 +30,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mechscope.bounds import BatchSize, Count, Fraction, LearningRate, NonNegative, Positive, Steps
-from mechscope.config import Config, ConfigError
+from mechscope.config import ConfigError
 from mechscope.core import Progress, no_progress
 from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
+from mechscope.decompose.dictionary_config import (
+    ACTIVATIONS,
+    Activation,
+    BatchTopKOptions,
+    DictionaryConfig,
+    JumpReLUOptions,
+    L1PriceOptions,
+    ReLUOptions,
+    TopKOptions,
+)
 from mechscope.decompose.dictionary_kernels import (
     Entries,
     ThetaBand,
@@ -56,101 +65,18 @@ from mechscope.decompose.dictionary_kernels import (
     sparse_decode,
 )
 from mechscope.decompose.parallel import Placement, precision
+from mechscope.decompose.sparsity_rules import l1_price, sparsity_estimate
 
-Activation = Literal["relu", "topk", "batchtopk", "jumprelu"]
-ACTIVATIONS: tuple[Activation, ...] = ("relu", "topk", "batchtopk", "jumprelu")
+__all__ = [  # the settings live in dictionary_config.py; importers may take them from here too
+    "ACTIVATIONS", "Activation", "BatchTopKOptions", "DictionaryConfig", "JumpReLUOptions", "L1PriceOptions",
+    "ReLUOptions", "SparseCoder", "TopKOptions", "TrainStep", "default_batch_size", "jumprelu_init_threshold",
+    "lr_lambda", "resolve_l1_price", "resolved_lr", "train_coder", "trained_record",
+]  # fmt: skip
+
 SPARSE_BELOW = 0.05
 """ReLU / JumpReLU train on the firing entries alone (decoder, its backward, W_enc's gradient) when at
 most this fraction of the batch's [B, C] pre-activations fire: `embedding_bag` and the sparse encoder
 gradient cost the dense products at ≈ 5–6 % (B = 1024, C = 8192, d = 512, 1 thread; RESULTS.md)."""
-
-
-# --- configs ---------------------------------------------------------------------------------
-class DictionaryConfig(Config):
-    """Training settings shared by every activation. `None` sizes are chosen from the data
-    (`blind_sizes`), or from the ground truth when `sizing="oracle"`."""
-
-    activation: ClassVar[Activation]
-    n_latents: Count | None = None
-    """Dictionary size C; None: `expansion` × the site's width (see `blind_sizes`)."""
-    expansion: Positive = 8.0
-    """C = expansion × width of the site's activations, when n_latents is None (sizing=blind)."""
-    sizing: Literal["blind", "oracle"] = "blind"
-    """blind: None sizes come from the activations alone. oracle: from the ground truth
-    (C = 2 × true directions at the site, k = their mean number active) — a calibration that
-    knows what no user knows, reported as oracle-sized."""
-    steps: Steps = 1_500
-    batch_size: BatchSize | None = None
-    """None: about 256k numbers per batch, between 128 and 1024 rows (1024 on TMS, 256 on a
-    1000-d residual stream), so a step costs about the same on every task."""
-    lr: LearningRate = 2e-3
-    lr_reference_dim: Count | None = None
-    """None: `lr` as set. d_ref: `lr` is the rate at input width d_ref, scaled by √(d_ref / d_in)
-    on wider inputs (`resolved_lr`)."""
-    init_norm: Positive = 1.0
-    """Row norm of W_enc and W_dec at initialisation (normalised units; an SAE's W_enc = W_decᵀ)."""
-    warmup_frac: Fraction = 0.05
-    decay_frac: Fraction = 0.3
-    """LR: linear warm-up over the first warmup_frac of steps, linear decay to 0 over the last decay_frac."""
-    buffer_size: Count = 32_768
-    """Activations held in the shuffled buffer (half is refilled each time it is consumed)."""
-    b_dec_init: Literal["geometric_median", "mean"] = "geometric_median"
-    dead_after_steps: Count = 100
-    """A latent that has not fired for this many steps counts as dead (AuxK revives those)."""
-
-
-class ReLUOptions(DictionaryConfig):
-    """ReLU + L1. Defaults measured at 1,500 steps (benchmarks/RESULTS.md, helper sae13): a small
-    initial dictionary (rows of norm 0.1, as SAELens's) and an L1 price of 1.2 converge tms-40-10,
-    stress-iid and resid-mlp-1l. With unit-norm rows, price 0.3 under-penalised stress-iid (L0 9.7,
-    mmcs 0.87) and price 1.0 killed latents on resid-mlp-1l (L0 0.33): there lr 1e-2 on 1,000-d
-    inputs moved each encoder row by ~0.3 a step, so the rate scales as 1/√d_in above d = 10."""
-
-    activation: ClassVar[Activation] = "relu"
-    lr: LearningRate = 1e-2
-    lr_reference_dim: Count | None = 10
-    init_norm: Positive = 0.1
-    l1_coef: NonNegative = 1.2
-
-
-class TopKOptions(DictionaryConfig):
-    activation: ClassVar[Activation] = "topk"
-    k: Count | None = None
-    """Latents kept per input; None: estimated from the activations' kurtosis (`blind_sizes`)."""
-    aux_coef: NonNegative = 1 / 32
-    k_aux: Count | None = None
-    """Dead latents used by AuxK; None: half the output dimension."""
-
-
-class BatchTopKOptions(TopKOptions):
-    activation: ClassVar[Activation] = "batchtopk"
-    threshold_momentum: Fraction = 0.99
-    topk_warmup_frac: Fraction = 0.7
-    """Train the first fraction of steps with per-row TopK (k per input), then with the batch
-    competition; θ is estimated from the batch phase only. From a random start the batch
-    competition settles on mixtures of features (stress-iid seed 0: 9 of 40 features matched at
-    cos > 0.95, mmcs 0.82 — SAELens's BatchTopK 0.80–0.83); per-row TopK finds the features
-    (0.998) and the batch phase, begun where the lr decays (0.7), keeps them (0.985 / F1 1.0)."""
-
-
-class JumpReLUOptions(DictionaryConfig):
-    activation: ClassVar[Activation] = "jumprelu"
-    lr: LearningRate = 1e-2  # measured on TMS 40-10 at 1500 steps: MMCS 0.90 (0.76 at lr 2e-3, θ₀ 0.1, λ 3e-3)
-    l0_coef: NonNegative = 0.05
-    bandwidth: Positive = 0.05
-    """ε of the rectangle kernel, in units of the normalised activation (E‖x‖² = 1)."""
-    init_threshold: Positive | None = None
-    """θ₀ in normalised units; None: `init_threshold_rms` × the RMS of the initial pre-activations."""
-    init_threshold_rms: Fraction = 0.03
-    """θ₀ as a fraction of the RMS pre-activation at initialisation (`jumprelu_init_threshold`)."""
-    l0_grad_to_encoder: bool = True
-    """Also pass the L0 pseudo-derivative to the pre-activations (Anthropic 2025); False = paper."""
-    l1_warmup_frac: Fraction = 0.0
-    """Train the first fraction of steps as an L1 SAE (price `warmup_l1_coef` on z·‖W_dec‖, free
-    decoder norms, as `relu`), then fold the decoder norms into encoder, bias and θ (the same
-    function, unit-norm decoder) and train on with the L0 price. 0: L0 from the start."""
-    warmup_l1_coef: NonNegative = 1.2
-    """L1 price of the warm-up (sae-relu's default)."""
 
 
 # --- the coder --------------------------------------------------------------------------------
@@ -171,14 +97,16 @@ class SparseCoder(nn.Module):
     batch_threshold: Tensor
 
     def __init__(
-        self, d_in: int, d_out: int, n_latents: int, activation: Activation, k: int | None = None,
+        self, d_in: int, d_out: int, n_latents: int, activation: Activation, k: float | None = None,
         sae: bool = True, generator: torch.Generator | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
-        if activation in ("topk", "batchtopk") and (k is None or not 1 <= k <= n_latents):
-            raise ConfigError(f"k={k} must be between 1 and the dictionary size n_latents={n_latents}")
+        if activation == "topk" and (k is None or k != int(k) or not 1 <= k <= n_latents):
+            raise ConfigError(f"k={k} must be a whole number between 1 and the dictionary size n_latents={n_latents}")
+        if activation == "batchtopk" and (k is None or not 0 < k <= n_latents):
+            raise ConfigError(f"k={k} must be above 0 and at most the dictionary size n_latents={n_latents}")
         self.activation: Activation = activation
         self.k = k
         self.sae = sae
@@ -199,7 +127,7 @@ class SparseCoder(nn.Module):
         """batchtopk training: keep the k largest per row instead of k·B per batch (the warm-up)."""
         self.l1_phase = False
         """jumprelu training: L1 price and free decoder norms instead of the L0 price (the warm-up)."""
-        self.batch_select: dict[str, int] = {"candidates": 2 * (k or 1)}
+        self.batch_select: dict[str, int] = {"candidates": 2 * math.ceil(k or 1)}
         """batchtopk: the per-row candidates its selection shortcut takes (`batch_topk_select`)."""
         self.trained: dict[str, Any] = {}
         """What the training run resolved (sizes, batch, samples seen; `train_coder` fills it):
@@ -235,7 +163,7 @@ class SparseCoder(nn.Module):
             return pre.relu()
         if self.activation == "topk":
             assert self.k is not None
-            vals, idx = pre.topk(self.k, dim=-1)
+            vals, idx = pre.topk(int(self.k), dim=-1)
             return torch.zeros_like(pre).scatter_(-1, idx, vals.relu())
         return pre * (pre > self.threshold)
 
@@ -253,7 +181,7 @@ class SparseCoder(nn.Module):
         band: ThetaBand | None = None
         if self.activation == "topk":
             assert self.k is not None
-            vals, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k)  # (B, k)
+            vals, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), int(self.k))  # (B, k)
             y_hat = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
             fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
             fired[idx[vals > 0]] = True
@@ -292,6 +220,8 @@ class SparseCoder(nn.Module):
         l1_price = cfg.l1_coef if isinstance(cfg, ReLUOptions) else (
             cfg.warmup_l1_coef if isinstance(cfg, JumpReLUOptions) and self.l1_phase else None
         )
+        if l1_price is None and (isinstance(cfg, ReLUOptions) or self.l1_phase):
+            raise ConfigError("the L1 price is unresolved (None): train_coder sets it from the data (resolve_l1_price)")
         # dense z [B, C] (Σ_b first: 1 pass, a broadcast gradient) or sparse z [entries] of latents `cols`
         if l1_price is not None:  # relu, and jumprelu's L1 warm-up: L1 weighted by decoder norm
             norms = self.W_dec.norm(dim=1)
@@ -334,11 +264,13 @@ class SparseCoder(nn.Module):
         ReLU pre-activations over the whole batch (during the warm-up, `per_row`: the k largest of
         each row); after the warm-up, updates the inference threshold θ."""
         assert self.k is not None
-        if self.per_row:
-            v, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k)  # (B, k)
-            rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(self.k)
+        if self.per_row:  # a fractional k keeps ⌊k⌋ (at least 1) per row here
+            k_row = max(1, int(self.k))
+            v, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), k_row)  # (B, k_row)
+            rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k_row)
             return v.flatten(), rows, idx.flatten()
-        vals, rows, cols = _BatchTopKEncode.apply(x, self.W_enc, self._enc_bias(), self.k * x.shape[0], self.batch_select)
+        n_kept = max(1, round(self.k * x.shape[0]))
+        vals, rows, cols = _BatchTopKEncode.apply(x, self.W_enc, self._enc_bias(), n_kept, self.batch_select)
         with torch.no_grad():  # inference θ: running mean of the smallest kept positive value
             kept = vals[vals > 0]
             if kept.numel():
@@ -439,8 +371,19 @@ def lr_lambda(steps: int, warmup_frac: float, decay_frac: float) -> Callable[[in
     return f
 
 
+def resolve_l1_price(cfg: DictionaryConfig, y: Tensor) -> DictionaryConfig:
+    """`cfg` with an unset L1 price (ReLU's `l1_coef`, JumpReLU's `warmup_l1_coef`) set from the
+    target activations y [N, d_out] alone (`l1_price` of their kurtosis L0 estimate)."""
+    field = "l1_coef" if isinstance(cfg, ReLUOptions) else "warmup_l1_coef" if isinstance(cfg, JumpReLUOptions) else None
+    if field is None or getattr(cfg, field) is not None or (isinstance(cfg, JumpReLUOptions) and cfg.l1_warmup_frac == 0):
+        return cfg
+    assert isinstance(cfg, L1PriceOptions)
+    l0 = sparsity_estimate(y, torch.Generator().manual_seed(0))  # its own generator: the fit's draws stay put
+    return cfg.model_copy(update={field: l1_price(l0, cfg.l1_amplitude_frac)})
+
+
 def train_coder(
-    source: Source, cfg: DictionaryConfig, n_latents: int, k: int | None, sae: bool,
+    source: Source, cfg: DictionaryConfig, n_latents: int, k: float | None, sae: bool,
     generator: torch.Generator, progress: Progress = no_progress, device: str | torch.device | None = None,
     placement: Placement = Placement(), mixed_precision: bool = False,
     make_coder: Callable[..., SparseCoder] | None = None,
@@ -460,6 +403,7 @@ def train_coder(
     rows = placement.share(batch)
     buffer = ActivationBuffer(source, max(cfg.buffer_size, 2 * batch), batch, generator)
     x0, y0 = buffer.sample(min(cfg.buffer_size, 8_192))
+    cfg = resolve_l1_price(cfg, y0)
     s_in = float(x0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
     s_out = s_in if sae else float(y0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
     coder = (make_coder or SparseCoder)(x0.shape[1], y0.shape[1], n_latents, cfg.activation, k, sae, generator)
@@ -508,7 +452,7 @@ def train_coder(
     return coder
 
 
-def trained_record(cfg: DictionaryConfig, n_latents: int, k: int | None, batch: int) -> dict[str, Any]:
+def trained_record(cfg: DictionaryConfig, n_latents: int, k: float | None, batch: int) -> dict[str, Any]:
     """The sizes and budget a fit resolved, and where each size came from (`setting` when the user
     set it, else the config's `sizing`, blind or oracle)."""
     k_set = isinstance(cfg, TopKOptions) and cfg.k is not None
@@ -516,4 +460,6 @@ def trained_record(cfg: DictionaryConfig, n_latents: int, k: int | None, batch: 
         "n_latents": n_latents, "n_latents_from": "setting" if cfg.n_latents is not None else cfg.sizing,
         "k": k, "k_from": None if k is None else ("setting" if k_set else cfg.sizing),
         "batch_size": batch, "steps": cfg.steps, "samples_seen": cfg.steps * batch,
+        **({"l1_coef": cfg.l1_coef} if isinstance(cfg, ReLUOptions) else {}),
+        **({"warmup_l1_coef": cfg.warmup_l1_coef} if isinstance(cfg, JumpReLUOptions) else {}),
     }  # fmt: skip

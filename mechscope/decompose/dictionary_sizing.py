@@ -15,15 +15,14 @@ from mechscope.config import Config, ConfigError
 from mechscope.core import GroundTruth, TaskFacts
 from mechscope.decompose.activation_buffer import Source
 from mechscope.decompose.dictionary import (
+    BatchTopKOptions,
     DictionaryConfig,
     TopKOptions,
 )
+from mechscope.decompose.sparsity_rules import sparsity_estimate
+
 
 # --- sizes: from the data (blind) or from the truth (oracle) -------------------------------------
-KURTOSIS_RATIO = 1.8
-"""E m⁴ / (E m²)² of a feature's magnitude m when it fires; 1.8 for m ~ U(0, 1)."""
-
-
 def site_width(x: Tensor) -> int:
     """Width of the activations x [N, d]: their numerical rank (singular values of the centred
     sample above 1e-4 of the largest). On a real model's residual stream this is d; a site whose
@@ -34,48 +33,43 @@ def site_width(x: Tensor) -> int:
     return max(1, int((s > 1e-4 * s[0]).sum())) if float(s[0]) > 0 else 1
 
 
-def sparsity_estimate(x: Tensor, generator: torch.Generator, n_dirs: int = 256) -> float:
-    """Mean number of active features per input, estimated from the activations alone.
-
-    Along a random unit direction u, u·x = Σ_i a_i f_i sums the L0 features active on the input.
-    For independent sparse features (each firing with small probability, magnitude m) its excess
-    kurtosis is κ ≈ 3 r / L0 with r = E m⁴ / (E m²)², since a sum's fourth cumulant adds while its
-    variance squared grows with the number of terms. So L0 ≈ 3 r / κ, κ averaged over directions.
-    Measured (seed 0, 20k inputs): tms-40-10 2.7 (true 2.0), resid-mlp-1l 1.04 (1.00),
-    synth-sae-bench 5.9 (7.2). Dense (Gaussian-like) data has κ → 0, i.e. a large L0."""
-    xc = x - x.mean(0)
-    u = torch.randn(x.shape[1], n_dirs, generator=generator)
-    p = xc @ (u / u.norm(dim=0))  # (N, n_dirs)
-    kurt = float((p.pow(4).mean(0) / p.pow(2).mean(0).pow(2).clamp_min(1e-30) - 3).mean())
-    return 3 * KURTOSIS_RATIO / max(kurt, 1e-6)
-
-
-def blind_sizes(cfg: DictionaryConfig, x: Tensor, generator: torch.Generator) -> tuple[int, int | None]:
+def blind_sizes(cfg: DictionaryConfig, x: Tensor, generator: torch.Generator) -> tuple[int, float | None]:
     """(n_latents, k) from the site's activations x [N, d_in] alone — what a user with a real
     model can compute. C = round(expansion × site_width(x)); k = ⌊sparsity_estimate(x)⌋, between
     1 and half the width: rounded *down* because a k below the true L0 costs TopK far less
     recovery than one above it (stress sweep in benchmarks/RESULTS.md: k = 1 0.99, k = 4 0.94 on iid
-    data with L0 = 2). The L1 / L0 prices need no rule of their own: they act on activations scaled
-    to E‖x‖² = 1, so they are prices relative to the data's own energy."""
+    data with L0 = 2). BatchTopK's k is a batch mean, so below 1 it stays fractional (the estimate
+    to 2 significant digits): on tms-5-2 (true L0 0.26, estimate 0.58) k = 1 made most inputs,
+    which use no feature, fire a latent. The L1 price has its own rule (`sparsity_rules.l1_price`)."""
     width = site_width(x)
     n_latents = cfg.n_latents if cfg.n_latents is not None else max(2, round(cfg.expansion * width))
-    k: int | None = None
+    k: float | None = None
     if isinstance(cfg, TopKOptions):
-        k = cfg.k if cfg.k is not None else int(min(max(1.0, sparsity_estimate(x, generator)), max(1, width // 2)))
+        k = cfg.k if cfg.k is not None else blind_k(sparsity_estimate(x, generator), width, isinstance(cfg, BatchTopKOptions))
         _check_k(k, n_latents)
     return n_latents, k
 
 
-def oracle_sizes(cfg: DictionaryConfig, n_directions: int, active_counts: Tensor) -> tuple[int, int | None]:
+def blind_k(l0_estimate: float, width: int, fractional: bool) -> float:
+    """k from an L0 estimate: rounded down to a whole number, at most half the width; at least 1,
+    or (`fractional`, BatchTopK) the estimate itself when it is below 1."""
+    if fractional and l0_estimate < 1:
+        return float(f"{max(l0_estimate, 1e-3):.2g}")
+    return int(min(max(1.0, l0_estimate), max(1, width // 2)))
+
+
+def oracle_sizes(cfg: DictionaryConfig, n_directions: int, active_counts: Tensor) -> tuple[int, float | None]:
     """(n_latents, k) from the ground truth (sizing=oracle): C = 2 × the n_directions true
     directions at the site, k = the rounded mean of `active_counts` [n] (how many of them each
-    input uses, ≥ 1)."""
+    input uses, ≥ 1; BatchTopK: the mean itself when it is below 1)."""
     n_latents = cfg.n_latents if cfg.n_latents is not None else 2 * n_directions
-    k: int | None = None
+    k: float | None = None
     if isinstance(cfg, TopKOptions):
         # More slots than features are really active buy polysemantic fix-ups and spurious firing
         # on single-feature inputs (measured: TMS 40-10 k=4 vs 2, residual MLP k=2 vs 1).
-        k = cfg.k if cfg.k is not None else max(1, round(float(active_counts.float().mean())))
+        mean = float(active_counts.float().mean())
+        fractional = isinstance(cfg, BatchTopKOptions) and mean < 1
+        k = cfg.k if cfg.k is not None else (float(f"{max(mean, 1e-3):.2g}") if fractional else max(1, round(mean)))
         _check_k(k, n_latents)
     return n_latents, k
 
@@ -83,7 +77,7 @@ def oracle_sizes(cfg: DictionaryConfig, n_directions: int, active_counts: Tensor
 def fit_sizes(
     cfg: DictionaryConfig, source: Source, task: TaskFacts, site: str, truth: GroundTruth | None,
     generator: torch.Generator,
-) -> tuple[int, int | None]:  # fmt: skip
+) -> tuple[int, float | None]:  # fmt: skip
     """(n_latents, k) for one site's fit: from 8,192 activations of `source` (sizing=blind), or
     from the ground truth at `site` (sizing=oracle; `truth` is None in a blind fit)."""
     if cfg.sizing == "oracle":
@@ -104,6 +98,6 @@ def truth_counts(truth: GroundTruth, probe: Tensor, site: str) -> tuple[int, Ten
     return len(truth.in_space("activation", site)), truth.active(probe, "activation", site).sum(-1)
 
 
-def _check_k(k: int, n_latents: int) -> None:
+def _check_k(k: float, n_latents: int) -> None:
     if k > n_latents:
         raise ConfigError(f"k={k} is larger than the dictionary (n_latents={n_latents})")

@@ -203,7 +203,7 @@ def check_against_sparsify(coder: SparseCoder, path: Path) -> None:
         return torch.zeros(x.shape[0], eai.num_latents).scatter_(1, out.top_indices, out.top_acts)
 
     def decode(z: Tensor) -> Tensor:
-        vals, idx = z.topk(coder.k or 1, dim=-1)
+        vals, idx = z.topk(int(coder.k or 1), dim=-1)
         return eai.decode(vals, idx)
 
     require_equal(coder, encode, decode, probe_batch(coder), str(path))

@@ -36,7 +36,13 @@ from mechscope.bounds import BatchSize, Count, LearningRate, Positive, Steps
 from mechscope.config import Config, ConfigError
 from mechscope.core import TaskFacts, derive_seed
 from mechscope.decompose.activation_buffer import ActivationBuffer, task_source
-from mechscope.decompose.dictionary import DictionaryConfig, ReLUOptions, TopKOptions, default_batch_size
+from mechscope.decompose.dictionary import (
+    BatchTopKOptions,
+    DictionaryConfig,
+    ReLUOptions,
+    TopKOptions,
+    default_batch_size,
+)
 from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
 from mechscope.decompose.dictionary_sizing import blind_sizes
 from mechscope.decompose.import_dictionary import quiet_import, require_equal, saelens_coder
@@ -60,8 +66,9 @@ class SAELensConfig(Config):
     n_latents: Count | None = None
     """None: expansion × the site's width, as for `sae-*` (`blind_sizes`)."""
     expansion: Positive = 8.0
-    k: Count | None = None
-    """TopK family: latents per input; None: the blind estimate `sae-topk` uses."""
+    k: Positive | None = None
+    """TopK family: latents per input (TopK: a whole number; BatchTopK / Matryoshka: a batch mean,
+    may be fractional, as SAELens's own `k: float`); None: the blind estimate the `sae-*` twin uses."""
     steps: Steps = 1_500
     """Same default budget as `sae-*`: steps × batch_size samples seen."""
     batch_size: BatchSize | None = None
@@ -69,7 +76,7 @@ class SAELensConfig(Config):
     buffer_size: Count = 32_768
 
 
-def _training_sae(variant: Variant, d_in: int, n_latents: int, k: int | None) -> Any:
+def _training_sae(variant: Variant, d_in: int, n_latents: int, k: float | None) -> Any:
     """SAELens's training SAE for the variant, at its config's defaults apart from the sizes."""
     sae_lens = quiet_import("sae_lens")
     assert sae_lens is not None
@@ -79,7 +86,7 @@ def _training_sae(variant: Variant, d_in: int, n_latents: int, k: int | None) ->
         return sae_lens.JumpReLUTrainingSAE(sae_lens.JumpReLUTrainingSAEConfig(d_in=d_in, d_sae=n_latents))
     assert k is not None
     if variant == "topk":
-        return sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(d_in=d_in, d_sae=n_latents, k=k))
+        return sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(d_in=d_in, d_sae=n_latents, k=int(k)))
     if variant == "batchtopk":
         return sae_lens.BatchTopKTrainingSAE(
             sae_lens.BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=n_latents, k=k)
@@ -107,7 +114,7 @@ def _quiet_trainer() -> Iterator[None]:
 
 
 def train_saelens(
-    variant: Variant, buffer: ActivationBuffer, d_in: int, n_latents: int, k: int | None, config: SAELensConfig,
+    variant: Variant, buffer: ActivationBuffer, d_in: int, n_latents: int, k: float | None, config: SAELensConfig,
     batch: int, seed: int,
 ) -> Any:  # fmt: skip
     """Train SAELens's SAE with SAELens's trainer on `config.steps` batches of `buffer`."""
@@ -133,11 +140,15 @@ def train_saelens(
 
 def peer_sizes(
     variant: Variant, config: SAELensConfig, x: Tensor, generator: torch.Generator
-) -> tuple[int, int | None]:
+) -> tuple[int, float | None]:
     """The blind (n_latents, k) the matching `sae-*` method chooses for the same settings."""
+    n, e = config.n_latents, config.expansion
+    if variant == "topk" and config.k is not None and config.k != int(config.k):
+        raise ConfigError(f"k={config.k} must be a whole number for saelens-topk (BatchTopK's k may be fractional)")
     opts: DictionaryConfig = (
-        ReLUOptions(n_latents=config.n_latents, expansion=config.expansion) if variant in ("standard", "jumprelu")
-        else TopKOptions(n_latents=config.n_latents, expansion=config.expansion, k=config.k)
+        ReLUOptions(n_latents=n, expansion=e) if variant in ("standard", "jumprelu")
+        else BatchTopKOptions(n_latents=n, expansion=e, k=config.k) if variant in ("batchtopk", "matryoshka")
+        else TopKOptions(n_latents=n, expansion=e, k=None if config.k is None else int(config.k))
     )  # fmt: skip
     return blind_sizes(opts, x, generator)
 
@@ -178,7 +189,7 @@ def fit_variant(
 
 
 def peer_record(
-    n_set: int | None, k_set: int | None, n_latents: int, k: int | None, batch: int, steps: int
+    n_set: int | None, k_set: float | None, n_latents: int, k: float | None, batch: int, steps: int
 ) -> dict[str, Any]:
     """A peer's `SparseCoder.trained`: the sizes and budget it ran with (as `train_coder` records)."""
     return {

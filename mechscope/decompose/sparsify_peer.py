@@ -130,8 +130,9 @@ def fit(target: nn.Module, task: TaskFacts, config: Config, ctx: FitContext) -> 
     for i, site in enumerate(sites):  # the seeds sae-topk uses: same stream, same blind sizes
         source = task_source(target, task, (site, "output"), (site, "output"), ctx.generator(10 + i))
         opts = TopKOptions(n_latents=config.n_latents, expansion=config.expansion, k=config.k)
-        n_latents, k = blind_sizes(opts, source(8_192)[0], ctx.generator(1 + i))
-        assert k is not None
+        n_latents, k_blind = blind_sizes(opts, source(8_192)[0], ctx.generator(1 + i))
+        assert k_blind is not None
+        k = int(k_blind)  # TopK's k is a whole number
         d = source(1)[0].shape[1]
         batch = config.batch_size or default_batch_size(d, d)
         buffer = ActivationBuffer(source, max(config.buffer_size, 2 * batch), batch, ctx.generator(100 + i))

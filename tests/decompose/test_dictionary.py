@@ -18,14 +18,14 @@ from mechscope.decompose.dictionary import (
     train_coder,
 )
 from mechscope.decompose.dictionary_kernels import _TopKEncode
-from mechscope.decompose.dictionary_sizing import oracle_sizes
+from mechscope.decompose.dictionary_sizing import blind_k, oracle_sizes
 
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def coder(activation: str, k: int | None = None, C: int = 32, d: int = 8) -> SparseCoder:
+def coder(activation: str, k: float | None = None, C: int = 32, d: int = 8) -> SparseCoder:
     c = SparseCoder(d, d, C, activation, k, sae=True, generator=gen())  # type: ignore[arg-type]
     with torch.no_grad():
         c.b_enc.fill_(5.0)  # every pre-activation positive: the sparsity rule alone decides
@@ -159,8 +159,28 @@ def test_errors_k_too_large_and_wrong_shape() -> None:
 def test_oracle_sizes_from_the_task() -> None:
     counts = torch.tensor([0, 1, 1, 2, 2, 2, 3, 3, 4, 4])
     assert oracle_sizes(TopKOptions(), 40, counts) == (80, 2)  # mean 2.2, rounded
-    assert oracle_sizes(BatchTopKOptions(), 40, torch.zeros(5)) == (80, 1)  # at least 1
+    assert oracle_sizes(TopKOptions(), 40, torch.zeros(5)) == (80, 1)  # at least 1
+    # BatchTopK's k is a batch mean: below 1 it stays fractional (2 significant digits)
+    assert oracle_sizes(BatchTopKOptions(), 40, torch.tensor([0, 0, 0, 1, 0, 0, 1.0])) == (80, 0.29)
+    assert oracle_sizes(BatchTopKOptions(), 40, counts) == (80, 2)
     assert oracle_sizes(ReLUOptions(n_latents=10), 40, counts) == (10, None)
+
+
+def test_blind_k_is_whole_for_topk_and_fractional_below_one_for_batchtopk() -> None:
+    assert blind_k(2.79, 10, fractional=False) == 2 and blind_k(2.79, 10, fractional=True) == 2
+    assert blind_k(0.58, 2, fractional=False) == 1
+    assert blind_k(0.58, 2, fractional=True) == 0.58
+    assert blind_k(40.0, 10, fractional=True) == 5  # at most half the width
+
+
+def test_a_fractional_batchtopk_k_keeps_k_times_batch_entries() -> None:
+    c = coder("batchtopk", k=0.25)
+    vals, rows, cols = c.batchtopk_entries(torch.randn(64, 8), BatchTopKOptions(k=0.25))
+    assert vals.shape == (16,) and rows.shape == cols.shape == (16,)
+    c.per_row = True  # the per-row warm-up keeps ⌊k⌋, at least one per row
+    assert c.batchtopk_entries(torch.randn(64, 8), BatchTopKOptions(k=0.25))[0].shape == (64,)
+    with pytest.raises(ConfigError, match=r"k=0\.5 must be a whole number"):
+        SparseCoder(8, 8, 32, "topk", k=0.5)
 
 
 def test_fold_scales_gives_the_same_function_on_raw_activations() -> None:

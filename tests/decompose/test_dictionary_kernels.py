@@ -63,7 +63,7 @@ def test_sparse_step_equals_the_dense_step(
         c.log_threshold.copy_((0.2 + 0.2 * torch.rand(64, generator=gen(4), dtype=torch.float64)).log())
     c.l1_phase = l1_phase
     x = torch.randn(40, 12, generator=gen(5), dtype=torch.float64) / 12**0.5
-    cfg = ReLUOptions() if activation == "relu" else JumpReLUOptions(bandwidth=0.2)
+    cfg = ReLUOptions(l1_coef=1.2) if activation == "relu" else JumpReLUOptions(bandwidth=0.2, warmup_l1_coef=1.2)
     pre = c.pre_acts(x)
     limit = 1.0
     if band_kind is not None:

@@ -11,10 +11,19 @@ from torch import nn
 
 from mechscope.core import GroundTruth
 from mechscope.decompose import METHODS, FitContext, get_method
+from mechscope.decompose.activation_buffer import tensor_source
 from mechscope.decompose.base import load_decomposition
-from mechscope.decompose.dictionary import TopKOptions, default_batch_size
-from mechscope.decompose.dictionary_sizing import blind_sizes, site_width, sparsity_estimate
+from mechscope.decompose.dictionary import (
+    JumpReLUOptions,
+    ReLUOptions,
+    TopKOptions,
+    default_batch_size,
+    resolve_l1_price,
+    train_coder,
+)
+from mechscope.decompose.dictionary_sizing import blind_sizes, site_width
 from mechscope.decompose.registry import fit_blind
+from mechscope.decompose.sparsity_rules import l1_price, sparsity_estimate
 from mechscope.zoo.resid_mlp import ResidMLPConfig, ResidMLPTask
 
 SMALL = {"steps": 12, "batch_size": 64, "buffer_size": 512, "checkpoint_every": 6}
@@ -118,3 +127,39 @@ def test_fixed_point_analysis_fits_blind() -> None:
     spec = get_method("fixed-points")
     analysis = fit_blind(spec, task.make_target(0), task, spec.Cfg(), FitContext(seed=0))
     assert analysis is not None
+
+
+def test_the_l1_price_falls_as_one_over_root_l0() -> None:
+    assert l1_price(1.0, 0.5) == pytest.approx(1.0)
+    assert l1_price(4.0, 0.5) == pytest.approx(0.5)  # one feature's RMS amplitude halves
+    assert l1_price(4.0, 1.0) == pytest.approx(1.0)
+    cfg = resolve_l1_price(ReLUOptions(), sparse_sums(8_192, n_dirs=256, d=64, per_input=8))
+    assert isinstance(cfg, ReLUOptions) and cfg.l1_coef is not None and 0.15 < cfg.l1_coef < 0.5  # true L0 8
+    assert resolve_l1_price(ReLUOptions(l1_coef=2.0), torch.randn(64, 8)) == ReLUOptions(l1_coef=2.0)  # set: kept
+
+
+def sparse_sums(n: int, n_dirs: int, d: int, per_input: int, seed: int = 0) -> torch.Tensor:
+    """[n, d] sums of `per_input` of `n_dirs` random unit directions with U(0, 1) magnitudes."""
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.nn.functional.normalize(torch.randn(n_dirs, d, generator=g), dim=1)
+    idx = torch.randint(0, n_dirs, (n, per_input), generator=g)
+    return torch.einsum("nk,nkd->nd", torch.rand(n, per_input, generator=g), dirs[idx])
+
+
+@pytest.mark.parametrize("method", ["relu", "jumprelu"])
+def test_the_blind_l1_price_keeps_a_high_l0_code_alive(method: str) -> None:
+    """L0 8 in 64 dims: the fixed price 1.2 (the old default) silences every latent within a few
+    hundred steps; the rule's price (≈ 0.35) keeps the code firing — both checked here."""
+    x = sparse_sums(16_384, n_dirs=256, d=64, per_input=8)
+    make = ReLUOptions if method == "relu" else JumpReLUOptions
+
+    def l0(**price: float) -> float:
+        cfg = make(n_latents=256, steps=300, batch_size=256, buffer_size=8_192, l1_warmup_frac=1.0, **price) \
+            if method == "jumprelu" else make(n_latents=256, steps=300, batch_size=256, buffer_size=8_192, **price)
+        coder = train_coder(tensor_source(x), cfg, 256, None, True, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            return float((coder.encode(x[:2_048]) > 0).sum(-1).float().mean())
+
+    fixed = {"l1_coef": 1.2} if method == "relu" else {"warmup_l1_coef": 1.2}
+    assert l0(**fixed) < 0.5
+    assert l0() > 4
