@@ -11,8 +11,8 @@ construction) is left out and the rate of any span of steps can be read off:
 
 - first: steps 2–6 (both libraries dense at initialisation for ReLU / JumpReLU);
 - whole run: every step of ours; SAELens's rate over its `--peer-steps` (its step is the same dense
-  products at any sparsity, so its rate does not change along a run — the table shows its first
-  and its last steps' rates to check);
+  products at any sparsity, so its rate does not change along a run), run once before and once after
+  ours so that a change of the machine's load in between hits both (the table shows each run's rate);
 - last 10 %: ours at the end of the run (ReLU / JumpReLU sparse, BatchTopK in its batch phase).
 
 Toy sizes (`--toy`): whole blind-default fits (`fit_blind`) of each `sae-*` method and its
@@ -20,12 +20,15 @@ Toy sizes (`--toy`): whole blind-default fits (`fit_blind`) of each `sae-*` meth
 numbers of steps), ratio.
 
     .venv/bin/python benchmarks/sae_speed.py [--variants topk,relu] [--steps 1500] [--peer-steps 40] \
-        [--batch 1024] [--threads 1] [--toy tms-40-10,stress-iid] [--toy-variants relu,...] [--skip-big]
+        [--batch 1024] [--threads 1] [--toy tms-40-10,stress-iid] [--toy-variants relu,...] [--skip-big] \
+        [--set relu.l1_coef=0.2 --set jumprelu.warmup_l1_coef=0.2] [--trace PREFIX]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -135,29 +138,36 @@ def span_rate(stamps: list[float], start: int, stop: int, batch: int) -> float:
 
 
 def big_table(
-    variants: list[str], steps: int, peer_steps: int, batch: int, have_saelens: bool, sets: dict[str, dict[str, float]]
+    variants: list[str], steps: int, peer_steps: int, batch: int, have_saelens: bool, sets: dict[str, dict[str, float]],
+    trace: str | None = None,
 ) -> None:
     x = activations(65_536)
     print(f"d={D} latents={C} k={K} batch={batch}; ours: a whole run of {steps} steps at the sae-* defaults; "
           f"SAELens: {peer_steps} steps; activations per CPU-second of the training steps")  # fmt: skip
     print("| variant | ours first (2–6) | ours whole run | ours last 10 % | ours L0 first → last | SAELens first (2–6) "
-          "| SAELens steps 2–N (last 10 of them) | × first | × whole run |")  # fmt: skip
+          "| SAELens steps 2–N (before / after ours) | × first | × whole run |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for variant in variants:
         ours(variant, x, 3, batch)  # warm-up: first calls, allocator
+        if have_saelens:  # SAELens before and after ours, so a change of the machine's load hits both
+            saelens(variant, x, 2, batch)
+            p_before = saelens(variant, x, peer_steps, batch)
         s = ours(variant, x, steps, batch, sets.get(variant))
         l0 = (L0S[1], sum(L0S[-max(1, steps // 10) :]) / max(1, steps // 10))
         first, whole = span_rate(s, 1, 6, batch), span_rate(s, 0, steps, batch)
         last = span_rate(s, steps - max(1, steps // 10), steps, batch)
         if have_saelens:
-            saelens(variant, x, 2, batch)
-            p = saelens(variant, x, peer_steps, batch)
-            p_first, p_all = span_rate(p, 1, 6, batch), span_rate(p, 1, peer_steps, batch)
-            p_last = span_rate(p, peer_steps - 10, peer_steps, batch)
-            peer = f"{p_first:.0f} | {p_all:.0f} ({p_last:.0f}) | {first / p_first:.2f}× | {whole / p_all:.2f}×"
+            p_after = saelens(variant, x, peer_steps, batch)
+            p_first = span_rate(p_before, 1, 6, batch)
+            r0, r1 = span_rate(p_before, 1, peer_steps, batch), span_rate(p_after, 1, peer_steps, batch)
+            p_all = 2 / (1 / r0 + 1 / r1)  # both runs' steps over both runs' CPU-s
+            peer = f"{p_first:.0f} | {p_all:.0f} ({r0:.0f} / {r1:.0f}) | {first / p_first:.2f}× | {whole / p_all:.2f}×"
         else:
             peer = "– | – | – | –"
         label = variant + "".join(f", {k}={v:g}" for k, v in sets.get(variant, {}).items())
+        if trace:  # every step's CPU-s and L0, to see where a run spends its time
+            with open(f"{trace}.{variant}.json", "w") as f:
+                json.dump({"label": label, "step_cpu_s": [b - a for a, b in itertools.pairwise(s)], "l0": L0S}, f)
         print(f"| {label} | {first:.0f} | {whole:.0f} | {last:.0f} | {l0[0]:.0f} → {l0[1]:.0f} | {peer} |", flush=True)
 
 
@@ -199,6 +209,8 @@ def main() -> None:
     ap.add_argument("--skip-big", action="store_true", help="only the toy fits")
     ap.add_argument("--set", action="append", default=[], metavar="VARIANT.KEY=VALUE",
                     help="override one of our configs' numbers at the big size, e.g. relu.l1_coef=0.1")  # fmt: skip
+    ap.add_argument("--trace", default=None, metavar="PREFIX",
+                    help="write each big-size run's per-step CPU-s and L0 to PREFIX.VARIANT.json")  # fmt: skip
     args = ap.parse_args()
     if args.steps < 20 or args.peer_steps < 12:
         raise SystemExit(f"--steps {args.steps} / --peer-steps {args.peer_steps}: need at least 20 / 12")
@@ -218,7 +230,7 @@ def main() -> None:
             raise SystemExit(f"--set {item!r}: expected VARIANT.KEY=VALUE with VARIANT one of {', '.join(VARIANTS)}")
         sets.setdefault(variant, {})[field] = float(value)
     if not args.skip_big:
-        big_table(variants, args.steps, args.peer_steps, args.batch, have_saelens, sets)
+        big_table(variants, args.steps, args.peer_steps, args.batch, have_saelens, sets, args.trace)
     if args.toy and have_saelens:
         toy_table(args.toy.split(","), args.toy_variants.split(","))
 

@@ -50,11 +50,18 @@ from mechscope.decompose.dictionary_config import (
     TopKOptions,
 )
 from mechscope.decompose.dictionary_kernels import (
+    Entries,
+    ThetaBand,
+    _BandDecoderTap,
+    _BandPrice,
     _BatchTopKEncode,
+    _Encode,
     _EncodeAt,
     _JumpReLU,
     _Step,
     _TopKEncode,
+    entries_above,
+    jumprelu_entries,
     sparse_decode,
 )
 from mechscope.decompose.parallel import Placement, precision
@@ -67,10 +74,9 @@ __all__ = [  # the settings live in dictionary_config.py; importers may take the
 ]  # fmt: skip
 
 SPARSE_BELOW = 0.05
-"""ReLU / JumpReLU train on the sparse entries (decoder, its backward and W_enc's gradient) when at
-most this fraction of the batch's [B, C] pre-activations carry gradient, else dense. Measured at
-B = 1024, C = 8192, d = 512, 1 thread: `embedding_bag` and the sparse encoder gradient cost what
-the dense products cost at ≈ 5–6 % density (benchmarks/RESULTS.md, "Trainer throughput")."""
+"""ReLU / JumpReLU train on the firing entries alone (decoder, its backward, W_enc's gradient) when at
+most this fraction of the batch's [B, C] pre-activations fire: `embedding_bag` and the sparse encoder
+gradient cost the dense products at ≈ 5–6 % (B = 1024, C = 8192, d = 512, 1 thread; RESULTS.md)."""
 
 
 # --- the coder --------------------------------------------------------------------------------
@@ -172,6 +178,7 @@ class SparseCoder(nn.Module):
     def train_step(self, x: Tensor, y: Tensor, cfg: DictionaryConfig, dead: Tensor) -> TrainStep:
         """Loss on one normalised batch; `dead` bool [C] marks latents AuxK should revive."""
         B = x.shape[0]
+        band: ThetaBand | None = None
         if self.activation == "topk":
             assert self.k is not None
             vals, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), int(self.k))  # (B, k)
@@ -188,20 +195,25 @@ class SparseCoder(nn.Module):
             l0 = float((vals > 0).sum()) / B
         else:
             bias = self._enc_bias()
-            pre = F.linear(x, self.W_enc, bias)  # (B, C)
-            sparse = self._gradient_entries(pre.detach(), cfg)
+            with torch.no_grad():  # x W_encᵀ (B, C); its bias is added to every entry only if dense
+                pre = x @ self.W_enc.t()
+            sparse = self._gradient_entries(pre, cfg, bias.detach())
             if sparse is None:
+                pre = _Encode.apply(x, self.W_enc, bias, pre)
                 z = self._train_latents(pre, cfg)
                 y_hat = self.decode(z)
-                fired = (z > 0).any(0)
-                l0 = int(torch.count_nonzero(z)) / B
-            else:  # the same latents on the entries that carry gradient (the rest are 0 with 0 gradient)
-                rows, cols = sparse
-                pre = _EncodeAt.apply(x, self.W_enc, bias, pre.detach(), rows, cols)  # (entries,)
+                on = z > 0  # one pass for both (count_nonzero on floats took 26 ms, on bools 5)
+                fired, l0 = on.any(0), int(torch.count_nonzero(on)) / B
+            else:  # the same latents on the entries that carry value (the rest are 0 with 0 gradient
+                rows, cols, band = sparse  # but JumpReLU's band-only entries: θ's pseudo-gradient, `band`)
+                b_dec = self.b_dec if self.sae else None  # (pre: x W_encᵀ; the bias added at the entries)
+                pre = _EncodeAt.apply(x, self.W_enc, self.b_enc, b_dec, bias.detach(), pre, rows, cols)
                 z = self._train_latents(pre, cfg, cols)
                 y_hat = sparse_decode(self.b_dec.expand(B, -1), rows, cols, z, self.W_dec)
-                fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
-                fired[cols[z > 0]] = True
+                if band is not None:  # θ's pseudo-gradient through the decoder (and the price, below)
+                    theta_all = self.log_threshold.exp()
+                    y_hat = _BandDecoderTap.apply(y_hat, theta_all, self.W_dec.detach(), band)
+                fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device).index_fill_(0, cols[z > 0], True)
                 l0 = float((z > 0).sum()) / B
         mse = (y_hat - y).pow(2).sum(-1).mean()
         loss = mse
@@ -210,10 +222,10 @@ class SparseCoder(nn.Module):
         )
         if l1_price is None and (isinstance(cfg, ReLUOptions) or self.l1_phase):
             raise ConfigError("the L1 price is unresolved (None): train_coder sets it from the data (resolve_l1_price)")
-        # dense z [B, C] or sparse z [entries] (then `cols` names each entry's latent): Σ / B either way
+        # dense z [B, C] (Σ_b first: 1 pass, a broadcast gradient) or sparse z [entries] of latents `cols`
         if l1_price is not None:  # relu, and jumprelu's L1 warm-up: L1 weighted by decoder norm
             norms = self.W_dec.norm(dim=1)
-            loss = loss + l1_price * (z * (norms if z.dim() == 2 else norms[cols])).sum() / B
+            loss = loss + l1_price * (z.sum(0) * norms if z.dim() == 2 else z * norms[cols]).sum() / B
         elif isinstance(cfg, JumpReLUOptions):
             theta = self.log_threshold.exp()
             theta = theta if pre.dim() == 2 else theta[cols]
@@ -221,6 +233,8 @@ class SparseCoder(nn.Module):
             loss = loss + cfg.l0_coef * l0_soft
         elif isinstance(cfg, TopKOptions) and cfg.aux_coef > 0 and bool(dead.any()):
             loss = loss + cfg.aux_coef * self._aux_loss(x, (y - y_hat).detach(), dead, cfg)
+        if band is not None and isinstance(cfg, JumpReLUOptions):  # the band's price pseudo-gradients (value 0)
+            loss = loss + _BandPrice.apply(theta_all, self.W_enc, bias, x, self.W_dec.detach(), band, l1_price, cfg)
         return TrainStep(loss, mse.detach(), fired, l0)
 
     def _train_latents(self, pre: Tensor, cfg: DictionaryConfig, cols: Tensor | None = None) -> Tensor:
@@ -233,27 +247,17 @@ class SparseCoder(nn.Module):
             return _JumpReLU.apply(pre, theta if cols is None else theta[cols], cfg.bandwidth)
         raise ValueError(f"no dense training latents for {self.activation!r} (batchtopk: batchtopk_entries)")
 
-    def _gradient_entries(self, pre: Tensor, cfg: DictionaryConfig) -> tuple[Tensor, Tensor] | None:
-        """(rows, cols), ascending, of the pre-activations [B, C] that carry value or gradient —
-        ReLU: pre > 0; JumpReLU: pre > θ or within the kernel's ε/2 of θ, i.e. pre > θ − ε/2 (one
-        comparison; the bound is widened by 0.1 % of ε so rounding cannot drop a band entry, and an
-        entry outside the band has z = 0 and zero gradient anyway) — or None (train dense) when
-        more than `SPARSE_BELOW` of the batch would. Off them z = 0, and z's, the L1's and the L0's
-        gradients are 0, so the loss and every gradient are the dense step's. The density is
-        estimated on the first 64 rows first (0.5 ms) so a dense step does not pay for `nonzero`."""
+    def _gradient_entries(self, pre: Tensor, cfg: DictionaryConfig, bias: Tensor | float = 0.0) -> Entries | None:
+        """(rows, cols), ascending, of the pre-activations pre + bias [B, C] that carry value (ReLU:
+        > 0, JumpReLU: > θ; off them z = 0 with 0 gradient) and JumpReLU's band-only entries (`ThetaBand`;
+        None if none, or if they too are few: then listed with the rest, as > θ − ε/2, widened by 0.1 %
+        of ε against rounding), or None (train dense) when over `SPARSE_BELOW` of the entries carry value."""
+        limit = SPARSE_BELOW * pre.numel()
         if self.activation == "relu":
-            on = pre > 0
-        else:
-            assert isinstance(cfg, JumpReLUOptions)
-            on = pre > self.log_threshold.detach().exp() - 0.5005 * cfg.bandwidth
-        limit = SPARSE_BELOW * on.numel()
-        if int(torch.count_nonzero(on[:64])) * on.shape[0] > limit * min(64, on.shape[0]):
-            return None
-        entries = on.nonzero()
-        if entries.shape[0] > limit:
-            return None
-        rows, cols = entries.unbind(1)
-        return rows, cols
+            found = entries_above(pre, -bias, limit)
+            return None if found is None else (found[0], found[1], None)
+        assert isinstance(cfg, JumpReLUOptions)  # θ on pre without its bias
+        return jumprelu_entries(pre, self.log_threshold.detach().exp() - bias, cfg.bandwidth, limit, SPARSE_BELOW)
 
     def batchtopk_entries(self, x: Tensor, cfg: BatchTopKOptions) -> tuple[Tensor, Tensor, Tensor]:
         """BatchTopK's training code as sparse entries (vals, rows, cols) [k·B]: the k·B largest

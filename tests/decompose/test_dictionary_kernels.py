@@ -6,12 +6,15 @@ batch where one row overflows its candidates."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
 import mechscope.decompose.dictionary as dictionary
+import mechscope.decompose.dictionary_kernels as kernels
 from mechscope.decompose.dictionary import JumpReLUOptions, ReLUOptions, SparseCoder
-from mechscope.decompose.dictionary_kernels import batch_topk_select, sparse_decode
+from mechscope.decompose.dictionary_kernels import ThetaBand, batch_topk_select, sparse_decode
 
 
 def gen(seed: int) -> torch.Generator:
@@ -26,17 +29,33 @@ def _step(c: SparseCoder, x: torch.Tensor, cfg: ReLUOptions | JumpReLUOptions, s
     return out.loss, out.l0, out.fired, list(torch.autograd.grad(out.loss, params))
 
 
+class _Spy:
+    """Stands in for an autograd Function and records that it was applied."""
+
+    def __init__(self, fn: type, seen: list[object]) -> None:
+        self.fn, self.seen = fn, seen
+
+    def apply(self, *args: object) -> torch.Tensor:
+        self.seen.append(args)
+        return self.fn.apply(*args)  # type: ignore[attr-defined,no-any-return]
+
+
 @pytest.mark.parametrize(
-    ("activation", "l1_phase", "bias"),
-    [("relu", False, -0.8), ("relu", False, 0.5), ("jumprelu", True, -0.3), ("jumprelu", False, -0.3),
-     ("jumprelu", False, 0.5)],
+    ("activation", "l1_phase", "bias", "band_kind", "sae"),
+    [("relu", False, -0.8, None, True), ("relu", False, 0.5, None, True), ("relu", False, -0.8, None, False),
+     ("jumprelu", False, -0.3, "dense", False)]
+    + [("jumprelu", l1, b, kind, True) for l1, b in ((True, -0.3), (False, -0.3), (False, 0.5), (True, 0.5))
+       for kind in (None, "sparse", "complement", "dense")],
 )  # fmt: skip
 def test_sparse_step_equals_the_dense_step(
-    activation: str, l1_phase: bool, bias: float, monkeypatch: pytest.MonkeyPatch
+    activation: str, l1_phase: bool, bias: float, band_kind: str | None, sae: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Forced sparse (threshold 1) and forced dense (threshold 0): the same loss, L0, fired set and
-    gradient of every parameter (θ included), on a sparse code (bias −0.8 / −0.3) and a dense one."""
-    c = SparseCoder(12, 12, 64, activation, sae=True, generator=gen(0)).double()  # type: ignore[arg-type]
+    gradient of every parameter (θ included), on a sparse code (bias −0.8 / −0.3) and a dense one.
+    JumpReLU: the band listed with the firing entries (`band_kind` None), or its band-only entries
+    (θ's pseudo-gradient) through each of `ThetaBand`'s products — forced by a sparsity limit
+    between the firing and the firing-or-band densities. `sae` False: a transcoder (no b_dec in the encoder)."""
+    c = SparseCoder(12, 12, 64, activation, sae=sae, generator=gen(0)).double()  # type: ignore[arg-type]
     with torch.no_grad():
         c.b_enc.copy_(bias + 0.3 * torch.randn(64, generator=gen(1), dtype=torch.float64))
         c.b_dec.copy_(0.1 * torch.randn(12, generator=gen(2), dtype=torch.float64))
@@ -45,9 +64,19 @@ def test_sparse_step_equals_the_dense_step(
     c.l1_phase = l1_phase
     x = torch.randn(40, 12, generator=gen(5), dtype=torch.float64) / 12**0.5
     cfg = ReLUOptions(l1_coef=1.2) if activation == "relu" else JumpReLUOptions(bandwidth=0.2, warmup_l1_coef=1.2)
-    dense = _step(c, x, cfg, 0.0, monkeypatch)
-    sparse = _step(c, x, cfg, 1.0, monkeypatch)
     pre = c.pre_acts(x)
+    limit = 1.0
+    if band_kind is not None:
+        monkeypatch.setattr(kernels, "ThetaBand", partial(ThetaBand, kind=band_kind))
+        th = c.log_threshold.exp()
+        fire, wide = float((pre > th).double().mean()), float((pre > th - 0.5005 * 0.2).double().mean())
+        assert fire < wide
+        limit = (fire + wide) / 2
+    dense = _step(c, x, cfg, 0.0, monkeypatch)
+    seen: list[object] = []
+    monkeypatch.setattr(dictionary, "_BandPrice", _Spy(dictionary._BandPrice, seen))
+    sparse = _step(c, x, cfg, limit, monkeypatch)
+    assert len(seen) == (band_kind is not None)  # the band path ran exactly when forced
     on = pre > (0 if activation == "relu" else c.log_threshold.exp())
     assert 0 < float(on.double().mean()) < 0.9  # a real mixture of on and off entries
     torch.testing.assert_close(sparse[0], dense[0])
@@ -56,13 +85,28 @@ def test_sparse_step_equals_the_dense_step(
         torch.testing.assert_close(g_sparse, g_dense)
     if activation == "jumprelu":  # the θ band reached entries that do not fire
         assert float(dense[3][-1].abs().sum()) > 0
+        th = c.log_threshold.exp()
+        assert bool((((pre - th).abs() < 0.1) & (pre <= th)).any())
+
+
+@pytest.mark.parametrize("kind", ["sparse", "complement", "dense"])
+def test_theta_band_product_is_the_masked_product(kind: str) -> None:
+    pre = torch.randn(30, 50, generator=gen(10), dtype=torch.float64)
+    theta = 0.3 * torch.rand(50, generator=gen(11), dtype=torch.float64)
+    band = ThetaBand(pre, theta, 0.8, pre > theta, 0.05, kind)
+    mask = ((pre - theta).abs() < 0.4) & (pre <= theta)
+    assert 0 < int(mask.sum()) < mask.numel() and band.kind == kind
+    G = torch.randn(30, 7, generator=gen(12), dtype=torch.float64)
+    torch.testing.assert_close(band.t_mm(G), mask.double().t() @ G)
+    torch.testing.assert_close(band.counts, mask.double().sum(0))
+    assert ThetaBand(pre, theta, 0.8, pre > theta, 0.05).kind == "dense"  # ~15 % of entries: neither extreme
 
 
 def test_density_picks_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
     c = SparseCoder(8, 8, 32, "relu", sae=True, generator=gen(0))
     pre = torch.randn(16, 32, generator=gen(1))
     assert c._gradient_entries(pre, ReLUOptions()) is None  # half the entries on: dense
-    rows, cols = c._gradient_entries(pre - 2.5, ReLUOptions())  # type: ignore[misc]  # ~0.6 % on: sparse
+    rows, cols, _ = c._gradient_entries(pre - 2.5, ReLUOptions())  # type: ignore[misc]  # ~0.6 % on: sparse
     assert torch.equal(torch.stack([rows, cols], 1), (pre > 2.5).nonzero())
 
 
