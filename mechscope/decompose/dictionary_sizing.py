@@ -54,8 +54,13 @@ def blind_k(l0_estimate: float, width: int, fractional: bool) -> float:
     """k from an L0 estimate: rounded down to a whole number, at most half the width; at least 1,
     or (`fractional`, BatchTopK) the estimate itself when it is below 1."""
     if fractional and l0_estimate < 1:
-        return float(f"{max(l0_estimate, 1e-3):.2g}")
+        return _fractional_k(l0_estimate)
     return int(min(max(1.0, l0_estimate), max(1, width // 2)))
+
+
+def _fractional_k(mean: float) -> float:
+    """A BatchTopK k below 1: the mean to 2 significant digits, at least 1e-3."""
+    return float(f"{max(mean, 1e-3):.2g}")
 
 
 def oracle_sizes(cfg: DictionaryConfig, n_directions: int, active_counts: Tensor) -> tuple[int, float | None]:
@@ -69,7 +74,7 @@ def oracle_sizes(cfg: DictionaryConfig, n_directions: int, active_counts: Tensor
         # on single-feature inputs (measured: TMS 40-10 k=4 vs 2, residual MLP k=2 vs 1).
         mean = float(active_counts.float().mean())
         fractional = isinstance(cfg, BatchTopKOptions) and mean < 1
-        k = cfg.k if cfg.k is not None else (float(f"{max(mean, 1e-3):.2g}") if fractional else max(1, round(mean)))
+        k = cfg.k if cfg.k is not None else (_fractional_k(mean) if fractional else max(1, round(mean)))
         _check_k(k, n_latents)
     return n_latents, k
 
