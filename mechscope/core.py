@@ -42,6 +42,12 @@ SPACES: tuple[Space, ...] = ("parameter", "activation")
 #   "never": never used on data (e.g. the part of W_in outside span(W_E))
 ActiveRule = Literal["pos", "neg", "nonzero", "dense", "never"]
 
+ONEHOT_QUANTILE = 0.75
+"""The percentile of its magnitude law at which the `onehot` evaluation set puts each feature."""
+
+ONEHOT_VALUE = ONEHOT_QUANTILE
+"""The `onehot` value of the SPD tasks (the SPD paper's 0.75): their magnitudes are U(0, 1)."""
+
 _SEED_STRIDE = 1_000_003  # a prime larger than any salt we use, so (seed, salt) pairs never collide
 
 
@@ -179,12 +185,14 @@ class Task(ABC):
     def ground_truth(self, target: nn.Module) -> GroundTruth:
         """The target's true mechanisms."""
 
-    def onehot(self, value: float = 0.75) -> Tensor:
-        """The `onehot` evaluation set: each feature alone at `value` (SPD paper).
+    def onehot(self, value: float | None = None) -> Tensor:
+        """The `onehot` evaluation set: each feature alone at `value`, by default 0.75 (SPD paper).
 
+        0.75 is the 75th percentile of the U(0, 1) magnitudes of the SPD tasks; a task whose
+        features have another magnitude law puts each at the same percentile of its own law.
         Tasks with signed features add each feature alone at −value too."""
         n = self.n_features
-        return torch.eye(n) * value
+        return torch.eye(n) * (ONEHOT_VALUE if value is None else value)
 
     @property
     @abstractmethod
@@ -227,7 +235,7 @@ class TaskFacts:
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self._task.sample(n, generator)
 
-    def onehot(self, value: float = 0.75) -> Tensor:
+    def onehot(self, value: float | None = None) -> Tensor:
         return self._task.onehot(value)
 
     def activation_sites(self) -> list[str]:

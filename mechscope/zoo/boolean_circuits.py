@@ -167,7 +167,7 @@ class BooleanCircuitsTask(Task):
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return (torch.rand(n, N_INPUTS, generator=generator) < self.config.p).float()
 
-    def onehot(self, value: float = 1.0) -> Tensor:
+    def onehot(self, value: float | None = None) -> Tensor:
         """The truth tables: for each circuit, every assignment of its inputs (others 0) — the
         Boolean analogue of "each feature alone": [40, 12]. `value` is ignored (inputs are bits)."""
         supports = [(0, 1, 2), (3, 4, 5), (6, 7), (0, 1, 8, 9), (10, 11)]

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from mechscope.bounds import BatchSize, Count, LearningRate, NonNegative, Prob, Steps
 from mechscope.config import Config
 from mechscope.zoo import register_task
+from mechscope.core import ONEHOT_VALUE
 from mechscope.zoo.base import ActiveRule, GroundTruth, Mechanism, Progress, Task, no_progress
 from mechscope.zoo.cache import load_target, save_target, seeded_generator, target_path
 
@@ -152,10 +153,10 @@ class ResidMLPTask(Task):
         """What the target is trained to output: x + ReLU(x)."""
         return x + F.relu(x)
 
-    def onehot(self, value: float = 0.75) -> Tensor:
+    def onehot(self, value: float | None = None) -> Tensor:
         """Each feature alone at +value, then each alone at −value: [2n, n] (features are signed)."""
-        eye = torch.eye(self.n_features)
-        return torch.cat([eye * value, eye * -value])
+        eye = torch.eye(self.n_features) * (ONEHOT_VALUE if value is None else value)
+        return torch.cat([eye, -eye])
 
     def build(self, target_seed: int) -> ResidMLPModel:
         """The untrained model for this seed: W_E from `target_seed`, MLPs at nn.Linear's init."""

@@ -359,7 +359,7 @@ class ControlTask(Task):
         truth.notes.append(f"control: random weights; truth is {base.name}'s for target seed {seed}")
         return truth
 
-    def onehot(self, value: float = 0.75) -> Tensor:
+    def onehot(self, value: float | None = None) -> Tensor:
         return self.base().onehot(value)
 
     def activation_sites(self) -> list[str]:

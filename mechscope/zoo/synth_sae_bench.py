@@ -40,7 +40,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from mechscope.config import Config
-from mechscope.core import GroundTruth, Mechanism
+from mechscope.core import ONEHOT_QUANTILE, GroundTruth, Mechanism
 from mechscope.zoo import register_task
 from mechscope.zoo.cache import seeded_generator
 from mechscope.zoo.stress import DictionaryTask, StressModel, near_orthogonal, register_control
@@ -189,6 +189,19 @@ class SynthSAEBenchTask(DictionaryTask):
                 groups = groups * keep
             x[:, c0:c1] = groups.flatten(1)
         return x
+
+    def onehot(self, value: float | None = None) -> Tensor:
+        """Each feature alone at the 75th percentile of its own magnitude law, μ_i + Φ⁻¹(0.75) σ_i.
+
+        The SPD tasks' 0.75 is that percentile of a U(0, 1) magnitude; here it would be a sixth of
+        a typical firing (μ_i ∈ [4, 5]), an input the data almost never holds, so an SAE whose
+        latents rightly ignore faint inputs scored `activity_f1` 0 and one that fires on anything
+        scored best. A number `value` puts every feature at it instead."""
+        if value is not None:
+            return super().onehot(value)
+        _, _, sigma, mu, _ = self._cached_structure()
+        z = math.sqrt(2) * torch.erfinv(torch.tensor(2 * ONEHOT_QUANTILE - 1)).item()
+        return torch.diag((mu + z * sigma).relu())
 
     def feature_probs(self, n: int = 100_000) -> Tensor:
         """[N] marginal firing probability of each feature, estimated on n samples (fixed seed).

@@ -178,7 +178,7 @@ class CompiledProgramTask(Task):
         toks = torch.randint(0, len(vocab), (n, L), generator=generator).tolist()
         return self.encode([[vocab[t] for t in toks[i][: lengths[i]]] for i in range(n)])
 
-    def onehot(self, value: float = 1.0) -> Tensor:
+    def onehot(self, value: float | None = None) -> Tensor:
         """Every sequence of every length (3 + 9 + … + 243 = 363): the evaluation set of the graph."""
         vocab, L = self.layout["vocab"], self.layout["max_seq_len"]
         return self.encode([list(s) for n in range(1, L + 1) for s in itertools.product(vocab, repeat=n)])

@@ -114,6 +114,22 @@ def test_magnitudes_follow_the_linear_mean(drawn: tuple[SynthSAEBenchTask, Tenso
         assert abs(float(vals.std()) - float(sigma[i])) < 0.1 * float(sigma[i]) + 0.02
 
 
+def test_onehot_puts_each_feature_at_the_75th_percentile_of_its_firings(
+    drawn: tuple[SynthSAEBenchTask, Tensor],
+) -> None:
+    """The SPD tasks' 0.75 is that percentile of U(0, 1); here a feature fires at 4–5, and a lone
+    feature at 0.75 is an input the data rarely holds."""
+    task, x = drawn
+    oh = task.onehot()
+    assert oh.shape == (256, 256) and bool((oh == torch.diag(oh.diagonal())).all())
+    for i in (0, 1, 180, 200):
+        vals = x[:, i][x[:, i] > 0]
+        below = float((vals < oh[i, i]).float().mean())
+        assert abs(below - 0.75) < 4 * math.sqrt(0.75 * 0.25 / vals.numel()) + 0.01, (i, below)
+        assert float((vals < 0.75).float().mean()) < 0.01  # the SPD tasks' value: a rare firing here
+    assert torch.equal(task.onehot(0.5), torch.eye(256) * 0.5)
+
+
 def test_target_is_a_near_orthogonal_unit_dictionary_from_the_seed() -> None:
     task = small()
     target, again, other = task.make_target(0), task.build(0), task.build(1)
