@@ -128,8 +128,11 @@ class GroundTruth:
 
 
 def active_matrix(mechanisms: list[Mechanism], x: Tensor) -> Tensor:
-    """bool[batch, len(mechanisms)] from each mechanism's rule applied to features x."""
-    any_feature = (x != 0).any(dim=-1)
+    """bool[batch, len(mechanisms)] from each mechanism's rule applied to features x.
+
+    "dense" reads whether the input has any non-zero entry, whatever its shape (a tracr
+    sequence is [T, tokens]); the feature rules read column `feature` of x [batch, n_features]."""
+    any_feature = (x != 0).flatten(1).any(dim=1)
     cols = []
     for m in mechanisms:
         if m.rule == "dense":

@@ -53,15 +53,17 @@ Rules = list[tuple[str, str, int | None]]
 def rule_activity(rules: Rules, x: Tensor) -> Tensor:
     """[batch, C] 1.0 where each component's true rule holds on features x, else 0.0.
 
-    The same rules as `active_matrix`, vectorised: the oracle has hundreds of components."""
-    feat = torch.tensor([f if f is not None else 0 for _, _, f in rules], dtype=torch.long, device=x.device)
-    xi = x[:, feat]  # (B, C)
-    any_feature = (x != 0).any(dim=-1, keepdim=True).expand_as(xi)
-    by_rule = {"pos": xi > 0, "neg": xi < 0, "nonzero": xi != 0, "dense": any_feature}
-    out = torch.zeros_like(xi, dtype=torch.bool)
-    for rule, hit in by_rule.items():
-        cols = torch.tensor([r == rule for _, r, _ in rules], device=x.device)
-        out |= hit & cols
+    The same rules as `active_matrix`, vectorised: the oracle has hundreds of components. A
+    "dense" rule reads whether the input has any non-zero entry, whatever its shape (a tracr
+    sequence is [T, tokens]); the feature rules read column `feature` of x [batch, n_features]."""
+    any_feature = (x != 0).flatten(1).any(dim=1, keepdim=True)  # (B, 1)
+    rule_of = [r for _, r, _ in rules]
+    out = any_feature & torch.tensor([r == "dense" for r in rule_of], device=x.device)
+    if any(r in ("pos", "neg", "nonzero") for r in rule_of):
+        feat = torch.tensor([f if f is not None else 0 for _, _, f in rules], dtype=torch.long, device=x.device)
+        xi = x[:, feat]  # (B, C)
+        for rule, hit in {"pos": xi > 0, "neg": xi < 0, "nonzero": xi != 0}.items():
+            out = out | (hit & torch.tensor([r == rule for r in rule_of], device=x.device))
     return out.float()
 
 
@@ -142,8 +144,9 @@ class OracleDecomposition(ParameterDecomposition):
         rows = off.any(dim=1).nonzero().flatten()  # only rows with something ablated change
 
         def fn(_inputs: tuple[Any, ...], h: Tensor) -> Tensor:
-            coef = h[rows] @ dual.T  # (R, C): each distinct direction's share of h
-            return h.index_add(0, rows, -(off[rows] * coef) @ t)  # (B, d)
+            coef = h[rows] @ dual.T  # (R, …, C): each distinct direction's share of h (per position)
+            gate = off[rows].view(rows.numel(), *[1] * (h.dim() - 2), off.shape[1])  # (R, 1…, C)
+            return h.index_add(0, rows, -(gate * coef) @ t)  # (B, …, d)
 
         return fn
 

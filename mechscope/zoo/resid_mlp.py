@@ -49,8 +49,8 @@ from torch import Tensor, nn
 
 from mechscope.bounds import BatchSize, Count, LearningRate, NonNegative, Prob, Steps
 from mechscope.config import Config
-from mechscope.zoo import register_task
 from mechscope.core import ONEHOT_VALUE
+from mechscope.zoo import register_task
 from mechscope.zoo.base import ActiveRule, GroundTruth, Mechanism, Progress, Task, no_progress
 from mechscope.zoo.cache import load_target, save_target, seeded_generator, target_path
 
