@@ -232,14 +232,18 @@ def bench(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="skip finished cells")] = True,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps")] = "cpu",
     set_: Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE for every cell whose config has KEY")] = None,
+    rescore: Annotated[bool, typer.Option(help="re-score the finished cells' saved decompositions with this "
+                                               "version's scorer (no refit; fit keys such as samples_seen kept); "
+                                               "run the bench again for unfinished ones")] = False,
 ) -> None:
     """Run tasks × methods × seeds (× knob values where the preset sweeps one) into OUT (results.parquet + report.html)."""
-    report_path = _run_bench(out, preset, tasks, methods, seeds, backend, workers, resume, device, set_ or [])
+    report_path = _run_bench(out, preset, tasks, methods, seeds, backend, workers, resume, device, set_ or [], rescore)
     print(report_path)
 
 
 def _run_bench(out: Path, preset: str, tasks: str | None, methods: str | None, seeds: int | None,
-               backend: str, workers: int | None, resume: bool, device: str, sets: list[str]) -> Path:
+               backend: str, workers: int | None, resume: bool, device: str, sets: list[str],
+               rescore: bool = False) -> Path:
     from mechscope.bench.grid import parse_list, plan_bench, run_bench
     from mechscope.report import build_report
 
@@ -255,7 +259,14 @@ def _run_bench(out: Path, preset: str, tasks: str | None, methods: str | None, s
     plan = plan_bench(out, preset, parse_list(tasks, "tasks"), parse_list(methods, "methods"), seeds,
                       resume=resume, device=device, sets=sets)
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
-    _guarded(lambda: run_bench(plan, workers=n_workers, backend=backend))
+    if rescore:
+        if not resume:
+            raise UserError("--rescore re-scores finished cells; it cannot be combined with --no-resume")
+        from mechscope.bench.rescore import rescore_bench
+
+        _guarded(lambda: rescore_bench(plan))
+    else:
+        _guarded(lambda: run_bench(plan, workers=n_workers, backend=backend))
     path = build_report(out)
     print(_leaderboard(out))
     return path

@@ -57,6 +57,10 @@ class Decomposition(ABC):
     """Components at named sites of `target`, with directions, activity and ablation."""
 
     fire_threshold: ClassVar[float] = 0.0
+    signed_directions: ClassVar[bool] = False
+    """True when a component's activity is never negative, so its activation direction's sign is
+    what it writes (a latent with decoder −t is the opposite feature of t); the scorer then
+    matches it to ±t by its signed cosine. False (SPD's u vᵀ = (−u)(−v)ᵀ): the sign is arbitrary."""
     kind: ClassVar[str]
     """Registry key of the class, stored in the saved JSON so `load_decomposition` can rebuild it."""
 

@@ -140,6 +140,7 @@ class CLTDecomposition(Decomposition):
 
     kind = "clt"
     fire_threshold: ClassVar[float] = 0.0
+    signed_directions: ClassVar[bool] = True  # latents are ≥ 0: a decoder row's sign is what it writes
 
     def __init__(self, target: nn.Module, mlps: list[tuple[str, str]], clt: CrossLayerTranscoder) -> None:
         for a, b in mlps:

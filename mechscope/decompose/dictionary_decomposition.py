@@ -44,6 +44,7 @@ class DictionaryDecomposition(Decomposition):
 
     kind = "dictionary"
     fire_threshold: ClassVar[float] = 0.0
+    signed_directions: ClassVar[bool] = True  # latents are ≥ 0: a decoder row's sign is what it writes
 
     def __init__(self, target: nn.Module, coders: dict[str, SiteCoder]) -> None:
         for site, sc in coders.items():

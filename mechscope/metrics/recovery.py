@@ -63,7 +63,7 @@ def uniqueness(keys: Sequence[Tensor]) -> float:
     `feature_uniqueness`: every latent counts in the denominator, dead or zero ones included).
 
     `keys` are what components rank truths by: the similarity, plus in activation space the
-    scorer's 1e-6 signed tie-break that tells ±t apart (`matching.signed_tiebreak`)."""
+    signed cosine that tells ±t apart (`matching.sign_key`)."""
     n_comp = sum(int(k.shape[1]) for k in keys)
     return sum(distinct_best(k) for k in keys) / n_comp if n_comp else math.nan
 

@@ -50,6 +50,7 @@ from mechscope.metrics.matching import (
     parameter_similarity,
     project_read,
     read_basis,
+    side_key,
     signed_tiebreak,
 )
 from mechscope.metrics.pgd import PGD_STEPS, check_pgd_steps, pgd_faithfulness
@@ -90,6 +91,8 @@ class SiteResult:
     read_pairs: list[float] = field(default_factory=list)
     """… and with the encoder row of its matched (by write direction) component."""
     dense: list[tuple[Mechanism, rec.Dense]] = field(default_factory=list)
+    mcc_matching: Matching | None = None
+    """SAELens's matching (on `key`) where `matching` was assigned by side; None: `matching`."""
 
     @property
     def active_data_rank1(self) -> Tensor:
@@ -163,7 +166,8 @@ def site_recovery(
         sim = activation_similarity(P, T)
         read_sim = _read_similarity(dec, site, rank1)
     key = sim.double() + signed_tiebreak(P, T) if space == "activation" else sim.double()
-    res = _matched_site(space, site, rank1, dense, sim, key, int(P.shape[0]), sets, fires_onehot, fires_data)
+    side = side_key(sim, P, T) if space == "activation" and dec.signed_directions else None
+    res = _matched_site(space, site, rank1, dense, sim, key, int(P.shape[0]), sets, fires_onehot, fires_data, side)
     matching = res.matching
     if space == "activation" and read_sim is not None:
         res.read_sim = read_sim
@@ -204,15 +208,26 @@ def _factored_site(
 
 def _matched_site(
     space: Space, site: str, rank1: list[Mechanism], dense: list[Mechanism], sim: Tensor, key: Tensor, C: int,
-    sets: EvalSets, fires_onehot: dict[str, Tensor], fires_data: dict[str, Tensor],
+    sets: EvalSets, fires_onehot: dict[str, Tensor], fires_data: dict[str, Tensor], side: Tensor | None = None,
 ) -> SiteResult:  # fmt: skip
     """The part of a site's recovery every path shares: the matching on `key`, which truths are
-    active on each eval set, and the matched components' per-truth F1 on both sets."""
-    matching = hungarian(sim, key)
+    active on each eval set, and the matched components' per-truth F1 on both sets.
+
+    `side` (non-negative latents, `matching.side_key`): where a pair of the `key` matching has
+    cos ≤ 0, the F1 and coverage pairs come from a matching on `side`; mcc keeps `key`'s. Where
+    every pair has cos > 0 that matching is optimal for `side` too (its total is 2× the largest
+    |cos| total), so the second one is only solved when it can differ."""
+    mcc_matching = hungarian(sim, key)
+    matching = mcc_matching
+    if side is not None and any(
+        float(side[t, c]) <= float(sim[t, c]) for t, c in zip(mcc_matching.truth, mcc_matching.component, strict=True)
+    ):
+        matching = hungarian(sim, side)
     fo = fires_onehot.get(site, torch.zeros(sets.onehot.shape[0], C, dtype=torch.bool))
     fd = fires_data.get(site, torch.zeros(sets.data.shape[0], C, dtype=torch.bool))
     active_onehot = active_matrix(rank1, sets.onehot)
-    res = SiteResult(space, site, rank1, sim, matching, C, key, active_onehot, active_matrix(rank1 + dense, sets.data), fd)
+    res = SiteResult(space, site, rank1, sim, matching, C, key, active_onehot, active_matrix(rank1 + dense, sets.data), fd,
+                     mcc_matching=mcc_matching)
     if rank1:
         res.f1 = act.f1_per_truth(active_onehot, fo, matching.truth, matching.component)
         res.f1_data = act.f1_per_truth(res.active_data_rank1, fd, matching.truth, matching.component)
@@ -270,7 +285,7 @@ def pool(results: list[SiteResult], space: Space) -> dict[str, Any]:
         out["l0_true"] = act.l0_true(active, [k for r in results for k in r.ranks])
     if n1:
         out["mmcs"] = rec.mmcs([r.sim for r in r1])
-        out["mcc"] = rec.mcc([r.matching for r in r1])
+        out["mcc"] = rec.mcc([r.mcc_matching or r.matching for r in r1])
         out["uniqueness"] = rec.uniqueness([r.key for r in r1])
         out["coverage"] = rec.coverage([r.matching for r in r1], n1)
         out["activity_f1"] = act.activity_f1([r.f1 for r in r1])

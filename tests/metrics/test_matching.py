@@ -9,6 +9,8 @@ from mechscope.metrics.matching import (
     parameter_similarity,
     project_read,
     read_basis,
+    side_key,
+    signed_tiebreak,
 )
 
 
@@ -23,6 +25,19 @@ def test_activation_similarity_ignores_sign() -> None:
     t = torch.tensor([[3.0, 4.0]])
     p = torch.tensor([[-3.0, -4.0], [4.0, -3.0], [1.0, 0.0]])
     assert torch.allclose(activation_similarity(p, t), torch.tensor([[1.0, 0.0, 0.6]]))
+
+
+def test_non_negative_latents_are_matched_to_the_true_vector_on_their_side() -> None:
+    """resid-mlp-1l's signed features: truths +t and −t; two duplicate latents on −t, one slightly
+    less aligned latent on +t. |cos| alone (and a 1e-6 tie-break) pairs +t with a −t duplicate."""
+    t = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])  # feature+ and feature−
+    p = torch.tensor([[-1.0, 1e-3, 0.0], [-1.0, 0.0, 1e-3], [1.0, 3e-2, 0.0]])  # −t, −t, +t (|cos| 0.9996)
+    sim = activation_similarity(p, t)
+    signed = hungarian(sim, side_key(sim, p, t))
+    assert signed.component[0] == 2 and signed.component[1] in (0, 1)
+    assert signed.similarity[0] == float(sim[0, 2])  # the reported similarity is still |cos|
+    saelens = hungarian(sim, sim.double() + signed_tiebreak(p, t))
+    assert 2 not in saelens.component  # |cos| (SAELens's mcc matching; SPD's): the duplicates win
 
 
 def test_read_projection_drops_the_unused_read_side() -> None:

@@ -10,6 +10,8 @@ from torch import nn
 
 from mechscope.core import active_matrix
 from mechscope.decompose.base import Decomposition, Mask
+from mechscope.decompose.dictionary import SparseCoder
+from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition, SiteCoder
 from mechscope.decompose.oracle import OracleDecomposition, Rules, build_oracle
 from mechscope.decompose.random_components import RandomDecomposition
 from mechscope.metrics import eval_sets, score
@@ -228,3 +230,28 @@ def test_uniqueness_denominator_is_every_component() -> None:
     assert n_never > 0
     assert math.isclose(m["sites"][site]["uniqueness"], 6 / dec.n_components(site))
     assert math.isclose(m["mmcs"], 1.0, abs_tol=1e-6)
+
+
+def test_a_latent_is_matched_to_the_signed_feature_on_its_side() -> None:
+    """resid-mlp's residual stream carries ±W_E[i]. An SAE with a latent on every ±W_E[i], plus a
+    duplicate on −W_E[0] a hair closer than the +W_E[0] latent: ranked by |cos| alone, the duplicate
+    took +W_E[0]'s place and feature0+ scored F1 0, though its latent fires exactly on it."""
+    task = hand_resid_task()
+    model = task.build(0)
+    E = task.ground_truth(model).in_space("activation", "embed")
+    plus = torch.stack([m.direction for m in E if m.rule == "pos"])  # (6, 12) +W_E[i]
+    g = torch.Generator().manual_seed(0)
+    off = torch.randn(2, plus.shape[1], generator=g)
+    rows = [plus[0] + 0.03 * off[0], *plus[1:], *(-plus), -plus[0] + 1e-3 * off[1]]  # +0 (off), +1…, −all, dup −0
+    D = torch.stack(rows)
+    D = D / D.norm(dim=1, keepdim=True)
+    coder = SparseCoder(D.shape[1], D.shape[1], D.shape[0], "relu")
+    with torch.no_grad():
+        coder.W_enc.copy_(D)
+        coder.W_dec.copy_(D)
+        cross = float((plus @ plus.T).fill_diagonal_(0).abs().max())  # the features' largest overlap
+        coder.b_enc.fill_(-0.75 * (1 + cross) / 2)  # fires on its own feature at 0.75, on no other
+    m = score(DictionaryDecomposition(model, {"embed": SiteCoder(coder, ("embed", "output"))}), task,
+              ablation=False).metrics
+    assert math.isclose(m["sites"]["embed"]["activity_f1"], 1.0), m["sites"]["embed"]["activity_f1"]
+    assert m["sites"]["embed"]["mcc"] > 0.9999  # SAELens's mcc still pairs by |cos|: the duplicate's 1.0
