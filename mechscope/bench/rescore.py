@@ -11,27 +11,24 @@ kept as they are.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from mechscope.bench.grid import Bench, bench_lock, record
 from mechscope.bench.progress import BenchProgress
 from mechscope.bench.results import RESULTS, write_results
 from mechscope.bench.run import (
     Cell,
-    _score_decomposition,
+    finish_run_dir,
     finished_metrics,
     make_target,
-    move_into_place,
     plain,
+    score_decomposition,
 )
 from mechscope.decompose.base import load_decomposition
-from mechscope.files import atomic_text
 
 FIT_KEYS = ("samples_seen", "wall_s", "peak_mem_mb", "config_hash")
 """What the fit measured: kept from the stored metrics.json, whatever the scorer says now."""
@@ -48,15 +45,11 @@ def rescore_run_dir(cell: Cell, run_dir: Path) -> dict[str, Any] | None:
     work = run_dir.parent / f".{run_dir.name}.rescore"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(run_dir, work)
-    body, tensors = _score_decomposition(cell, target, decomposition, work)
+    body, tensors = score_decomposition(cell, target, decomposition, work)
     head = {k: stored[k] for k in ("task", "method", "seed", "target_seed") if k in stored}
     metrics = plain({**head, "status": "ok", **body, **{k: stored[k] for k in FIT_KEYS if k in stored},
                      "rescored": True})
-    if tensors:
-        save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()},
-                  str(work / "tensors.safetensors"))
-    atomic_text(work / "metrics.json", json.dumps(metrics, indent=2))
-    move_into_place(work, run_dir)
+    finish_run_dir(work, run_dir, metrics, tensors)
     return metrics
 
 

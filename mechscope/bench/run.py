@@ -247,6 +247,7 @@ def run_cell(cell: Cell, run_dir: str | Path, progress: StageProgress = no_stage
     config = {**cell.resolved_config(), "config_hash": cell.config_hash, "device": cell.device}
     atomic_text(work / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     head = {"task": cell.task.name, "method": cell.method, "seed": cell.seed, "target_seed": cell.target_seed}
+    tensors: dict[str, Tensor] = {}
     if cell.na_reason is not None:
         metrics = {**head, "status": "n/a", "reason": cell.na_reason, "config_hash": cell.config_hash}
     else:
@@ -254,12 +255,17 @@ def run_cell(cell: Cell, run_dir: str | Path, progress: StageProgress = no_stage
         body, tensors, wall, peak = _fit_and_score(cell, target, work, progress)
         metrics = plain({**head, "status": "ok", **body, "wall_s": wall, "peak_mem_mb": peak,
                          "config_hash": cell.config_hash})
-        if tensors:
-            save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()},
-                      str(work / "tensors.safetensors"))
+    finish_run_dir(work, run_dir, metrics, tensors)
+    return metrics
+
+
+def finish_run_dir(work: Path, run_dir: Path, metrics: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    """Write the cell's tensors and, last, its metrics.json into `work`, then move it into place."""
+    if tensors:
+        save_file({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()},
+                  str(work / "tensors.safetensors"))
     atomic_text(work / "metrics.json", json.dumps(metrics, indent=2))
     move_into_place(work, run_dir)
-    return metrics
 
 
 def move_into_place(work: Path, run_dir: Path) -> None:
@@ -295,7 +301,7 @@ def _fit_and_score(
         wall = time.perf_counter() - start
     progress("score", 0, 1)
     if isinstance(fitted, Decomposition):
-        body, tensors = _score_decomposition(cell, target, fitted, run_dir)
+        body, tensors = score_decomposition(cell, target, fitted, run_dir)
     else:  # an analysis (the dynamics family) scores itself against the task's expected structure
         body, tensors = fitted.evaluate(cell.task, target), fitted.tensors()
         fitted.figures(run_dir / "figures")
@@ -303,7 +309,7 @@ def _fit_and_score(
     return {**body, "samples_seen": samples_seen(cell.method_config, fitted)}, tensors, wall, mem.peak_mb
 
 
-def _score_decomposition(
+def score_decomposition(
     cell: Cell, target: torch.nn.Module, decomposition: Decomposition, run_dir: Path
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     from mechscope.metrics import score
