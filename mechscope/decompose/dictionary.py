@@ -65,7 +65,12 @@ from mechscope.decompose.dictionary_kernels import (
     sparse_decode,
 )
 from mechscope.decompose.parallel import Placement, precision
-from mechscope.decompose.sparsity_rules import l1_price, sparsity_estimate
+from mechscope.decompose.sparsity_rules import (
+    interference_price,
+    l1_price,
+    numerical_width,
+    sparsity_estimate,
+)
 
 __all__ = [  # the settings live in dictionary_config.py; importers may take them from here too
     "ACTIVATIONS", "Activation", "BatchTopKOptions", "DictionaryConfig", "JumpReLUOptions", "L1PriceOptions",
@@ -373,11 +378,14 @@ def lr_lambda(steps: int, warmup_frac: float, decay_frac: float) -> Callable[[in
 
 def resolve_l1_price(cfg: DictionaryConfig, y: Tensor) -> DictionaryConfig:
     """`cfg` with an unset L1 price (ReLU's `l1_coef`, JumpReLU's `warmup_l1_coef`) set from the
-    target activations y [N, d_out] alone (`l1_price` of their kurtosis L0 estimate)."""
+    target activations y [N, d_out] alone: `l1_price` of their kurtosis L0 estimate, or with
+    `l1_rule="interference"` `interference_price` of their width."""
     field = "l1_coef" if isinstance(cfg, ReLUOptions) else "warmup_l1_coef" if isinstance(cfg, JumpReLUOptions) else None
     if field is None or getattr(cfg, field) is not None or (isinstance(cfg, JumpReLUOptions) and cfg.l1_warmup_frac == 0):
         return cfg
     assert isinstance(cfg, L1PriceOptions)
+    if cfg.l1_rule == "interference":
+        return cfg.model_copy(update={field: interference_price(numerical_width(y), cfg.l1_noise_frac)})
     l0 = sparsity_estimate(y, torch.Generator().manual_seed(0))  # its own generator: the fit's draws stay put
     return cfg.model_copy(update={field: l1_price(l0, cfg.l1_amplitude_frac)})
 

@@ -51,9 +51,17 @@ class DictionaryConfig(Config):
 
 
 class L1PriceOptions(Config):
+    l1_rule: Literal["amplitude", "interference"] = "amplitude"
+    """How an unset L1 price is read off the data. amplitude: λ = 2ρ/√L0 (`l1_amplitude_frac`);
+    interference: λ = 2σ/√d, the soft threshold at σ (`l1_noise_frac`) standard deviations of the
+    overlap a latent picks up from the other features (≈ 1/√d whatever the L0; `sparsity_rules`).
+    Measured in RESULTS ("Two scorer artefacts fixed…"): interference gives better mmcs on every task
+    tried, mixed activity_f1; not the default yet."""
     l1_amplitude_frac: Positive = 0.5
-    """When the L1 price is None: λ = 2ρ/√L0 with ρ this fraction and L0 the activations' kurtosis
-    estimate (`sparsity_rules.l1_price`): the soft threshold λ/2 at ρ × one feature's RMS amplitude."""
+    """amplitude rule: λ = 2ρ/√L0 with ρ this fraction and L0 the activations' kurtosis estimate
+    (`sparsity_rules.l1_price`): the soft threshold λ/2 at ρ × one feature's RMS amplitude."""
+    l1_noise_frac: Positive = 1.0
+    """interference rule: the soft threshold λ/2 at this many σ = 1/√d (`sparsity_rules.interference_price`)."""
 
 
 class ReLUOptions(DictionaryConfig, L1PriceOptions):

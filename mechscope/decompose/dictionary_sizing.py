@@ -19,18 +19,13 @@ from mechscope.decompose.dictionary import (
     DictionaryConfig,
     TopKOptions,
 )
-from mechscope.decompose.sparsity_rules import sparsity_estimate
+from mechscope.decompose.sparsity_rules import numerical_width, sparsity_estimate
 
 
 # --- sizes: from the data (blind) or from the truth (oracle) -------------------------------------
 def site_width(x: Tensor) -> int:
-    """Width of the activations x [N, d]: their numerical rank (singular values of the centred
-    sample above 1e-4 of the largest). On a real model's residual stream this is d; a site whose
-    activations span only part of its space (the zoo embeds 100 features in 1000 dims) gets the
-    width of the part they use."""
-    xc = x - x.mean(0)
-    s = torch.linalg.svdvals(xc[:4_096])
-    return max(1, int((s > 1e-4 * s[0]).sum())) if float(s[0]) > 0 else 1
+    """The dictionary's width unit: `sparsity_rules.numerical_width` of the site's activations."""
+    return numerical_width(x)
 
 
 def blind_sizes(cfg: DictionaryConfig, x: Tensor, generator: torch.Generator) -> tuple[int, float | None]:

@@ -1,5 +1,6 @@
 """What a blind fit reads off the activations about their sparsity: how many features an input
-uses (`sparsity_estimate`) and the L1 price that follows from it (`l1_price`).
+uses (`sparsity_estimate`) and the L1 price that follows from it (`l1_price`), or the price at the
+interference floor of the site's width (`interference_price`, from `numerical_width`).
 
 Both work on data alone — no ground truth — so a user with a real model gets the same rule as
 the zoo. They live apart from `dictionary_sizing` because the training loop itself resolves the
@@ -43,3 +44,22 @@ def l1_price(l0_estimate: float, amplitude_frac: float) -> float:
     (L0 7.3, threshold 0.6 above its RMS amplitude 0.37). This puts the threshold at a fixed
     fraction ρ (`l1_amplitude_frac`) of that amplitude instead."""
     return 2 * amplitude_frac / math.sqrt(max(l0_estimate, 1e-6))
+
+
+def numerical_width(x: Tensor) -> int:
+    """Width of the activations x [N, d]: their numerical rank (singular values of the centred
+    sample above 1e-4 of the largest). On a real model's residual stream this is d; a site whose
+    activations span only part of its space (the zoo embeds 100 features in 1000 dims) gets the
+    width of the part they use."""
+    xc = x - x.mean(0)
+    s = torch.linalg.svdvals(xc[:4_096])
+    return max(1, int((s > 1e-4 * s[0]).sum())) if float(s[0]) > 0 else 1
+
+
+def interference_price(width: int, noise_frac: float) -> float:
+    """λ = 2σ/√d for an L1 SAE on data scaled to E‖x‖² = 1 on a site of width d.
+
+    A latent aligned with feature i reads a_i + Σ_j a_j cos_ij: for near-orthogonal features the
+    overlap's variance is Σ_j E a_j² cos² ≈ 1/d whatever the L0. The soft threshold λ/2 at `noise_frac`
+    standard deviations of it rejects that overlap — the amplitude rule with ρ = σ√(L0/d)."""
+    return 2 * noise_frac / math.sqrt(max(width, 1))

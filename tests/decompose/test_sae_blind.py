@@ -138,6 +138,20 @@ def test_the_l1_price_falls_as_one_over_root_l0() -> None:
     assert resolve_l1_price(ReLUOptions(l1_coef=2.0), torch.randn(64, 8)) == ReLUOptions(l1_coef=2.0)  # set: kept
 
 
+def test_the_interference_rule_prices_the_site_width_not_the_l0() -> None:
+    """λ = 2σ/√d: the same price at L0 2 and 8 on a 64-d site; a 1000-d stream whose data span 100
+    dims is priced at its width 100."""
+    rule = ReLUOptions(l1_rule="interference")
+    for per_input in (2, 8):
+        cfg = resolve_l1_price(rule, sparse_sums(8_192, n_dirs=256, d=64, per_input=per_input))
+        assert isinstance(cfg, ReLUOptions) and cfg.l1_coef == pytest.approx(2 / 8)
+    embedded = sparse_sums(8_192, n_dirs=100, d=100, per_input=2) @ torch.linalg.qr(torch.randn(1000, 100))[0].T
+    cfg = resolve_l1_price(rule.model_copy(update={"l1_noise_frac": 0.5}), embedded)
+    assert isinstance(cfg, ReLUOptions) and cfg.l1_coef == pytest.approx(1 / 10)
+    warm = resolve_l1_price(JumpReLUOptions(l1_rule="interference", l1_warmup_frac=0.5), sparse_sums(4_096, 64, 16, 2))
+    assert isinstance(warm, JumpReLUOptions) and warm.warmup_l1_coef == pytest.approx(2 / 4)
+
+
 def sparse_sums(n: int, n_dirs: int, d: int, per_input: int, seed: int = 0) -> torch.Tensor:
     """[n, d] sums of `per_input` of `n_dirs` random unit directions with U(0, 1) magnitudes."""
     g = torch.Generator().manual_seed(seed)
