@@ -45,10 +45,10 @@ class SAEReLUConfig(ReLUOptions, SiteOption):
 
 class SAETopKConfig(TopKOptions, SiteOption):
     lr: LearningRate = 5e-3
-    """Measured (seeds 0/1, RESULTS "Scorer fixes"): synth-sae-bench's 300 steps mmcs 0.483 / 0.485
-    at 2e-3 → 0.577 / 0.565 (sparsify's default, Signum at 0.02 there: 0.557); tms-40-10, stress-iid
-    and resid-mlp-1l unchanged (1.000, 0.998, 0.998). BatchTopK and Matryoshka keep 2e-3: at 5e-3
-    stress-iid 0.979 → 0.976 and 0.904 → 0.882."""
+    """Measured (RESULTS "Two scorer artefacts fixed…", 3 seeds): synth-sae-bench's 300 steps mmcs
+    0.485 at 2e-3 → 0.574 (sparsify's default, Signum at 0.02 there: 0.557); tms-40-10, stress-iid and
+    resid-mlp-1l mmcs unchanged (1.000, 0.998, 0.998). BatchTopK and Matryoshka keep 2e-3: at 5e-3
+    stress-iid 0.979 → 0.976 and 0.904 → 0.882 (seed 0)."""
 
 
 class SAEBatchTopKConfig(BatchTopKOptions, SiteOption):
