@@ -68,10 +68,7 @@ def parameter_similarity(P: Tensor, T: Tensor) -> Tensor:
 
 def activation_similarity(p: Tensor, t: Tensor) -> Tensor:
     """[n_true, C] |cos| between true vectors t [n, d] and component vectors p [C, d]."""
-    pd, td = p.double(), t.double()
-    dots = td @ pd.T  # (n, C)
-    norms = td.norm(dim=1, keepdim=True) * pd.norm(dim=1)[None, :]
-    return torch.where(norms > EPS, dots.abs() / norms.clamp_min(EPS), torch.zeros_like(dots)).float()
+    return activation_cosine(p, t).abs().float()
 
 
 @dataclass(frozen=True)
@@ -83,23 +80,23 @@ class Matching:
     similarity: list[float]
 
 
-def signed_tiebreak(p: Tensor, t: Tensor) -> Tensor:
-    """[n_true, C] 1e-6·cos(p, t): added to |cos| only to rank, never reported.
+def signed_tiebreak(cos: Tensor) -> Tensor:
+    """[n_true, C] 1e-6·cos (`activation_cosine`): added to |cos| only to rank, never reported.
 
     Signed features give pairs of true vectors ±t (the residual stream's +W_E[i] / −W_E[i]) that
     |cos| cannot tell apart; the term breaks those exact ties and is far below any real difference
     in |cos|, so the matching stays SAELens's (mcc, uniqueness)."""
-    return 1e-6 * activation_cosine(p, t)
+    return 1e-6 * cos
 
 
-def side_key(sim: Tensor, p: Tensor, t: Tensor) -> Tensor:
-    """[n_true, C] |cos| + cos = 2 max(cos, 0): how non-negative latents are assigned to truths.
+def side_key(sim: Tensor, cos: Tensor) -> Tensor:
+    """[n_true, C] |cos| + cos = 2 max(cos, 0) (sim = |cos|): how non-negative latents are assigned to truths.
 
     A dictionary latent is never negative, so it writes +p only: of ±t it is the one on its side.
     Ranked by |cos| (even with the tie-break), a duplicate latent on −t whose |cos| is 1e-4 higher
     takes +t's place and the latent that found +t goes unmatched (resid-mlp-1l: 11 of 200 signed
     directions counted as missed). The F1 and coverage pairs use this key; mcc keeps SAELens's."""
-    return sim.double() + activation_cosine(p, t)
+    return sim.double() + cos
 
 
 def activation_cosine(p: Tensor, t: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from mechscope.metrics import recovery as rec
 from mechscope.metrics.eval_sets import EvalSets
 from mechscope.metrics.matching import (
     Matching,
+    activation_cosine,
     activation_similarity,
     extend_basis,
     hungarian,
@@ -135,13 +136,16 @@ def site_recovery(
                 dense_pairs = [(P @ Qm, t @ Qm) for t, Qm in zip(dense_T, bases_m, strict=True)]
                 P, T = P @ Q, T @ Q
         sim = parameter_similarity(P, T)
+        key: Tensor = sim.double()
+        side: Tensor | None = None
     else:
         P = D.detach().float().cpu()
         T = torch.stack([m.direction for m in rank1]).float().cpu()
-        sim = activation_similarity(P, T)
+        cos = activation_cosine(P, T)  # once: the similarity and both matching keys read it
+        sim = cos.abs().float()  # = activation_similarity(P, T)
         read_sim = _read_similarity(dec, site, rank1)
-    key = sim.double() + signed_tiebreak(P, T) if space == "activation" else sim.double()
-    side = side_key(sim, P, T) if space == "activation" and dec.signed_directions else None
+        key = sim.double() + signed_tiebreak(cos)
+        side = side_key(sim, cos) if dec.signed_directions else None
     res = _matched_site(space, site, rank1, dense, sim, key, int(P.shape[0]), sets, fires_onehot, fires_data, side)
     matching = res.matching
     if space == "activation" and read_sim is not None:

@@ -3,6 +3,7 @@ import math
 import torch
 
 from mechscope.metrics.matching import (
+    activation_cosine,
     activation_similarity,
     extend_basis,
     hungarian,
@@ -33,10 +34,10 @@ def test_non_negative_latents_are_matched_to_the_true_vector_on_their_side() -> 
     t = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])  # feature+ and feature−
     p = torch.tensor([[-1.0, 1e-3, 0.0], [-1.0, 0.0, 1e-3], [1.0, 3e-2, 0.0]])  # −t, −t, +t (|cos| 0.9996)
     sim = activation_similarity(p, t)
-    signed = hungarian(sim, side_key(sim, p, t))
+    signed = hungarian(sim, side_key(sim, activation_cosine(p, t)))
     assert signed.component[0] == 2 and signed.component[1] in (0, 1)
     assert signed.similarity[0] == float(sim[0, 2])  # the reported similarity is still |cos|
-    saelens = hungarian(sim, sim.double() + signed_tiebreak(p, t))
+    saelens = hungarian(sim, sim.double() + signed_tiebreak(activation_cosine(p, t)))
     assert 2 not in saelens.component  # |cos| (SAELens's mcc matching; SPD's): the duplicates win
 
 
