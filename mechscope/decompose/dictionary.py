@@ -68,7 +68,7 @@ from mechscope.decompose.parallel import Placement, precision
 from mechscope.decompose.sparsity_rules import (
     interference_price,
     l1_price,
-    numerical_width,
+    site_width,
     sparsity_estimate,
 )
 
@@ -385,7 +385,7 @@ def resolve_l1_price(cfg: DictionaryConfig, y: Tensor) -> DictionaryConfig:
         return cfg
     assert isinstance(cfg, L1PriceOptions)
     if cfg.l1_rule == "interference":
-        return cfg.model_copy(update={field: interference_price(numerical_width(y), cfg.l1_noise_frac)})
+        return cfg.model_copy(update={field: interference_price(site_width(y), cfg.l1_noise_frac)})
     l0 = sparsity_estimate(y, torch.Generator().manual_seed(0))  # its own generator: the fit's draws stay put
     return cfg.model_copy(update={field: l1_price(l0, cfg.l1_amplitude_frac)})
 

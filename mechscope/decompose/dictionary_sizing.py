@@ -19,15 +19,10 @@ from mechscope.decompose.dictionary import (
     DictionaryConfig,
     TopKOptions,
 )
-from mechscope.decompose.sparsity_rules import numerical_width, sparsity_estimate
+from mechscope.decompose.sparsity_rules import site_width, sparsity_estimate
 
 
 # --- sizes: from the data (blind) or from the truth (oracle) -------------------------------------
-def site_width(x: Tensor) -> int:
-    """The dictionary's width unit: `sparsity_rules.numerical_width` of the site's activations."""
-    return numerical_width(x)
-
-
 def blind_sizes(cfg: DictionaryConfig, x: Tensor, generator: torch.Generator) -> tuple[int, float | None]:
     """(n_latents, k) from the site's activations x [N, d_in] alone — what a user with a real
     model can compute. C = round(expansion × site_width(x)); k = ⌊sparsity_estimate(x)⌋, between

@@ -1,6 +1,6 @@
 """What a blind fit reads off the activations about their sparsity: how many features an input
 uses (`sparsity_estimate`) and the L1 price that follows from it (`l1_price`), or the price at the
-interference floor of the site's width (`interference_price`, from `numerical_width`).
+interference floor of the site's width (`interference_price`, from `site_width`).
 
 Both work on data alone — no ground truth — so a user with a real model gets the same rule as
 the zoo. They live apart from `dictionary_sizing` because the training loop itself resolves the
@@ -46,7 +46,7 @@ def l1_price(l0_estimate: float, amplitude_frac: float) -> float:
     return 2 * amplitude_frac / math.sqrt(max(l0_estimate, 1e-6))
 
 
-def numerical_width(x: Tensor) -> int:
+def site_width(x: Tensor) -> int:
     """Width of the activations x [N, d]: their numerical rank (singular values of the centred
     sample above 1e-4 of the largest). On a real model's residual stream this is d; a site whose
     activations span only part of its space (the zoo embeds 100 features in 1000 dims) gets the
