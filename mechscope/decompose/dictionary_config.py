@@ -56,7 +56,7 @@ class L1PriceOptions(Config):
     interference: λ = 2σ/√d, the soft threshold at σ (`l1_noise_frac`) standard deviations of the
     overlap a latent picks up from the other features (≈ 1/√d whatever the L0; `sparsity_rules`).
     Measured in RESULTS ("Two scorer artefacts fixed…"): interference gives better mmcs on every task
-    tried, mixed activity_f1; not the default yet."""
+    tried, mixed activity_f1; sae-relu's default (`ReLUOptions`), not the JumpReLU warm-up's."""
     l1_amplitude_frac: Positive = 0.5
     """amplitude rule: λ = 2ρ/√L0 with ρ this fraction and L0 the activations' kurtosis estimate
     (`sparsity_rules.l1_price`): the soft threshold λ/2 at ρ × one feature's RMS amplitude."""
@@ -68,14 +68,20 @@ class ReLUOptions(DictionaryConfig, L1PriceOptions):
     """ReLU + L1. Defaults measured at 1,500 steps (benchmarks/RESULTS.md, helper sae13): a small
     initial dictionary (rows of norm 0.1, as SAELens's) converges tms-40-10, stress-iid and
     resid-mlp-1l. With unit-norm rows, lr 1e-2 on 1,000-d inputs moved each encoder row by ~0.3 a
-    step (latents died on resid-mlp-1l), so the rate scales as 1/√d_in above d = 10."""
+    step (latents died on resid-mlp-1l), so the rate scales as 1/√d_in above a reference width."""
 
     activation: ClassVar[Activation] = "relu"
     lr: LearningRate = 1e-2
-    lr_reference_dim: Count | None = 10
+    lr_reference_dim: Count | None = 90
+    """1e-2 up to 90-d inputs, then √(90/d_in) of it. Measured (RESULTS "ReLU: the interference price"):
+    at 10 (the TMS width) synth-sae-bench's 768-d inputs got 1.1e-3 and stopped short (mmcs 0.47 at
+    the interference price, 3 seeds), at 90 0.516; resid-mlp-1l (1,000-d) 1.000 either way."""
     init_norm: Positive = 0.1
+    l1_rule: Literal["amplitude", "interference"] = "interference"
+    """Measured (RESULTS "ReLU: the interference price"): better mmcs than the amplitude rule on every
+    task tried. sae-jumprelu's warm-up keeps the amplitude rule (its L0 phase was tuned on it)."""
     l1_coef: NonNegative | None = None
-    """L1 price λ (normalised units); None: from the data's L0 estimate (`l1_amplitude_frac`)."""
+    """L1 price λ (normalised units); None: from the data (`l1_rule`)."""
 
 
 class TopKOptions(DictionaryConfig):

@@ -56,7 +56,7 @@ class SAEBatchTopKConfig(BatchTopKOptions, SiteOption):
 
 
 class SAEJumpReLUConfig(JumpReLUOptions, SiteOption):
-    """The SAE starts as sae-relu does (rows of norm 0.1, lr scaled by √(10/d_in)) and trains the
+    """The SAE starts small as sae-relu does (rows of norm 0.1; lr scaled by √(10/d_in)) and trains the
     first 70 % of its steps as an L1 SAE: from a near-ReLU start with only the L0 price, its
     latents settle on mixtures of features and die as θ rises (stress-iid 0.82 ± 0.03, 31 of 80
     alive). At the switch the decoder norms are folded into encoder, bias and θ (the same function,

@@ -133,7 +133,7 @@ def test_the_l1_price_falls_as_one_over_root_l0() -> None:
     assert l1_price(1.0, 0.5) == pytest.approx(1.0)
     assert l1_price(4.0, 0.5) == pytest.approx(0.5)  # one feature's RMS amplitude halves
     assert l1_price(4.0, 1.0) == pytest.approx(1.0)
-    cfg = resolve_l1_price(ReLUOptions(), sparse_sums(8_192, n_dirs=256, d=64, per_input=8))
+    cfg = resolve_l1_price(ReLUOptions(l1_rule="amplitude"), sparse_sums(8_192, n_dirs=256, d=64, per_input=8))
     assert isinstance(cfg, ReLUOptions) and cfg.l1_coef is not None and 0.15 < cfg.l1_coef < 0.5  # true L0 8
     assert resolve_l1_price(ReLUOptions(l1_coef=2.0), torch.randn(64, 8)) == ReLUOptions(l1_coef=2.0)  # set: kept
 
@@ -141,7 +141,7 @@ def test_the_l1_price_falls_as_one_over_root_l0() -> None:
 def test_the_interference_rule_prices_the_site_width_not_the_l0() -> None:
     """λ = 2σ/√d: the same price at L0 2 and 8 on a 64-d site; a 1000-d stream whose data span 100
     dims is priced at its width 100."""
-    rule = ReLUOptions(l1_rule="interference")
+    rule = ReLUOptions()  # sae-relu's default rule
     for per_input in (2, 8):
         cfg = resolve_l1_price(rule, sparse_sums(8_192, n_dirs=256, d=64, per_input=per_input))
         assert isinstance(cfg, ReLUOptions) and cfg.l1_coef == pytest.approx(2 / 8)
