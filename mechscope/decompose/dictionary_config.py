@@ -73,13 +73,17 @@ class ReLUOptions(DictionaryConfig, L1PriceOptions):
     activation: ClassVar[Activation] = "relu"
     lr: LearningRate = 1e-2
     lr_reference_dim: Count | None = 90
-    """1e-2 up to 90-d inputs, then √(90/d_in) of it. Measured (RESULTS "ReLU: the interference price"):
-    at 10 (the TMS width) synth-sae-bench's 768-d inputs got 1.1e-3 and stopped short (mmcs 0.47 at
-    the interference price, 3 seeds), at 90 0.516; resid-mlp-1l (1,000-d) 1.000 either way."""
+    """1e-2 up to 90-d inputs, then √(90/d_in) of it. Measured (RESULTS "ReLU: the interference price",
+    3 seeds at the peers bench's budget): synth-sae-bench (d = 128) mmcs 0.468 at 10 (the TMS width),
+    0.479 at 90; 1e-2 flat 0.468, 2e-2 0.427 (seed 0); resid-mlp-1l (1,000-d) 1.000 either way."""
     init_norm: Positive = 0.1
     l1_rule: Literal["amplitude", "interference"] = "interference"
     """Measured (RESULTS "ReLU: the interference price"): better mmcs than the amplitude rule on every
     task tried. sae-jumprelu's warm-up keeps the amplitude rule (its L0 phase was tuned on it)."""
+    l1_noise_frac: Positive = 0.5
+    """The soft threshold λ/2 at half a σ of the interference (λ = 1/√d). Measured (RESULTS "ReLU: the
+    interference price", seed 0 at the bench's 300 steps): synth-sae-bench mmcs 0.479 at σ = 1,
+    0.533 at 0.75, 0.609 at 0.5."""
     l1_coef: NonNegative | None = None
     """L1 price λ (normalised units); None: from the data (`l1_rule`)."""
 
