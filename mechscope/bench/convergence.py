@@ -4,7 +4,7 @@ baseline) at the same budget. Below the bar a low score on V says "this budget i
 M", not "V breaks M", and the report shows "not converged at this budget" with the baseline.
 
     gates = baseline_gates(rows)                         # rows of results.parquet
-    g = gate_for(gates, "sae-relu", samples_seen=1_536_000, knob="l1_noise_frac=0.25")
+    g = gate_for(gates, "sae-relu", samples_seen=1_536_000, knob="l1_noise_frac=0.5")
     g.converged, g.baseline                               # False, 0.87
 
 The gate is per reported method (`method_label`) and budget (`samples_seen`), at the variant's

@@ -158,9 +158,9 @@ Knob values — half, equal to and twice the natural setting, so each curve brac
   is round(L0), which is also the method's own default (`k=None`): {1, 2, 4} (default 2) on iid,
   correlated, anticorrelated and overcomplete (L0 = 2); {2, 3, 6} (3) on hierarchical (L0 ≈ 3.35);
   {2, 5, 10} (5) on dense (L0 = 5); {1, 2, 4} (1) on zipf (L0 ≈ 0.8); 7 on synth-sae-bench (L0 ≈ 7.3).
-- sae-relu: `l1_noise_frac` σ ∈ {0.25, 0.5, 1.0}, default 0.5 (the method's default): the L1
-  price is λ = 2σ/√d of the site's width d (the interference rule; on the d = 10 variants λ 0.16 /
-  0.32 / 0.63, on synth-sae-bench's d = 128 0.044 / 0.088 / 0.177).
+- sae-relu: `l1_noise_frac` σ ∈ {0.5, 1.0, 2.0}, default 1.0 (the method's default): the L1
+  price is λ = 2σ/√d of the site's width d (the interference rule; on the d = 10 variants λ 0.32 /
+  0.63 / 1.26, on synth-sae-bench's d = 128 0.088 / 0.177 / 0.354).
 - sae-jumprelu: `l0_coef` ∈ {0.01, 0.05, 0.25}, default 0.05 (the method's default).
 - sae-matryoshka: `levels` ∈ {2, 3, 4} (prefix widths C/2^(levels−1) … C), default 4 (the
   method's default; k is BatchTopK's, from the data). Its knob is the nesting, not k: on iid
@@ -232,7 +232,7 @@ _STRESS_SWEEPS: tuple[Sweep, ...] = (
     *_k_sweep("synth-sae-bench*", ("4", "7", "14")),
     *(Sweep("stress-zipf*", m, "method.k", ("1", "2", "4"), default="1") for m in ("sae-topk", "sae-batchtopk")),
     *_k_sweep("*", ("1", "2", "4")),
-    Sweep("*", "sae-relu", "method.l1_noise_frac", ("0.25", "0.5", "1.0"), default="0.5"),
+    Sweep("*", "sae-relu", "method.l1_noise_frac", ("0.5", "1.0", "2.0"), default="1.0"),
     Sweep("*", "sae-jumprelu", "method.l0_coef", ("0.01", "0.05", "0.25"), default="0.05"),
     Sweep("*", "sae-matryoshka", "method.levels", ("2", "3", "4"), default="4"),
     Sweep("*", "spd", "method.importance_coeff", ("3e-4", "1e-3", "3e-3"), default="1e-3"),

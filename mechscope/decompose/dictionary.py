@@ -132,6 +132,8 @@ class SparseCoder(nn.Module):
         """batchtopk training: keep the k largest per row instead of k·B per batch (the warm-up)."""
         self.l1_phase = False
         """jumprelu training: L1 price and free decoder norms instead of the L0 price (the warm-up)."""
+        self.l1_scale = 1.0
+        """relu training: the share of the L1 price charged this step (`l1_ramp_frac`'s ramp)."""
         self.batch_select: dict[str, int] = {"candidates": 2 * math.ceil(k or 1)}
         """batchtopk: the per-row candidates its selection shortcut takes (`batch_topk_select`)."""
         self.trained: dict[str, Any] = {}
@@ -230,7 +232,7 @@ class SparseCoder(nn.Module):
         # dense z [B, C] (Σ_b first: 1 pass, a broadcast gradient) or sparse z [entries] of latents `cols`
         if l1_price is not None:  # relu, and jumprelu's L1 warm-up: L1 weighted by decoder norm
             norms = self.W_dec.norm(dim=1)
-            loss = loss + l1_price * (z.sum(0) * norms if z.dim() == 2 else z * norms[cols]).sum() / B
+            loss = loss + l1_price * self.l1_scale * (z.sum(0) * norms if z.dim() == 2 else z * norms[cols]).sum() / B
         elif isinstance(cfg, JumpReLUOptions):
             theta = self.log_threshold.exp()
             theta = theta if pre.dim() == 2 else theta[cols]
@@ -433,9 +435,11 @@ def train_coder(
     # at least one batch-phase step, so the inference θ is estimated
     warm_steps = min(int(cfg.topk_warmup_frac * cfg.steps), cfg.steps - 1) if isinstance(cfg, BatchTopKOptions) else 0
     l1_steps = int(cfg.l1_warmup_frac * cfg.steps) if isinstance(cfg, JumpReLUOptions) else 0
+    ramp_steps = int(cfg.l1_ramp_frac * cfg.steps) if isinstance(cfg, ReLUOptions) else 0
     for step in range(cfg.steps):
         coder.per_row = step < warm_steps
         coder.l1_phase = step < l1_steps
+        coder.l1_scale = min(1.0, (step + 1) / ramp_steps) if ramp_steps else 1.0
         if l1_steps and step == l1_steps:
             coder.fold_decoder_norms()  # L1 warm-up over: the same SAE with a unit-norm decoder
         x, y = buffer.next()
@@ -452,6 +456,7 @@ def train_coder(
         if step % 100 == 0 or step == cfg.steps - 1:
             progress(step + 1, cfg.steps)
     coder.per_row = coder.l1_phase = False
+    coder.l1_scale = 1.0
     if l1_steps >= cfg.steps:
         coder.fold_decoder_norms()
     coder.fold_scales(s_in, s_out)

@@ -141,7 +141,7 @@ def test_the_l1_price_falls_as_one_over_root_l0() -> None:
 def test_the_interference_rule_prices_the_site_width_not_the_l0() -> None:
     """λ = 2σ/√d: the same price at L0 2 and 8 on a 64-d site; a 1000-d stream whose data span 100
     dims is priced at its width 100."""
-    rule = ReLUOptions(l1_noise_frac=1.0)  # sae-relu's default rule, at one σ
+    rule = ReLUOptions()  # sae-relu's default rule
     for per_input in (2, 8):
         cfg = resolve_l1_price(rule, sparse_sums(8_192, n_dirs=256, d=64, per_input=per_input))
         assert isinstance(cfg, ReLUOptions) and cfg.l1_coef == pytest.approx(2 / 8)
