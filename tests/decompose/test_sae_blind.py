@@ -162,7 +162,7 @@ def sparse_sums(n: int, n_dirs: int, d: int, per_input: int, seed: int = 0) -> t
 
 @pytest.mark.parametrize("method", ["relu", "jumprelu"])
 def test_the_blind_l1_price_keeps_a_high_l0_code_alive(method: str) -> None:
-    """L0 8 in 64 dims: the fixed price 1.2 (the old default) silences every latent within a few
+    """L0 8 in 64 dims: the fixed price 1.2 (the old default), charged in full from the start, silences every latent within a few
     hundred steps; the rule's price (≈ 0.22 here) keeps the code firing — both checked here."""
     x = sparse_sums(16_384, n_dirs=256, d=64, per_input=8)
     make = ReLUOptions if method == "relu" else JumpReLUOptions
@@ -174,6 +174,9 @@ def test_the_blind_l1_price_keeps_a_high_l0_code_alive(method: str) -> None:
         with torch.no_grad():
             return float((coder.encode(x[:2_048]) > 0).sum(-1).float().mean())
 
-    fixed = {"l1_coef": 1.2} if method == "relu" else {"warmup_l1_coef": 1.2}
-    assert l0(**fixed) < 0.5
+    fixed = {"l1_coef": 1.2, "l1_ramp_frac": 0.0} if method == "relu" else {"warmup_l1_coef": 1.2}
+    silenced = l0(**fixed)
+    assert silenced < 0.5
     assert l0() > 4
+    if method == "relu":  # the ramp charges a share of the price early on: the code dies later, if at all
+        assert l0(l1_coef=1.2) > silenced + 0.1
