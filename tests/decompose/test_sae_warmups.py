@@ -35,9 +35,10 @@ def sparse_data(n: int = 4_096, d: int = 8, features: int = 16) -> torch.Tensor:
 
 
 def test_lr_scales_with_the_input_width() -> None:
-    cfg = ReLUOptions()
+    cfg = ReLUOptions(lr_reference_dim=10)
     assert resolved_lr(cfg, 10) == cfg.lr and resolved_lr(cfg, 4) == cfg.lr  # capped at lr
     assert resolved_lr(cfg, 1_000) == pytest.approx(cfg.lr * math.sqrt(10 / 1_000))
+    assert resolved_lr(ReLUOptions(), 90) == cfg.lr  # sae-relu's own reference width: 90
     assert resolved_lr(TopKOptions(), 1_000) == TopKOptions().lr  # no reference width: as set
 
 
