@@ -48,7 +48,6 @@ from mechscope.decompose.dictionary_config import (
     L1PriceOptions,
     ReLUOptions,
     TopKOptions,
-    start_norm,
 )
 from mechscope.decompose.dictionary_kernels import (
     Entries,
@@ -419,8 +418,8 @@ def train_coder(
     s_out = s_in if sae else float(y0.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
     coder = (make_coder or SparseCoder)(x0.shape[1], y0.shape[1], n_latents, cfg.activation, k, sae, generator)
     with torch.no_grad():
-        coder.W_enc.mul_(start_norm(cfg, x0.shape[1]))
-        coder.W_dec.mul_(start_norm(cfg, x0.shape[1]))
+        coder.W_enc.mul_(cfg.init_norm)
+        coder.W_dec.mul_(cfg.init_norm)
         y0n = y0 / s_out
         coder.b_dec.copy_(geometric_median(y0n) if cfg.b_dec_init == "geometric_median" else y0n.mean(0))
         if isinstance(cfg, JumpReLUOptions):

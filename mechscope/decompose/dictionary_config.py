@@ -38,10 +38,8 @@ class DictionaryConfig(Config):
     lr_reference_dim: Count | None = None
     """None: `lr` as set. d_ref: `lr` is the rate at input width d_ref, scaled by √(d_ref / d_in)
     on wider inputs (`resolved_lr`)."""
-    init_norm: Positive | None = 1.0
-    """Row norm of W_enc and W_dec at initialisation (normalised units; an SAE's W_enc = W_decᵀ).
-    None: a small start of the same size at every width — rows of norm `SMALL_START_PRE_RMS` · √d_in,
-    whose pre-activations on a unit-norm input have RMS `SMALL_START_PRE_RMS` (`start_norm`)."""
+    init_norm: Positive = 1.0
+    """Row norm of W_enc and W_dec at initialisation (normalised units; an SAE's W_enc = W_decᵀ)."""
     warmup_frac: Fraction = 0.05
     decay_frac: Fraction = 0.3
     """LR: linear warm-up over the first warmup_frac of steps, linear decay to 0 over the last decay_frac."""
@@ -50,17 +48,6 @@ class DictionaryConfig(Config):
     b_dec_init: Literal["geometric_median", "mean"] = "geometric_median"
     dead_after_steps: Count = 100
     """A latent that has not fired for this many steps counts as dead (AuxK revives those)."""
-
-
-SMALL_START_PRE_RMS = 0.016
-"""RMS of the initial pre-activations of an `init_norm=None` start (sae-topk's): rows of norm 0.05 at
-d = 10, 0.18 at d = 128 (measured there: RESULTS "ReLU's price ramp, TopK's small start")."""
-
-
-def start_norm(cfg: DictionaryConfig, d_in: int) -> float:
-    """The initial row norm: `init_norm`, or for None `SMALL_START_PRE_RMS` · √d_in (a random row of
-    norm r reads a unit-norm input with RMS r/√d_in)."""
-    return cfg.init_norm if cfg.init_norm is not None else SMALL_START_PRE_RMS * d_in**0.5
 
 
 class L1PriceOptions(Config):

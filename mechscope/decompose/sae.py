@@ -49,15 +49,6 @@ class SAETopKConfig(TopKOptions, SiteOption):
     0.485 at 2e-3 → 0.574 (sparsify's default, Signum at 0.02 there: 0.557); tms-40-10, stress-iid and
     resid-mlp-1l mmcs unchanged (1.000, 0.998, 0.998). BatchTopK and Matryoshka keep 2e-3: at 5e-3
     stress-iid 0.979 → 0.976 and 0.904 → 0.882 (seed 0)."""
-    init_norm: Positive | None = None
-    """A small start: rows of norm 0.016·√d_in (`start_norm`; 0.05 on the 10-d toys, 0.18 at d = 128),
-    not 1. TopK must fill its k slots; on a one-feature input of tms-40-10 (k = 2) the second slot
-    from a unit start lands on another feature's latent (40 of 40 onehot inputs, seed 0): activity_f1
-    0.741. From a small start, while every activation is small, the slot-filling latents learn beside
-    the right one and stay as live near-duplicates that catch the spare slot (25 of 40 at 0.03): 0.883 (3
-    seeds; SAELens-short 0.875, sparsify 0.844). Too small a start costs a wide site: synth-sae-bench
-    (d = 128) activity_f1 0.347 at norm 1, 0.315 at 0.05, 0.322 at 0.18. RESULTS "ReLU's price ramp,
-    TopK's small start"."""
 
 
 class SAEBatchTopKConfig(BatchTopKOptions, SiteOption):

@@ -21,7 +21,7 @@ from mechscope.decompose.dictionary import (
     resolved_lr,
     train_coder,
 )
-from mechscope.decompose.sae import SAEJumpReLUConfig, SAETopKConfig
+from mechscope.decompose.sae import SAEJumpReLUConfig
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -40,15 +40,6 @@ def test_lr_scales_with_the_input_width() -> None:
     assert resolved_lr(cfg, 1_000) == pytest.approx(cfg.lr * math.sqrt(10 / 1_000))
     assert resolved_lr(ReLUOptions(), 90) == cfg.lr  # sae-relu's own reference width: 90
     assert resolved_lr(TopKOptions(), 1_000) == TopKOptions().lr  # no reference width: as set
-
-
-@pytest.mark.parametrize("d", [8, 128])
-def test_topk_starts_small_at_every_width(d: int) -> None:
-    """sae-topk's rows start at 0.016·√d: the same small pre-activations (RMS 0.016 on a unit-norm
-    input) on a 10-d toy and a 128-d site."""
-    cfg = SAETopKConfig(k=2, steps=1, batch_size=64, buffer_size=256, lr=1e-12)
-    c = train_coder(tensor_source(sparse_data(d=d)), cfg, 24, 2, True, gen(4))
-    assert torch.allclose(c.W_enc.norm(dim=1), torch.full((24,), 0.016 * math.sqrt(d)), rtol=1e-4)
 
 
 def test_relu_starts_small() -> None:
