@@ -44,6 +44,11 @@ class SAEReLUConfig(ReLUOptions, SiteOption):
 
 
 class SAETopKConfig(TopKOptions, SiteOption):
+    """Rows start at norm 1 (`init_norm`). A small start (0.05) lifts tms-40-10's activity_f1 0.741 →
+    0.883 — TopK's spare slot on a one-feature input then lands on a live near-duplicate, not on a
+    neighbour's latent — but costs mmcs on the stress variants (stress-iid at k = 1 0.989 → 0.945,
+    hierarchical 0.940 → 0.897, synth-sae-bench 0.603 → 0.561; RESULTS "ReLU's price ramp…"): not taken."""
+
     lr: LearningRate = 5e-3
     """Measured (RESULTS "Two scorer artefacts fixed…", 3 seeds): synth-sae-bench's 300 steps mmcs
     0.485 at 2e-3 → 0.574 (sparsify's default, Signum at 0.02 there: 0.557); tms-40-10, stress-iid and
