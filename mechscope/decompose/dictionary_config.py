@@ -73,17 +73,17 @@ class ReLUOptions(DictionaryConfig, L1PriceOptions):
     activation: ClassVar[Activation] = "relu"
     lr: LearningRate = 1e-2
     lr_reference_dim: Count | None = 90
-    """1e-2 up to 90-d inputs, then √(90/d_in) of it. Measured (RESULTS "ReLU: the interference price",
+    """1e-2 up to 90-d inputs, then √(90/d_in) of it. Measured (RESULTS "ReLU's price ramp…",
     3 seeds at the peers bench's budget): synth-sae-bench (d = 128) mmcs 0.468 at 10 (the TMS width),
     0.479 at 90; 1e-2 flat 0.468, 2e-2 0.427 (seed 0); resid-mlp-1l (1,000-d) 1.000 either way."""
     init_norm: Positive = 0.1
     l1_rule: Literal["amplitude", "interference"] = "interference"
-    """Measured (RESULTS "ReLU: the interference price"): better mmcs than the amplitude rule on every
-    task tried. sae-jumprelu's warm-up keeps the amplitude rule (its L0 phase was tuned on it)."""
+    """Measured (RESULTS "ReLU's price ramp…"): better mmcs than the amplitude rule on every task but
+    stress-correlated (−0.004; synth-sae-bench +0.121, Zipfian +0.065). sae-jumprelu's warm-up keeps the amplitude rule (its L0 phase was tuned on it)."""
     l1_ramp_frac: Fraction = 0.7
     """The L1 price rises linearly from 0 to λ over this fraction of the steps (as SAELens's
     `l1_warm_up_steps`): early on a cheap, dense code lets every latent turn towards a feature, then
-    the price sparsifies it. Measured (RESULTS "ReLU: the interference price…"): synth-sae-bench's
+    the price sparsifies it. Measured (RESULTS "ReLU's price ramp…"): synth-sae-bench's
     300 steps mmcs 0.479 → 0.510 (3 seeds), stress-iid's 1,500 steps 0.990 → 0.991 (seed 0)."""
     l1_coef: NonNegative | None = None
     """L1 price λ (normalised units); None: from the data (`l1_rule`)."""
