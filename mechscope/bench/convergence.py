@@ -5,7 +5,7 @@ M", not "V breaks M", and the report shows "not converged at this budget" with t
 
     gates = baseline_gates(rows)                         # rows of results.parquet
     g = gate_for(gates, "sae-relu", samples_seen=1_536_000, knob="l1_noise_frac=0.5")
-    g.converged, g.baseline                               # False, 0.87
+    g.converged, g.baseline                               # False, 0.90
 
 The gate is per reported method (`method_label`) and budget (`samples_seen`), at the variant's
 knob where stress-iid ran that knob value too, else at the iid default knob. A baseline measured

@@ -79,7 +79,8 @@ class ReLUOptions(DictionaryConfig, L1PriceOptions):
     init_norm: Positive = 0.1
     l1_rule: Literal["amplitude", "interference"] = "interference"
     """Measured (RESULTS "ReLU's price ramp…"): better mmcs than the amplitude rule on every task but
-    stress-correlated (−0.004; synth-sae-bench +0.121, Zipfian +0.065). sae-jumprelu's warm-up keeps the amplitude rule (its L0 phase was tuned on it)."""
+    stress-correlated (−0.004; synth-sae-bench +0.121, Zipfian +0.065). sae-jumprelu's warm-up keeps
+    the amplitude rule (its L0 phase was tuned on it)."""
     l1_ramp_frac: Fraction = 0.7
     """The L1 price rises linearly from 0 to λ over this fraction of the steps (as SAELens's
     `l1_warm_up_steps`): early on a cheap, dense code lets every latent turn towards a feature, then

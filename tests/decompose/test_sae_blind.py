@@ -162,8 +162,9 @@ def sparse_sums(n: int, n_dirs: int, d: int, per_input: int, seed: int = 0) -> t
 
 @pytest.mark.parametrize("method", ["relu", "jumprelu"])
 def test_the_blind_l1_price_keeps_a_high_l0_code_alive(method: str) -> None:
-    """L0 8 in 64 dims: the fixed price 1.2 (the old default), charged in full from the start, silences every latent within a few
-    hundred steps; the rule's price (≈ 0.22 here) keeps the code firing — both checked here."""
+    """L0 8 in 64 dims: the fixed price 1.2 (the old default), charged in full from the start,
+    silences every latent within a few hundred steps; the rule's price (relu 0.25, jumprelu's
+    warm-up ≈ 0.22 here) keeps the code firing — both checked here."""
     x = sparse_sums(16_384, n_dirs=256, d=64, per_input=8)
     make = ReLUOptions if method == "relu" else JumpReLUOptions
     warmup = {"l1_warmup_frac": 1.0} if method == "jumprelu" else {}  # JumpReLU: the whole run its L1 phase
