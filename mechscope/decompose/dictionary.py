@@ -60,11 +60,12 @@ from mechscope.decompose.dictionary_kernels import (
     _JumpReLU,
     _Step,
     _TopKEncode,
-    entries_above,
     jumprelu_entries,
+    row_norms,
     sparse_decode,
 )
 from mechscope.decompose.parallel import Placement, precision
+from mechscope.decompose.sparse_code import code_decode, code_entries, latent_block
 from mechscope.decompose.sparsity_rules import (
     interference_price,
     l1_price,
@@ -78,10 +79,11 @@ __all__ = [  # the settings live in dictionary_config.py; importers may take the
     "lr_lambda", "resolve_l1_price", "resolved_lr", "train_coder", "trained_record",
 ]  # fmt: skip
 
-SPARSE_BELOW = 0.05
-"""ReLU / JumpReLU train on the firing entries alone (decoder, its backward, W_enc's gradient) when at
-most this fraction of the batch's [B, C] pre-activations fire: `embedding_bag` and the sparse encoder
-gradient cost the dense products at ≈ 5–6 % (B = 1024, C = 8192, d = 512, 1 thread; RESULTS.md)."""
+SPARSE_BELOW = 0.12
+"""ReLU / JumpReLU train on the firing entries alone (decoder, its backward, W_enc's gradient;
+`sparse_code.py`) when at most this fraction of the batch's [B, C] pre-activations fire: the sparse
+step costs the dense one at ≈ 13 % (B = 1024, C = 8192, d = 512, 1 thread: 0.34 vs 0.37 s at 12 %,
+0.20 vs 0.39 s at 5 %; RESULTS.md)."""
 
 
 # --- the coder --------------------------------------------------------------------------------
@@ -128,6 +130,7 @@ class SparseCoder(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(d_out))  # (d_out,)
         self.log_threshold = nn.Parameter(torch.zeros(n_latents), requires_grad=activation == "jumprelu")
         self.register_buffer("batch_threshold", torch.zeros(()))  # batchtopk's inference θ
+        self._xw: Tensor | None = None  # training's x W_encᵀ, reused (`_xw_out`)
         self.per_row = False
         """batchtopk training: keep the k largest per row instead of k·B per batch (the warm-up)."""
         self.l1_phase = False
@@ -203,7 +206,7 @@ class SparseCoder(nn.Module):
         else:
             bias = self._enc_bias()
             with torch.no_grad():  # x W_encᵀ (B, C); its bias is added to every entry only if dense
-                pre = x @ self.W_enc.t()
+                pre = torch.mm(x, self.W_enc.t(), out=self._xw_out(x)).detach()  # (an alias: no graph of its own)
             sparse = self._gradient_entries(pre, cfg, bias.detach())
             if sparse is None:
                 pre = _Encode.apply(x, self.W_enc, bias, pre)
@@ -212,11 +215,12 @@ class SparseCoder(nn.Module):
                 on = z > 0  # one pass for both (count_nonzero on floats took 26 ms, on bools 5)
                 fired, l0 = on.any(0), int(torch.count_nonzero(on)) / B
             else:  # the same latents on the entries that carry value (the rest are 0 with 0 gradient
-                rows, cols, band = sparse  # but JumpReLU's band-only entries: θ's pseudo-gradient, `band`)
+                code, band = sparse  # but JumpReLU's band-only entries: θ's pseudo-gradient, `band`)
+                cols = code.cols
                 b_dec = self.b_dec if self.sae else None  # (pre: x W_encᵀ; the bias added at the entries)
-                pre = _EncodeAt.apply(x, self.W_enc, self.b_enc, b_dec, bias.detach(), pre, rows, cols)
+                pre = _EncodeAt.apply(x, self.W_enc, self.b_enc, b_dec, bias.detach(), pre, code)
                 z = self._train_latents(pre, cfg, cols)
-                y_hat = sparse_decode(self.b_dec.expand(B, -1), rows, cols, z, self.W_dec)
+                y_hat = code_decode(self.b_dec.expand(B, -1), z, self.W_dec, code)
                 if band is not None:  # θ's pseudo-gradient through the decoder (and the price, below)
                     theta_all = self.log_threshold.exp()
                     y_hat = _BandDecoderTap.apply(y_hat, theta_all, self.W_dec.detach(), band)
@@ -231,8 +235,9 @@ class SparseCoder(nn.Module):
             raise ConfigError("the L1 price is unresolved (None): train_coder sets it from the data (resolve_l1_price)")
         # dense z [B, C] (Σ_b first: 1 pass, a broadcast gradient) or sparse z [entries] of latents `cols`
         if l1_price is not None:  # relu, and jumprelu's L1 warm-up: L1 weighted by decoder norm
-            norms = self.W_dec.norm(dim=1)
-            loss = loss + l1_price * self.l1_scale * (z.sum(0) * norms if z.dim() == 2 else z * norms[cols]).sum() / B
+            norms = row_norms(self.W_dec)
+            l1 = z.sum(0) * norms if z.dim() == 2 else z * norms.index_select(0, cols)
+            loss = loss + l1_price * self.l1_scale * l1.sum() / B
         elif isinstance(cfg, JumpReLUOptions):
             theta = self.log_threshold.exp()
             theta = theta if pre.dim() == 2 else theta[cols]
@@ -243,6 +248,17 @@ class SparseCoder(nn.Module):
         if band is not None and isinstance(cfg, JumpReLUOptions):  # the band's price pseudo-gradients (value 0)
             loss = loss + _BandPrice.apply(theta_all, self.W_enc, bias, x, self.W_dec.detach(), band, l1_price, cfg)
         return TrainStep(loss, mse.detach(), fired, l0)
+
+    def _xw_out(self, x: Tensor) -> Tensor | None:
+        """The [B, C] output of x W_encᵀ kept from the last training step (CPU): a fresh 32 MB
+        tensor a step (B = 1024, C = 8192) costs ~15 ms of page faults, glibc mapping allocations
+        that large anew. None (a new tensor) under autocast or on an accelerator's caching allocator."""
+        if x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return None
+        shape = (x.shape[0], self.n_latents)
+        if self._xw is None or self._xw.shape != shape or self._xw.dtype != torch.result_type(x, self.W_enc):
+            self._xw = torch.empty(shape, dtype=torch.result_type(x, self.W_enc))
+        return self._xw
 
     def _train_latents(self, pre: Tensor, cfg: DictionaryConfig, cols: Tensor | None = None) -> Tensor:
         """z from pre [B, C], or from pre at sparse entries [entries] whose latents are `cols`."""
@@ -260,11 +276,13 @@ class SparseCoder(nn.Module):
         None if none, or if they too are few: then listed with the rest, as > θ − ε/2, widened by 0.1 %
         of ε against rounding), or None (train dense) when over `SPARSE_BELOW` of the entries carry value."""
         limit = SPARSE_BELOW * pre.numel()
+        block = latent_block(self.n_latents, self.d_out, self.W_dec.element_size())
         if self.activation == "relu":
-            found = entries_above(pre, -bias, limit)
-            return None if found is None else (found[0], found[1], None)
+            found = code_entries(pre, -bias, limit, block)
+            return None if found is None else (found[0], None)
         assert isinstance(cfg, JumpReLUOptions)  # θ on pre without its bias
-        return jumprelu_entries(pre, self.log_threshold.detach().exp() - bias, cfg.bandwidth, limit, SPARSE_BELOW)
+        theta = self.log_threshold.detach().exp() - bias
+        return jumprelu_entries(pre, theta, cfg.bandwidth, limit, block)
 
     def batchtopk_entries(self, x: Tensor, cfg: BatchTopKOptions) -> tuple[Tensor, Tensor, Tensor]:
         """BatchTopK's training code as sparse entries (vals, rows, cols) [k·B]: the k·B largest
@@ -456,7 +474,7 @@ def train_coder(
         if step % 100 == 0 or step == cfg.steps - 1:
             progress(step + 1, cfg.steps)
     coder.per_row = coder.l1_phase = False
-    coder.l1_scale = 1.0
+    coder.l1_scale, coder._xw = 1.0, None
     if l1_steps >= cfg.steps:
         coder.fold_decoder_norms()
     coder.fold_scales(s_in, s_out)

@@ -13,8 +13,10 @@ import torch
 
 import mechscope.decompose.dictionary as dictionary
 import mechscope.decompose.dictionary_kernels as kernels
+import mechscope.decompose.sparse_code as sparse_code
 from mechscope.decompose.dictionary import JumpReLUOptions, ReLUOptions, SparseCoder
 from mechscope.decompose.dictionary_kernels import ThetaBand, batch_topk_select, sparse_decode
+from mechscope.decompose.sparse_code import SparseCode, code_decode
 
 
 def gen(seed: int) -> torch.Generator:
@@ -47,14 +49,18 @@ class _Spy:
     + [("jumprelu", l1, b, kind, True) for l1, b in ((True, -0.3), (False, -0.3), (False, 0.5), (True, 0.5))
        for kind in (None, "sparse", "complement", "dense")],
 )  # fmt: skip
+@pytest.mark.parametrize("block", [64, 20])
 def test_sparse_step_equals_the_dense_step(
-    activation: str, l1_phase: bool, bias: float, band_kind: str | None, sae: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    activation: str, l1_phase: bool, bias: float, band_kind: str | None, sae: bool, block: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     """Forced sparse (threshold 1) and forced dense (threshold 0): the same loss, L0, fired set and
     gradient of every parameter (θ included), on a sparse code (bias −0.8 / −0.3) and a dense one.
     JumpReLU: the band listed with the firing entries (`band_kind` None), or its band-only entries
     (θ's pseudo-gradient) through each of `ThetaBand`'s products — forced by a sparsity limit
-    between the firing and the firing-or-band densities. `sae` False: a transcoder (no b_dec in the encoder)."""
+    between the firing and the firing-or-band densities. `sae` False: a transcoder (no b_dec in the encoder).
+    `block`: latents per decoder block (`sparse_code.py`) — one block, or three and a partial one."""
+    monkeypatch.setattr(sparse_code, "DECODER_BLOCK_BYTES", block * 12 * 8)  # d_out 12, float64
     c = SparseCoder(12, 12, 64, activation, sae=sae, generator=gen(0)).double()  # type: ignore[arg-type]
     with torch.no_grad():
         c.b_enc.copy_(bias + 0.3 * torch.randn(64, generator=gen(1), dtype=torch.float64))
@@ -106,8 +112,8 @@ def test_density_picks_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
     c = SparseCoder(8, 8, 32, "relu", sae=True, generator=gen(0))
     pre = torch.randn(16, 32, generator=gen(1))
     assert c._gradient_entries(pre, ReLUOptions()) is None  # half the entries on: dense
-    rows, cols, _ = c._gradient_entries(pre - 2.5, ReLUOptions())  # type: ignore[misc]  # ~0.6 % on: sparse
-    assert torch.equal(torch.stack([rows, cols], 1), (pre > 2.5).nonzero())
+    code, _ = c._gradient_entries(pre - 2.5, ReLUOptions())  # type: ignore[misc]  # ~0.6 % on: sparse
+    assert torch.equal(torch.stack([code.rows, code.cols], 1), (pre > 2.5).nonzero())  # one block: row-major
 
 
 @pytest.mark.parametrize("candidates", [3, 8, 200])
@@ -145,3 +151,28 @@ def test_sparse_decode_equals_the_dense_product() -> None:
     rows, cols = z.nonzero().unbind(1)
     out = sparse_decode(torch.ones(6, 4), rows, cols, z[rows, cols], W)
     torch.testing.assert_close(out, z @ W + 1)
+
+
+@pytest.mark.parametrize("block", [3, 4, 10])
+def test_blockwise_decode_equals_the_dense_product(block: int) -> None:
+    """ŷ = base + Z W_dec and its gradients (∂base, ∂z at the entries, ∂W_dec) from the block-major
+    entries, against autograd through the dense product: blocks that divide C, one that leaves a
+    partial block, one block; an empty row and an empty block of latents."""
+    W = torch.randn(10, 4, generator=gen(7), dtype=torch.float64, requires_grad=True)
+    z = torch.randn(6, 10, generator=gen(8), dtype=torch.float64) * (torch.rand(6, 10, generator=gen(9)) < 0.4)
+    z[2], z[:, 4:6] = 0, 0  # an empty row; with block 4, latents 4–5 of the second block never fire
+    code = SparseCode(z != 0, block)
+    assert len(code) == int((z != 0).sum()) and torch.equal(code.latent_major()[1][-1], torch.tensor(len(code)))
+    assert sorted(zip(code.rows.tolist(), code.cols.tolist(), strict=True)) == [tuple(e) for e in (z != 0).nonzero().tolist()]
+    vals = z[code.rows, code.cols].clone().requires_grad_(True)
+    base = torch.randn(4, generator=gen(10), dtype=torch.float64, requires_grad=True)
+    out = code_decode(base.expand(6, -1), vals, W, code)
+    G = torch.randn(6, 4, generator=gen(11), dtype=torch.float64)
+    grads = torch.autograd.grad((out * G).sum(), [base, vals, W])
+    z_dense = z.clone().requires_grad_(True)
+    ref = z_dense @ W + base
+    torch.testing.assert_close(out, ref)
+    ref_grads = torch.autograd.grad((ref * G).sum(), [base, z_dense, W])
+    torch.testing.assert_close(grads[0], ref_grads[0])
+    torch.testing.assert_close(grads[1], ref_grads[1][code.rows, code.cols])
+    torch.testing.assert_close(grads[2], ref_grads[2])
