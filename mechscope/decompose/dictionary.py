@@ -136,7 +136,7 @@ class SparseCoder(nn.Module):
         self.l1_phase = False
         """jumprelu training: L1 price and free decoder norms instead of the L0 price (the warm-up)."""
         self.l1_scale = 1.0
-        """relu training: the share of the L1 price charged this step (`l1_ramp_frac`'s ramp)."""
+        """relu training: the share of the L1 price charged this step (`l1_ramp_samples`' ramp)."""
         self.batch_select: dict[str, int] = {"candidates": 2 * math.ceil(k or 1)}
         """batchtopk: the per-row candidates its selection shortcut takes (`batch_topk_select`)."""
         self.trained: dict[str, Any] = {}
@@ -453,7 +453,7 @@ def train_coder(
     # at least one batch-phase step, so the inference θ is estimated
     warm_steps = min(int(cfg.topk_warmup_frac * cfg.steps), cfg.steps - 1) if isinstance(cfg, BatchTopKOptions) else 0
     l1_steps = int(cfg.l1_warmup_frac * cfg.steps) if isinstance(cfg, JumpReLUOptions) else 0
-    ramp_steps = int(cfg.l1_ramp_frac * cfg.steps) if isinstance(cfg, ReLUOptions) else 0
+    ramp_steps = min(math.ceil(cfg.l1_ramp_samples / batch), cfg.steps) if isinstance(cfg, ReLUOptions) else 0
     for step in range(cfg.steps):
         coder.per_row = step < warm_steps
         coder.l1_phase = step < l1_steps

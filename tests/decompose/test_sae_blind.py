@@ -175,7 +175,7 @@ def test_the_blind_l1_price_keeps_a_high_l0_code_alive(method: str) -> None:
         with torch.no_grad():
             return float((coder.encode(x[:2_048]) > 0).sum(-1).float().mean())
 
-    fixed = {"l1_coef": 1.2, "l1_ramp_frac": 0.0} if method == "relu" else {"warmup_l1_coef": 1.2}
+    fixed = {"l1_coef": 1.2, "l1_ramp_samples": 0} if method == "relu" else {"warmup_l1_coef": 1.2}
     silenced = l0(**fixed)
     assert silenced < 0.5
     assert l0() > 4
