@@ -176,3 +176,16 @@ def test_blockwise_decode_equals_the_dense_product(block: int) -> None:
     torch.testing.assert_close(grads[0], ref_grads[0])
     torch.testing.assert_close(grads[1], ref_grads[1][code.rows, code.cols])
     torch.testing.assert_close(grads[2], ref_grads[2])
+
+
+def test_blockwise_decode_of_an_empty_code() -> None:
+    """No entry fires: ŷ is the base, ∂W_dec is 0 (not the uninitialised output buffer), ∂z empty."""
+    code = SparseCode(torch.zeros(6, 10, dtype=torch.bool), 4)
+    W = torch.randn(10, 4, generator=gen(12), requires_grad=True)
+    vals = torch.zeros(0, requires_grad=True)
+    base = torch.randn(4, generator=gen(13), requires_grad=True)
+    out = code_decode(base.expand(6, -1), vals, W, code)
+    g_base, g_vals, g_W = torch.autograd.grad(out.sum(), [base, vals, W])
+    torch.testing.assert_close(out, base.expand(6, -1))
+    assert torch.equal(g_W, torch.zeros_like(W)) and g_vals.shape == (0,) and torch.equal(g_base, torch.full((4,), 6.0))
+    assert torch.equal(code.t_mm(torch.zeros(0), torch.full((6, 3), float("nan"))), torch.zeros(10, 3))
