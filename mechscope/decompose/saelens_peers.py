@@ -47,33 +47,36 @@ from mechscope.decompose.dictionary_decomposition import DictionaryDecomposition
 from mechscope.decompose.dictionary_sizing import blind_sizes
 from mechscope.decompose.import_dictionary import quiet_import, require_equal, saelens_coder
 from mechscope.decompose.registry import FitContext, MethodSpec, register
-from mechscope.decompose.sae import applies_to
+from mechscope.decompose.sae import SiteOption, applies_to
 from mechscope.decompose.sae_matryoshka import matryoshka_widths
 
 Variant = Literal["standard", "topk", "batchtopk", "jumprelu", "matryoshka"]
 PRESET_LR = {"default": 3e-4, "short": 2e-3}
 
 
-class SAELensConfig(Config):
-    """What mechscope decides (site, sizes, budget) and which SAELens preset trains."""
+class PeerConfig(SiteOption):
+    """What mechscope decides for a peer library's trainer — site, sizes, budget, as for its
+    `sae-*` twin — and which of the library's presets trains (SAELens here, sparsify_peer.py)."""
 
-    site: str | None = None
-    """Module whose output the SAE decomposes; None: the task's `activation_sites()`."""
     preset: Literal["default", "short"] = "default"
-    """default: SAELens's own defaults; short: the same with lr 2e-3 for a short run."""
-    lr: LearningRate | None = None
-    """None: the preset's learning rate (3e-4 default, 2e-3 short)."""
     n_latents: Count | None = None
     """None: expansion × the site's width, as for `sae-*` (`blind_sizes`)."""
     expansion: Positive = 8.0
-    k: Positive | None = None
-    """TopK family: latents per input (TopK: a whole number; BatchTopK / Matryoshka: a batch mean,
-    may be fractional, as SAELens's own `k: float`); None: the blind estimate the `sae-*` twin uses."""
     steps: Steps = 1_500
     """Same default budget as `sae-*`: steps × batch_size samples seen."""
     batch_size: BatchSize | None = None
     """None: the rule `sae-*` uses (about 256k numbers per batch, 128–1024 rows)."""
     buffer_size: Count = 32_768
+
+
+class SAELensConfig(PeerConfig):
+    """preset default: SAELens's own defaults; short: the same with lr 2e-3 for a short run."""
+
+    lr: LearningRate | None = None
+    """None: the preset's learning rate (3e-4 default, 2e-3 short)."""
+    k: Positive | None = None
+    """TopK family: latents per input (TopK: a whole number; BatchTopK / Matryoshka: a batch mean,
+    may be fractional, as SAELens's own `k: float`); None: the blind estimate the `sae-*` twin uses."""
 
 
 def _training_sae(variant: Variant, d_in: int, n_latents: int, k: float | None) -> Any:

@@ -21,12 +21,12 @@ import io
 import tempfile
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mechscope.bounds import BatchSize, Count, Positive, Steps
+from mechscope.bounds import Count
 from mechscope.config import Config, ConfigError
 from mechscope.core import TaskFacts, derive_seed
 from mechscope.decompose.activation_buffer import ActivationBuffer, task_source
@@ -36,21 +36,14 @@ from mechscope.decompose.dictionary_sizing import blind_sizes
 from mechscope.decompose.import_dictionary import load_dictionary, quiet_import
 from mechscope.decompose.registry import FitContext, MethodSpec, register
 from mechscope.decompose.sae import applies_to
-from mechscope.decompose.saelens_peers import peer_record
+from mechscope.decompose.saelens_peers import PeerConfig, peer_record
 
 
-class SparsifyConfig(Config):
-    site: str | None = None
-    """Module whose output the SAE decomposes; None: the task's `activation_sites()`."""
-    preset: Literal["default", "short"] = "default"
-    """default: sparsify's own defaults (Signum); short: Adam at lr 2e-3, 5 % warm-up."""
-    n_latents: Count | None = None
-    expansion: Positive = 8.0
+class SparsifyConfig(PeerConfig):
+    """preset default: sparsify's own defaults (Signum); short: Adam at lr 2e-3, 5 % warm-up."""
+
     k: Count | None = None
     """None: the blind estimate `sae-topk` uses."""
-    steps: Steps = 1_500
-    batch_size: BatchSize | None = None
-    buffer_size: Count = 32_768
 
 
 class _ActivationStream(nn.Module):
