@@ -271,10 +271,11 @@ class SparseCoder(nn.Module):
         raise ValueError(f"no dense training latents for {self.activation!r} (batchtopk: batchtopk_entries)")
 
     def _gradient_entries(self, pre: Tensor, cfg: DictionaryConfig, bias: Tensor | float = 0.0) -> Entries | None:
-        """The entries (`SparseCode`, block by block of latents) of the pre-activations pre + bias [B, C] that carry value (ReLU:
-        > 0, JumpReLU: > θ; off them z = 0 with 0 gradient) and JumpReLU's band-only entries (`ThetaBand`;
-        None if none, or if they too are few: then listed with the rest, as > θ − ε/2, widened by 0.1 %
-        of ε against rounding), or None (train dense) when over `SPARSE_BELOW` of the entries carry value."""
+        """The entries (a `SparseCode`) of the pre-activations pre + bias [B, C] that carry value
+        (ReLU: > 0, JumpReLU: > θ; off them z = 0 with 0 gradient) and JumpReLU's band-only entries
+        (`ThetaBand`; None if none, or if they too are few: then listed with the rest, as > θ − ε/2,
+        widened by 0.1 % of ε against rounding), or None (train dense) when over `SPARSE_BELOW` of
+        the entries carry value."""
         limit = SPARSE_BELOW * pre.numel()
         block = latent_block(self.n_latents, self.d_out, self.W_dec.element_size())
         if self.activation == "relu":

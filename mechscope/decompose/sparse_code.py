@@ -9,8 +9,9 @@ set by which dense operand stays in cache (1 thread, CPU; RESULTS.md):
   within blocks of latents whose decoder rows fit in L2 (`DECODER_BLOCK_BYTES`): 16 ms.
 - ∂z = ∂ŷ W_decᵀ at the entries (a sampled product), block by block: 21 ms (`embedding_bag`'s 37).
 - ∂W_dec = Zᵀ ∂ŷ and ∂W_enc = Gᵀ x add a row of a [B, d] operand (in cache) per entry, latent by
-  latent (CSR of Zᵀ): 16 ms each (`embedding_bag`'s ∂W_dec, 43). Both need the entries in latent
-  order: one sort (`SparseCode.latent_major`), shared.
+  latent (CSR of Zᵀ): 11 ms each written into their output (`torch.addmm`, β = 0; `Z @ G` zero-fills
+  and copies: 22), where `embedding_bag`'s ∂W_dec took 43. Both need the entries in latent order:
+  one sort (`SparseCode.latent_major`), shared.
 """
 
 from __future__ import annotations
