@@ -89,6 +89,23 @@ def test_jumprelu_l1_warmup_then_l0_with_a_unit_decoder() -> None:
         JumpReLUOptions(l1_warmup_frac=1.5)
 
 
+@pytest.mark.parametrize(("ramp_samples", "ramp_steps"), [(640, 10), (650, 11), (0, 0), (10**6, 20)])
+def test_relu_price_ramps_over_a_count_of_samples(ramp_samples: int, ramp_steps: int) -> None:
+    """The share of the L1 price a step pays rises linearly to 1 over the first `l1_ramp_samples`
+    samples (batches of 64 here: 640 samples = 10 steps, 650 → 11), the whole run at most; 0: none."""
+    scales: list[float] = []
+
+    class Recording(SparseCoder):
+        def train_step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            scales.append(self.l1_scale)
+            return super().train_step(*args, **kwargs)
+
+    cfg = ReLUOptions(steps=20, batch_size=64, buffer_size=512, l1_ramp_samples=ramp_samples)
+    c = train_coder(tensor_source(sparse_data()), cfg, 24, None, True, gen(8), make_coder=Recording)
+    expected = [min(1.0, (s + 1) / ramp_steps) if ramp_steps else 1.0 for s in range(20)]
+    assert scales == pytest.approx(expected) and c.l1_scale == 1.0 and c._xw is None  # reset, buffer freed
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["sae-relu", "sae-batchtopk", "sae-jumprelu"])
 def test_converges_on_stress_iid_at_the_stress_budget(method: str) -> None:
