@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from mechscope.config import ConfigError
 from mechscope.core import Progress, no_progress
 from mechscope.decompose.activation_buffer import ActivationBuffer, Source, geometric_median
+from mechscope.decompose.auxk import dense_aux_loss, sparse_aux_loss, uses_sparse_aux
 from mechscope.decompose.dictionary_config import (
     ACTIVATIONS,
     Activation,
@@ -66,12 +67,7 @@ from mechscope.decompose.dictionary_kernels import (
 )
 from mechscope.decompose.parallel import Placement, precision
 from mechscope.decompose.sparse_code import code_decode, code_entries, latent_block
-from mechscope.decompose.sparsity_rules import (
-    interference_price,
-    l1_price,
-    site_width,
-    sparsity_estimate,
-)
+from mechscope.decompose.sparsity_rules import interference_price, l1_price, site_width, sparsity_estimate
 
 __all__ = [  # the settings live in dictionary_config.py; importers may take them from here too
     "ACTIVATIONS", "Activation", "BatchTopKOptions", "DictionaryConfig", "JumpReLUOptions", "L1PriceOptions",
@@ -189,16 +185,20 @@ class SparseCoder(nn.Module):
         """Loss on one normalised batch; `dead` bool [C] marks latents AuxK should revive."""
         B = x.shape[0]
         band: ThetaBand | None = None
+        kept: Tensor | None = None  # TopK's / BatchTopK's pre-activations, read again by AuxK
         if self.activation == "topk":
             assert self.k is not None
-            vals, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), int(self.k))  # (B, k)
+            bias = self._enc_bias()
+            kept = self._kept_pre_acts(x, bias)
+            vals, idx = _TopKEncode.apply(x, self.W_enc, bias, int(self.k), kept)  # (B, k)
             y_hat = F.embedding_bag(idx, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
             fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
             fired[idx[vals > 0]] = True
             l0 = float((vals > 0).sum()) / B
         elif self.activation == "batchtopk":
             assert isinstance(cfg, BatchTopKOptions)
-            vals, rows, cols = self.batchtopk_entries(x, cfg)
+            kept = self._kept_pre_acts(x, self._enc_bias())
+            vals, rows, cols = self.batchtopk_entries(x, cfg, kept)
             y_hat = sparse_decode(self.b_dec.expand(B, -1), rows, cols, vals, self.W_dec)
             fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
             fired[cols[vals > 0]] = True
@@ -244,7 +244,7 @@ class SparseCoder(nn.Module):
             l0_soft = _Step.apply(pre, theta, cfg.bandwidth, cfg.l0_grad_to_encoder).sum() / B
             loss = loss + cfg.l0_coef * l0_soft
         elif isinstance(cfg, TopKOptions) and cfg.aux_coef > 0 and bool(dead.any()):
-            loss = loss + cfg.aux_coef * self._aux_loss(x, (y - y_hat).detach(), dead, cfg)
+            loss = loss + cfg.aux_coef * self._aux_loss(x, (y - y_hat).detach(), dead, cfg, kept)
         if band is not None and isinstance(cfg, JumpReLUOptions):  # the band's price pseudo-gradients (value 0)
             loss = loss + _BandPrice.apply(theta_all, self.W_enc, bias, x, self.W_dec.detach(), band, l1_price, cfg)
         return TrainStep(loss, mse.detach(), fired, l0)
@@ -259,6 +259,13 @@ class SparseCoder(nn.Module):
         if self._xw is None or self._xw.shape != shape or self._xw.dtype != torch.result_type(x, self.W_enc):
             self._xw = torch.empty(shape, dtype=torch.result_type(x, self.W_enc))
         return self._xw
+
+    def _kept_pre_acts(self, x: Tensor, bias: Tensor) -> Tensor | None:
+        """x W_encᵀ + bias [B, C] without a graph, in the buffer kept between steps (`_xw_out`; None
+        where there is none): TopK's selection and then AuxK read the one product."""
+        if (out := self._xw_out(x)) is None:
+            return None
+        return torch.addmm(bias.detach(), x, self.W_enc.detach().t(), out=out)
 
     def _train_latents(self, pre: Tensor, cfg: DictionaryConfig, cols: Tensor | None = None) -> Tensor:
         """z from pre [B, C], or from pre at sparse entries [entries] whose latents are `cols`."""
@@ -285,18 +292,19 @@ class SparseCoder(nn.Module):
         theta = self.log_threshold.detach().exp() - bias
         return jumprelu_entries(pre, theta, cfg.bandwidth, limit, block)
 
-    def batchtopk_entries(self, x: Tensor, cfg: BatchTopKOptions) -> tuple[Tensor, Tensor, Tensor]:
+    def batchtopk_entries(self, x: Tensor, cfg: BatchTopKOptions, pre: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """BatchTopK's training code as sparse entries (vals, rows, cols) [k·B]: the k·B largest
         ReLU pre-activations over the whole batch (during the warm-up, `per_row`: the k largest of
-        each row); after the warm-up, updates the inference threshold θ."""
+        each row); after the warm-up, updates the inference threshold θ. `pre`: the pre-activations
+        already computed without a graph (`_kept_pre_acts`), or None."""
         assert self.k is not None
         if self.per_row:  # a fractional k keeps ⌊k⌋ (at least 1) per row here
             k_row = max(1, int(self.k))
-            v, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), k_row)  # (B, k_row)
+            v, idx = _TopKEncode.apply(x, self.W_enc, self._enc_bias(), k_row, pre)  # (B, k_row)
             rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k_row)
             return v.flatten(), rows, idx.flatten()
         n_kept = max(1, round(self.k * x.shape[0]))
-        vals, rows, cols = _BatchTopKEncode.apply(x, self.W_enc, self._enc_bias(), n_kept, self.batch_select)
+        vals, rows, cols = _BatchTopKEncode.apply(x, self.W_enc, self._enc_bias(), n_kept, self.batch_select, pre)
         with torch.no_grad():  # inference θ: running mean of the smallest kept positive value
             kept = vals[vals > 0]
             if kept.numel():
@@ -305,23 +313,15 @@ class SparseCoder(nn.Module):
                 self.batch_threshold.copy_(kept.min() if first else m * self.batch_threshold + (1 - m) * kept.min())
         return vals, rows, cols
 
-    def _aux_loss(self, x: Tensor, residual: Tensor, dead: Tensor, cfg: TopKOptions) -> Tensor:
-        """AuxK: the top-k_aux dead latents reconstruct what the live ones missed."""
+    def _aux_loss(self, x: Tensor, residual: Tensor, dead: Tensor, cfg: TopKOptions, pre: Tensor | None = None) -> Tensor:
+        """AuxK (auxk.py): the top-k_aux dead latents reconstruct what the live ones missed; `pre`:
+        this step's pre-activations [B, C] without a graph, if kept (then, on a wide dictionary, sparse)."""
         n_dead = int(dead.sum())
         k_aux = min(cfg.k_aux or max(1, self.d_out // 2), n_dead)
-        if 2 * n_dead > self.n_latents:  # mostly dead: mask the full product (no gather/scatter)
-            pre = F.linear(x, self.W_enc, self._enc_bias()).masked_fill(~dead, -math.inf)  # (B, C)
-            W_dec: Tensor = self.W_dec
-        else:
-            dead_idx = dead.nonzero().squeeze(1)
-            pre = F.linear(x, self.W_enc[dead_idx], self._enc_bias()[dead_idx])  # (B, n_dead)
-            W_dec = self.W_dec[dead_idx]
-        vals, idx = pre.topk(k_aux, dim=-1, sorted=False)
-        # k_aux is half the width, so z_aux is not sparse: a dense product beats embedding_bag,
-        # whose backward took 45 % of a resid-mlp-1l step with ~700 of 800 latents dead (profiled)
-        z_aux = torch.zeros_like(pre).scatter(1, idx, vals.relu())
-        r_hat = z_aux @ W_dec
-        return (r_hat - residual).pow(2).sum(-1).mean()
+        if pre is not None and uses_sparse_aux(pre, n_dead, k_aux):
+            b_dec = self.b_dec if self.sae else None
+            return sparse_aux_loss(x, self.W_enc, self.b_enc, b_dec, self.W_dec, residual, dead, k_aux, pre)
+        return dense_aux_loss(x, self.W_enc, self._enc_bias(), self.W_dec, residual, dead, k_aux)
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -38,8 +38,8 @@ class _TopKEncode(torch.autograd.Function):
     those rows alone (a sparse × dense product)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        pre = torch.addmm(b, x, W_enc.t())  # (B, C)
+    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, k: int, pre: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        pre = torch.addmm(b, x, W_enc.t()) if pre is None else pre  # (B, C); `pre`: computed already
         vals, idx = pre.topk(k, dim=-1, sorted=False)  # (B, k)
         vals = vals.relu()
         ctx.save_for_backward(x, idx, vals)
@@ -54,7 +54,7 @@ class _TopKEncode(torch.autograd.Function):
         g = (g_vals * (vals > 0)).flatten()  # (B·k,) ReLU gate
         rows = torch.arange(B, device=idx.device).repeat_interleave(k)
         grad_W, grad_b = _encoder_grads(x, rows, idx.flatten(), g, ctx.n_latents)
-        return None, grad_W, grad_b, None
+        return None, grad_W, grad_b, None, None
 
 
 def batch_topk_select(pre: Tensor, n_kept: int, n_candidates: int) -> tuple[Tensor, bool]:
@@ -86,8 +86,10 @@ class _BatchTopKEncode(torch.autograd.Function):
     the shortcut overflows."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, n_kept: int, state: dict[str, int]) -> tuple[Tensor, ...]:
-        pre = torch.addmm(b, x, W_enc.t())  # (B, C)
+    def forward(
+        ctx: Any, x: Tensor, W_enc: Tensor, b: Tensor, n_kept: int, state: dict[str, int], pre: Tensor | None = None
+    ) -> tuple[Tensor, ...]:  # fmt: skip
+        pre = torch.addmm(b, x, W_enc.t()) if pre is None else pre  # (B, C); `pre`: computed already
         C = W_enc.shape[0]
         flat_idx, overflow = batch_topk_select(pre, n_kept, state["candidates"])
         if overflow:
@@ -103,7 +105,7 @@ class _BatchTopKEncode(torch.autograd.Function):
     def backward(ctx: Any, g_vals: Tensor, _g_rows: Tensor, _g_cols: Tensor) -> tuple[Tensor | None, ...]:
         x, rows, cols, vals = ctx.saved_tensors
         grad_W, grad_b = _encoder_grads(x, rows, cols, g_vals * (vals > 0), ctx.n_latents)
-        return None, grad_W, grad_b, None, None
+        return None, grad_W, grad_b, None, None, None
 
 
 class _Encode(torch.autograd.Function):

@@ -58,7 +58,8 @@ class MatryoshkaCoder(SparseCoder):
 
     def train_step(self, x: Tensor, y: Tensor, cfg: DictionaryConfig, dead: Tensor) -> TrainStep:
         assert isinstance(cfg, BatchTopKOptions)
-        vals, rows, cols = self.batchtopk_entries(x, cfg)  # BatchTopK over the batch (updates θ)
+        kept = self._kept_pre_acts(x, self._enc_bias())  # one x W_encᵀ for the code and AuxK
+        vals, rows, cols = self.batchtopk_entries(x, cfg, kept)  # BatchTopK over the batch (updates θ)
         y_hat = self.b_dec.expand_as(y)
         loss = y.new_zeros(())
         start = 0
@@ -69,7 +70,7 @@ class MatryoshkaCoder(SparseCoder):
             start = w
         mse = (y_hat - y).pow(2).sum(-1).mean()
         if cfg.aux_coef > 0 and bool(dead.any()):
-            loss = loss + cfg.aux_coef * self._aux_loss(x, (y - y_hat).detach(), dead, cfg)
+            loss = loss + cfg.aux_coef * self._aux_loss(x, (y - y_hat).detach(), dead, cfg, kept)
         fired = torch.zeros(self.n_latents, dtype=torch.bool, device=x.device)
         fired[cols[vals > 0]] = True
         return TrainStep(loss, mse.detach(), fired, float((vals > 0).sum()) / x.shape[0])
