@@ -39,6 +39,17 @@ def test_oscillator_angle() -> None:
     assert not bad["matched"] and abs(bad["angle_rel_error"] - 0.5) < 1e-12
 
 
+def test_oscillator_centre_on_the_unit_circle_counts_a_contracting_spiral_does_not() -> None:
+    """A rotating pair in the marginal band (|λ| = 1.0005: a linear oscillator's centre) is the
+    oscillatory point; at |λ| = 0.9 the spiral decays — no oscillation, not matched."""
+    th = 0.3
+    rot = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=F64)
+    centre = score_oscillator(points(torch.zeros(1, 2, dtype=F64), 1.0005 * rot[None]), ExpectedStructure(kind="oscillator", omega=th))
+    assert centre["matched"] and centre["angle_rel_error"] < 1e-12 and centre["n_unstable_dims"] == 0
+    decaying = score_oscillator(points(torch.zeros(1, 2, dtype=F64), 0.9 * rot[None]), ExpectedStructure(kind="oscillator", omega=th))
+    assert not decaying["matched"] and decaying["angle"] is None
+
+
 def test_line_attractor() -> None:
     direction = torch.tensor([0.6, 0.8], dtype=F64)
     pts = torch.linspace(-1, 1, 9, dtype=F64)[:, None] * direction  # on a line

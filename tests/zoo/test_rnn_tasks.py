@@ -148,19 +148,36 @@ def test_gru_flipflop_with_more_bits_has_every_memory(n: int) -> None:
     assert m["stable_precision"] == 1.0 and m["stable_recall"] == 1.0
 
 
+def test_a_rejected_target_is_retrained_from_derived_seeds() -> None:
+    """Every attempt that misses the acceptance bar is recorded with why, and the next trains from
+    the derived seed (seed + 7919 · attempt). One training step cannot hold a memory, so both
+    attempts are rejected on any machine."""
+    task = get_task("flipflop")
+    task.config = with_overrides(task.config, {"n_bits": "1", "steps": "1", "max_attempts": "2"}, "task")
+    task.make_target(5)
+    info = json.loads((target_path(task.name, task.config, 5) / "info.json").read_text())
+    assert not info["ok"] and [r["train_seed"] for r in info["rejected"]] == [5, 5 + 7919]
+    assert all(not r["ok"] and r["bit_accuracy"] < 0.99 for r in info["rejected"])
+
+
 @pytest.mark.slow
 def test_a_seed_whose_memories_are_slow_attractors_is_retrained() -> None:
-    """4-bit GRU seed 2's first training holds every memory for 500 steps, but 8 of its 16 are
-    slow attractors (|λ|max 0.99907–0.99995) the finder rightly calls marginal: 8 / 16 found. The
-    acceptance bar rejects it for that alone and retrains; the accepted target scores 16 / 16
-    (issue 16; three trainings of 3000 steps and the finder: 246 CPU s, ≈ 4 min on an idle core)."""
+    """4-bit GRU seed 2's first training (on the box of issue 16) holds every memory for 500 steps,
+    but 8 of its 16 are slow attractors (|λ|max 0.99907–0.99995) the finder rightly calls marginal:
+    8 / 16 found. The acceptance bar rejects it for that alone and retrains; the accepted target
+    scores 16 / 16 (three trainings of 3000 steps and the finder: 246 CPU s). Which first training
+    falls short is a detail of the CPU's arithmetic — on an AVX-512 EPYC seed 2's first training
+    passed the bar — so the rejection is checked where it happened; the accepted target's 16
+    attractors and the finder's 16 / 16 everywhere (the retrain loop itself: the test above; the
+    slow-attractor check: tests/dynamics/test_attractors.py)."""
     m = run_fixed_points("flipflop", 2, None, ["n_bits=4"], None)
     task = get_task("flipflop")
     task.config = with_overrides(task.config, {"n_bits": "4"}, "task")
     info = json.loads((target_path(task.name, task.config, 2) / "info.json").read_text())
-    first = info["rejected"][0]
-    assert first["train_seed"] == 2 and first["memories_held"] and first["bit_accuracy"] >= 0.99
-    assert not first["attractors_ok"] and first["n_attractors"] < 16 and first["worst_lambda_max"] > 1 - 1e-3
+    for rejected in info["rejected"]:
+        assert not rejected["ok"]
+        if rejected["memories_held"] and rejected["bit_accuracy"] >= 0.99:  # rejected for its attractors alone
+            assert not rejected["attractors_ok"] and rejected["worst_lambda_max"] > 1 - 1e-3
     assert info["ok"] and max(info["memory_lambda_max"]) < 1 - 1e-3
     assert m["n_stable"] == m["n_matched"] == 16
     assert m["stable_precision"] == 1.0 and m["stable_recall"] == 1.0
