@@ -7,8 +7,8 @@ k_aux is half the output width. On a toy (d 10, k_aux 5 of tens of dead latents)
 large share of the dead columns and dense products over them are the fast form. On a wide
 dictionary it is a small share (d 512, 8,192 latents: 256 of the dead), and the dense form — the
 dead latents' pre-activations recomputed, their encoder gradient, z_aux W_dec and its two
-gradients: five [B, n_dead] × d products — grew with every latent that died: a TopK step took 174
-ms with none dead, 367 at 2,000 and 851 at 6,000 (B 1,024, 1 thread). The sparse form reads the
+gradients: five [B, n_dead] × d products — grew with every latent that died: a TopK step took 161
+ms with none dead, 307 at 2,000 and 881 at 6,000 (B 1,024, 1 thread; RESULTS.md). The sparse form reads the
 step's pre-activations, already computed for TopK's own selection, and works on the B·k_aux
 entries alone with the sparse code's kernels (sparse_code.py): the same loss and gradients.
 """
@@ -25,7 +25,8 @@ from mechscope.decompose.dictionary_kernels import _EncodeAt
 from mechscope.decompose.sparse_code import SparseCode, code_decode, latent_block
 
 AUX_SPARSE_BELOW = 0.12
-"""The sparse form when k_aux is below this share of the dead latents (the ReLU step's crossover)."""
+"""The sparse form when k_aux is below this share of the dead latents: the two forms cross near 2,000
+dead at k_aux 256 (0.128; `benchmarks/auxk_speed.py`), as the ReLU step's sparse and dense do at ≈ 12 %."""
 AUX_SPARSE_MIN_DEAD = 512
 """…and at least this many are dead: below it the dense products cost less than listing entries."""
 
